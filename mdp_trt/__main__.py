@@ -1,0 +1,4 @@
+from mdp_trt.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The result of the analysis pass: layers, channel groups and residual blocks of a graph.
+
+This is a plain, serialisable description; it never holds graph objects, only names, so it can be
+saved (``analyze --json``) and used later against the same ONNX file.
+
+Invariants:
+- ``groups[i].id == i`` and ``blocks[i].id == i`` (ids are positions);
+- every prunable layer's output channels belong to exactly one group (``Layer.out_group``); its
+  input channels to ``Layer.in_group`` (None when the input is a graph input such as the image);
+- a group with ``prunable=False`` keeps all channels and carries a human ``reason``;
+- a block with ``removable=True`` is a branch whose Add's other input is an identity skip from
+  the same fork; removing it makes the Add output equal its skip input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mdp_trt.latency.signature import LayerSignature
+
+__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels"]
+
+FORMAT = "mdp-analysis/1"
+
+
+def option_channels(channels: int, group_size: int, prunable: bool = True) -> list[int]:
+    """Channel count of each option k = 0..K of a group (k units of ``group_size``, capped).
+
+    Option 0 (no channel) is listed so that indices match the problem format; it is never chosen.
+    An unprunable group has exactly one real option: all channels.
+    """
+    if not prunable or group_size >= channels:
+        return [0, channels]
+    units = -(-channels // group_size)
+    return [min(k * group_size, channels) for k in range(units + 1)]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A Conv/Gemm/MatMul whose weight is a constant with an output and an input channel axis."""
+
+    name: str  # ONNX node name
+    op_type: str
+    weight: str  # initializer name of the weight
+    out_group: int
+    in_group: int | None
+    block: int | None  # id of the removable block that contains it, if any
+    signature: LayerSignature
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["signature"] = self.signature.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Layer":
+        return cls(**{**data, "signature": LayerSignature.from_json(data["signature"])})
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be kept or removed together (coupled through Add, BN, depthwise...)."""
+
+    id: int
+    name: str
+    channels: int
+    producers: tuple[str, ...]  # layers whose output channels are this group
+    consumers: tuple[str, ...]  # layers whose input channels are this group
+    prunable: bool = True
+    reason: str | None = None  # why not prunable
+    tensors: tuple[str, ...] = ()  # tensors carrying exactly these channels (debugging view)
+
+    def options(self, group_size: int) -> list[int]:
+        return option_channels(self.channels, group_size, self.prunable)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ChannelGroup":
+        tuples = {"producers", "consumers", "tensors"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Block:
+    """A residual block: the nodes of a branch joined back by an Add."""
+
+    id: int
+    name: str
+    add_node: str
+    skip_input: str  # the Add input that bypasses the branch
+    layers: tuple[str, ...]
+    nodes: tuple[str, ...]
+    removable: bool
+    reason: str | None = None  # why not removable (e.g. projection skip)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Block":
+        tuples = {"layers", "nodes"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Analysis:
+    model: str  # path of the analysed ONNX file
+    input_shape: tuple[int, ...]
+    layers: tuple[Layer, ...]
+    groups: tuple[ChannelGroup, ...]
+    blocks: tuple[Block, ...]
+    notes: tuple[str, ...] = field(default=())  # graph-wide remarks (e.g. unsupported ops seen)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "layers": [x.to_json() for x in self.layers],
+            "groups": [x.to_json() for x in self.groups],
+            "blocks": [x.to_json() for x in self.blocks],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Analysis":
+        return cls(
+            model=data["model"],
+            input_shape=tuple(data["input_shape"]),
+            layers=tuple(Layer.from_json(x) for x in data["layers"]),
+            groups=tuple(ChannelGroup.from_json(x) for x in data["groups"]),
+            blocks=tuple(Block.from_json(x) for x in data["blocks"]),
+            notes=tuple(data.get("notes", ())),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Analysis":
+        return cls.from_json(json.loads(Path(path).read_text()))

@@ -1,0 +1,240 @@
+"""The ``mdp-trt`` command line. Each command's docstring is its help.
+
+Only this module turns errors into exit codes (interfaces.md): 0 success, 2 bad usage or input,
+3 infeasible budget; anything else escaping is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+
+from mdp_trt.errors import InputError, MdpTrtError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Latency-budgeted channel + block pruning of ONNX models (MDP).")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_DEMO_DIR = Path("mdp-trt-demo")
+
+
+def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise InputError(f"--input-shape {text!r} is not a shape like 1x3x224x224")
+    return dims
+
+
+@app.command()
+def export(
+    arch: str = typer.Argument(..., help="torchvision architecture, e.g. resnet18"),
+    output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
+    input_shape: str = typer.Option("1x3x224x224", help="static input shape NxCxHxW"),
+    seed: int = typer.Option(0, help="seed of the random weights and BN statistics"),
+    exporter: str = typer.Option("dynamo", help="dynamo (torch.export, external data) or torchscript"),
+    fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorm into Conv"),
+    bn_stats: str = typer.Option("random", help="random (trained-looking) or identity BN statistics"),
+) -> None:
+    """Build a torchvision architecture (weights=None, seeded; nothing downloaded) and export ONNX."""
+    from mdp_trt.models.export import ExportOptions, export_architecture
+
+    if exporter not in ("dynamo", "torchscript"):
+        raise InputError(f"--exporter {exporter!r}: choose dynamo or torchscript")
+    if bn_stats not in ("random", "identity"):
+        raise InputError(f"--bn-stats {bn_stats!r}: choose random or identity")
+    path = export_architecture(arch, output, ExportOptions(
+        input_shape=parse_shape(input_shape), seed=seed, exporter=exporter, fold_bn=fold_bn,
+        bn_stats=bn_stats))
+    out.print(f"wrote {path}")
+
+
+@app.command()
+def analyze(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the analysis as JSON"),
+    input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims, e.g. 1x3x224x224"),
+) -> None:
+    """Find prunable layers, channel groups, residual blocks, and what cannot be pruned (and why)."""
+    from mdp_trt.analysis_table import render_analysis
+    from mdp_trt.graph.model import load_model
+    from mdp_trt.passes.analyze import analyze as run_analysis
+
+    analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
+    render_analysis(analysis, out)
+    if json_out:
+        analysis.save(json_out)
+        out.print(f"wrote {json_out}")
+
+
+@app.command()
+def profile(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    group_size: int = typer.Option(16, help="channels per pruning unit"),
+    threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
+    cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
+    input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the tables as JSON"),
+) -> None:
+    """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
+    from mdp_trt.graph.model import load_model
+    from mdp_trt.latency.cache import LatencyCache
+    from mdp_trt.latency.registry import get_backend
+    from mdp_trt.latency.tables import profile_tables
+    from mdp_trt.passes.analyze import analyze as run_analysis
+
+    if group_size < 1:
+        raise InputError(f"--group-size {group_size} must be >= 1")
+    analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
+    with get_backend(backend, threads=threads) as runtime:
+        tables = profile_tables(analysis, group_size=group_size, backend=runtime,
+                                cache=LatencyCache(cache), progress=True)
+    out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
+              f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
+    if json_out:
+        json_out.write_text(json.dumps(tables.to_json()))
+        out.print(f"wrote {json_out}")
+
+
+@app.command()
+def solve(
+    problem: Path = typer.Argument(..., help="mdp-minlp-instance/1 JSON file"),
+    solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
+    time_limit: Optional[float] = typer.Option(None, help="seconds"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the plan as JSON"),
+) -> None:
+    """Solve a pruning problem and print the plan (exit 3 when the budget is infeasible)."""
+    from mdp_trt.errors import InfeasibleBudget
+    from mdp_trt.solve import load_problem, solve as run_solver
+
+    plan = run_solver(load_problem(problem), solver, time_limit)
+    if json_out:
+        json_out.write_text(json.dumps(plan.to_json(), indent=1))
+    out.print(f"{plan.solver}: {plan.status}, objective {plan.objective}, bound {plan.bound}, "
+              f"latency {plan.latency}, {plan.solve_seconds * 1000:.1f} ms")
+    if plan.status == "infeasible":
+        raise InfeasibleBudget(f"infeasible: the smallest achievable latency is {plan.min_latency} "
+                               "(problem units)", min_latency=plan.min_latency, unit="problem")
+
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    threads: int = typer.Option(1, help="runtime threads"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON"),
+) -> None:
+    """Measure end-to-end latency and FPS of a model."""
+    from mdp_trt.bench.measure import benchmark_model
+    from mdp_trt.latency.registry import get_backend
+
+    if not model.is_file():
+        raise InputError(f"{model}: no such file")
+    with get_backend(backend, threads=threads) as runtime:
+        result = benchmark_model(model, runtime)
+    out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS ({backend})")
+    if json_out:
+        json_out.write_text(json.dumps(result.to_json(), indent=1))
+
+
+@app.command()
+def build(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    output: Path = typer.Option(..., "-o", "--output", help="engine file to write"),
+    fp16: bool = typer.Option(False, "--fp16"),
+    int8: bool = typer.Option(False, "--int8"),
+) -> None:
+    """Build a TensorRT engine (needs the tensorrt package and an NVIDIA GPU)."""
+    from mdp_trt.deploy.tensorrt import build_engine
+
+    build_engine(model, output, fp16=fp16, int8=int8)
+    out.print(f"wrote {output}")
+
+
+def _prune_options(**kwargs):
+    from mdp_trt.prune import PruneOptions
+
+    return PruneOptions(**kwargs)
+
+
+@app.command()
+def prune(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    output: Path = typer.Option(..., "-o", "--output", help="output directory"),
+    budget: Optional[float] = typer.Option(None, help="latency budget as a fraction of the measured baseline"),
+    budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms"),
+    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
+    importance: str = typer.Option("magnitude", help="channel importance: magnitude"),
+    group_size: int = typer.Option(16, help="channels per pruning unit"),
+    solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
+    time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
+    cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
+    input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
+    force: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Prune MODEL to a latency budget and write pruned.onnx, plan.json, problem.json, report.json."""
+    from mdp_trt.prune import prune as run_prune
+    from mdp_trt.report import format_summary
+
+    report = run_prune(model, output, _prune_options(
+        budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
+        importance=importance, group_size=group_size, solver=solver, time_limit=time_limit,
+        cache=cache, input_shape=parse_shape(input_shape), force=force))
+    out.print(format_summary(report))
+    out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(DEFAULT_DEMO_DIR, "-o", "--output", help="output directory"),
+    arch: str = typer.Option("resnet18", help="torchvision architecture"),
+    budget: float = typer.Option(0.5, help="latency budget as a fraction of the baseline"),
+    group_size: int = typer.Option(32, help="channels per pruning unit"),
+    cache: Optional[Path] = typer.Option(None, help="SQLite latency cache"),
+) -> None:
+    """Export a ResNet-18 (224x224) and prune it to 50% of its latency on ONNX Runtime CPU."""
+    from mdp_trt.models.export import export_architecture
+    from mdp_trt.prune import prune as run_prune
+    from mdp_trt.report import format_summary
+
+    output.mkdir(parents=True, exist_ok=True)
+    model = export_architecture(arch, output / f"{arch}.onnx")
+    out.print(f"exported {model}")
+    report = run_prune(model, output / "pruned", _prune_options(
+        budget=budget, group_size=group_size, cache=cache, force=True))
+    out.print(format_summary(report))
+    out.print(f"wrote {output}/pruned/ (pruned.onnx, plan.json, problem.json, report.json)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing half-written was left behind")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except MdpTrtError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)

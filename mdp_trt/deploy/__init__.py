@@ -1,0 +1,1 @@
+"""Deployment artefacts built from a (pruned) ONNX model for a target runtime."""

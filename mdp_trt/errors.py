@@ -1,0 +1,59 @@
+"""The user-facing error hierarchy.
+
+Only ``cli.main`` maps these to exit codes; library code raises them and never exits. Any other
+exception escaping to the CLI is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MdpTrtError",
+    "InputError",
+    "UnsupportedGraph",
+    "BackendUnavailable",
+    "InfeasibleBudget",
+    "VerificationFailed",
+]
+
+
+class MdpTrtError(Exception):
+    """Base class of errors caused by the user's input or environment, not by a bug."""
+
+    exit_code = 1
+
+
+class InputError(MdpTrtError):
+    """Bad usage or bad input: a missing file, a malformed model, a bad flag value (exit 2)."""
+
+    exit_code = 2
+
+
+class UnsupportedGraph(InputError):
+    """The graph uses something the tool cannot handle at all (names the node and the fix)."""
+
+    def __init__(self, message: str, *, node: str | None = None, op_type: str | None = None):
+        where = f"node {node!r} ({op_type}): " if node else ""
+        super().__init__(where + message)
+        self.node = node
+        self.op_type = op_type
+
+
+class BackendUnavailable(InputError):
+    """The requested latency backend cannot run here (missing package or device)."""
+
+
+class InfeasibleBudget(MdpTrtError):
+    """No plan meets the latency budget (exit 3); carries the smallest achievable latency."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, min_latency: float, unit: str = "ms"):
+        super().__init__(message)
+        self.min_latency = min_latency
+        self.unit = unit
+
+
+class VerificationFailed(MdpTrtError):
+    """The pruned model does not compute what the masked original computes (a bug; exit 4)."""
+
+    exit_code = 4

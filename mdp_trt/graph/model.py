@@ -1,0 +1,157 @@
+"""Loading a model for analysis (static shapes, folded constants) and saving it atomically.
+
+``load_model`` normalises the graph so every later pass sees one form:
+- the single graph input has a static shape (given by ``input_shape`` when the file's is
+  symbolic);
+- constant sub-graphs are folded (the dynamo exporter without optimisation computes conv biases
+  from ``Shape(weight)``; folding turns them into initializers) and Constant nodes become
+  initializers;
+- every node output has a static shape (onnx shape inference).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from mdp_trt.errors import InputError
+from mdp_trt.graph.shapes import infer_shapes, static_shape
+
+__all__ = ["load_model", "save_model", "EXTERNAL_DATA_THRESHOLD_BYTES"]
+
+log = logging.getLogger(__name__)
+
+# Above this total initializer size the weights go to ``<name>.data`` beside the model file.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 20
+
+
+def _format_shape(shape: ir.Shape | None) -> str:
+    if shape is None:
+        return "unknown rank"
+    return "x".join(str(d) if isinstance(d, int) else str(d.value or "?") for d in shape)
+
+
+def _real_inputs(graph: ir.Graph) -> list[ir.Value]:
+    # Old (IR < 4) models list initializers among the inputs; those are weights, not inputs.
+    return [v for v in graph.inputs if v.name not in graph.initializers]
+
+
+def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> ir.Model:
+    """Load ``path`` (external data read lazily), fix its input shape and infer all shapes.
+
+    Raises InputError for a missing or non-ONNX file, several graph inputs, a symbolic input
+    shape without ``input_shape``, or an ``input_shape`` that contradicts the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; give the path of an ONNX model (.onnx)")
+    try:
+        model = ir.load(path)
+    except Exception as err:  # protobuf DecodeError, onnx errors...: all mean "not ONNX"
+        raise InputError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err})") from err
+
+    inputs = _real_inputs(model.graph)
+    if len(inputs) != 1:
+        names = ", ".join(repr(v.name) for v in inputs) or "none"
+        raise InputError(
+            f"{path}: mdp-trt handles models with exactly one input (an image batch); "
+            f"this one has {len(inputs)}: {names}"
+        )
+    image = inputs[0]
+    _fix_input_shape(path, image, input_shape)
+
+    # Fold constant sub-graphs (e.g. biases computed from Shape(weight)) so weights and
+    # biases are plain initializers; keeps BatchNormalization nodes (no fusion rules run).
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.fold_constants(model)
+    ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
+    ir.passes.common.RemoveUnusedNodesPass()(model)
+    infer_shapes(model, reset=True)
+    unknown = [
+        out.name for node in model.graph for out in node.outputs if static_shape(out) is None
+    ]
+    if unknown:
+        log.warning(
+            "%s: %d tensors have no static shape after inference (e.g. %s); their channels "
+            "cannot be pruned", path, len(unknown), ", ".join(unknown[:3]),
+        )
+    return model
+
+
+def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] | None) -> None:
+    current = image.shape
+    if input_shape is None:
+        if static_shape(image) is None:
+            raise InputError(
+                f"{path}: input {image.name!r} has a dynamic shape {_format_shape(current)}; "
+                "give a static one, e.g. --input-shape 1x3x224x224"
+            )
+        return
+    wanted = tuple(int(d) for d in input_shape)
+    if any(d <= 0 for d in wanted):
+        raise InputError(f"input shape {'x'.join(map(str, wanted))} has a non-positive dimension")
+    if current is not None:
+        dims = tuple(current)
+        mismatch = len(dims) != len(wanted) or any(
+            isinstance(d, int) and d != w for d, w in zip(dims, wanted)
+        )
+        if mismatch:
+            raise InputError(
+                f"{path}: input {image.name!r} has shape {_format_shape(current)}, which "
+                f"--input-shape {'x'.join(map(str, wanted))} contradicts; give a shape that "
+                "matches the model's fixed dimensions"
+            )
+    image.shape = ir.Shape(wanted)
+
+
+def _initializer_bytes(model: ir.Model) -> int:
+    total = 0
+    for value in model.graph.initializers.values():
+        if value.const_value is not None:
+            total += value.const_value.nbytes
+    return total
+
+
+def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically and check it with ``onnx.checker`` (path-based).
+
+    Weights go to ``<name>.data`` beside the file when they exceed
+    ``EXTERNAL_DATA_THRESHOLD_BYTES`` in total. Everything is written into a temporary directory
+    next to the target and renamed into place at the end, so an error or Ctrl-C never leaves a
+    half-written model. The model object is not modified. Returns the written path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    external = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    data_name = path.name + ".data"
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        staged = tmp / path.name
+        if external:
+            # Write every initializer (even ones read lazily from the file being replaced)
+            # into the new data file, so the result never depends on the source file.
+            ir.save(model, staged, external_data=data_name)
+        else:
+            proto = ir.to_proto(model)
+            onnx.save_model(proto, staged)
+        try:
+            onnx.checker.check_model(str(staged))
+        except onnx.checker.ValidationError as err:
+            raise InputError(f"the model to be written to {path} is invalid: {err}") from err
+        if external:
+            os.replace(tmp / data_name, path.parent / data_name)
+        elif (path.parent / data_name).exists():
+            # A stale data file from an earlier save would mislead readers.
+            (path.parent / data_name).unlink()
+        os.replace(staged, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("saved %s%s", path, f" (+ {data_name})" if external else "")
+    return path

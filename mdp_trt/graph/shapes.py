@@ -1,0 +1,72 @@
+"""Shape inference and the ONNX checker on onnx-ir models, without serialising large weights.
+
+Both run the onnx C++ implementations on a proto whose large initializers are temporarily
+turned into typed graph inputs, so models with external data are handled without reading it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import _c_api_utils  # the IR's own large-model bridge to onnx C APIs
+
+from mdp_trt.errors import UnsupportedGraph
+
+__all__ = ["infer_shapes", "check_model", "static_shape"]
+
+log = logging.getLogger(__name__)
+
+
+def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The value's shape as ints, or None when unknown or symbolic."""
+    if value is None or value.shape is None:
+        return None
+    dims = tuple(value.shape)
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return dims  # type: ignore[return-value]
+
+
+def infer_shapes(model: ir.Model, *, reset: bool = False) -> ir.Model:
+    """Run onnx shape inference on ``model`` in place (strict: a failure raises).
+
+    With ``reset`` the shapes of all node outputs except graph outputs are cleared first, so
+    that stale shapes left by a graph edit cannot conflict with the new ones.
+    Raises UnsupportedGraph when onnx cannot infer the shapes.
+    """
+    if reset:
+        outputs = set(model.graph.outputs)
+        for node in model.graph:
+            for out in node.outputs:
+                if out not in outputs:
+                    out.shape = None
+
+    def run(proto: onnx.ModelProto) -> onnx.ModelProto:
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+
+    try:
+        inferred = _c_api_utils.call_onnx_api(run, model)
+    except Exception as err:  # onnx raises several unrelated classes here
+        raise UnsupportedGraph(f"onnx shape inference failed: {err}") from err
+    inferred_model = ir.serde.deserialize_model(inferred)
+    values = ir.convenience.create_value_mapping(inferred_model.graph)
+    for name, value in ir.convenience.create_value_mapping(model.graph).items():
+        other = values.get(name)
+        if other is None:
+            continue
+        if other.shape is not None:
+            value.shape = other.shape
+        if other.dtype is not None and value.dtype is None:
+            value.dtype = other.dtype
+    return model
+
+
+def check_model(model: ir.Model) -> None:
+    """Run ``onnx.checker.check_model`` (raises onnx's ValidationError on an invalid graph)."""
+
+    def run(proto: onnx.ModelProto) -> None:
+        onnx.checker.check_model(proto)
+
+    _c_api_utils.call_onnx_api(run, model)

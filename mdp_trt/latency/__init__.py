@@ -1,0 +1,1 @@
+"""Latency measurement: backends behind one protocol, bilayer tables, and their persistent cache."""

@@ -1,0 +1,147 @@
+"""The latency backend contract: what every runtime (ORT CPU now, GPU runtimes later) provides.
+
+A backend times two things with one protocol: a one-layer model at given channel widths (a cell
+of a bilayer table) and a whole ONNX model (``bench``/``prune`` before and after). Using the same
+session settings and the same timing loop for both is what makes "sum of cells + constant"
+comparable with the measured end-to-end latency.
+
+Backends are context managers. Activation is reentrant (a depth counter), so the pipeline can
+hold a backend active across stages while each stage also says ``with backend:``; the runtime is
+released when the outermost ``with`` exits. ``BackendBase`` owns that state machine; subclasses
+implement only the ``*_impl`` hooks (the Polygraphy runner pattern).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from mdp_trt.latency.signature import LayerSignature
+
+__all__ = ["DeviceFingerprint", "Measurement", "LatencyBackend", "BackendBase"]
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """What a measurement's meaning depends on, besides the layer itself.
+
+    Two measurements are comparable only if their fingerprints are equal; the cache keys every
+    row on ``key()``. ``device`` is a human description (e.g. ``"AMD EPYC, 2 cores"``),
+    ``runtime``/``runtime_version`` the inference library, ``threads`` the intra-op thread count,
+    ``precision`` the arithmetic the runtime is asked to use (e.g. ``"fp32"``).
+    """
+
+    backend: str
+    device: str
+    runtime: str
+    runtime_version: str
+    threads: int
+    precision: str
+
+    def key(self) -> str:
+        """A stable text key (sorted compact JSON): equal fingerprints give equal keys."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DeviceFingerprint":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The result of timing one thing ``repeats`` times (after warm-up).
+
+    All times are milliseconds of wall clock per inference call. ``spread`` is the relative
+    dispersion ``(p90 - p10) / median`` (0 for a perfectly steady measurement); ``p10_ms`` and
+    ``p90_ms`` are the 10th and 90th percentiles. Invariant: ``p10_ms <= median_ms <= p90_ms``.
+    """
+
+    median_ms: float
+    spread: float
+    repeats: int
+    p10_ms: float
+    p90_ms: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Measurement":
+        return cls(**data)
+
+
+@runtime_checkable
+class LatencyBackend(Protocol):
+    """A runtime that times one-layer models and whole ONNX models the same way."""
+
+    name: str
+
+    def available(self) -> str | None:
+        """None when the backend can run here; otherwise why not and what to install."""
+        ...
+
+    def __enter__(self) -> "LatencyBackend": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+    def fingerprint(self) -> DeviceFingerprint: ...
+
+    def measure_layer(self, sig: LayerSignature, out_channels: int, in_channels: int) -> Measurement:
+        """Latency of the layer ``sig`` with ``out_channels`` outputs and ``in_channels`` inputs
+        (both >= 1 and at most the signature's full widths), at its real resolution and batch."""
+        ...
+
+    def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
+        """End-to-end latency of the ONNX model at ``path``; input shapes come from the model
+        (``batch`` fills a symbolic leading dimension)."""
+        ...
+
+
+class BackendBase:
+    """Reentrant activation with state checks; subclasses implement the ``*_impl`` hooks."""
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._depth = 0
+
+    @property
+    def active(self) -> bool:
+        return self._depth > 0
+
+    def activate(self) -> None:
+        if self._depth == 0:
+            self._activate_impl()
+        self._depth += 1
+
+    def deactivate(self) -> None:
+        if self._depth == 0:
+            raise RuntimeError(f"backend {self.name!r} deactivated more often than activated")
+        self._depth -= 1
+        if self._depth == 0:
+            self._deactivate_impl()
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.deactivate()
+
+    def _require_active(self) -> None:
+        if not self.active:
+            raise RuntimeError(
+                f"backend {self.name!r} is not active: use it inside 'with backend:' "
+                "(activation loads the runtime)"
+            )
+
+    def _activate_impl(self) -> None:
+        """Load the runtime; called on the outermost activation only."""
+
+    def _deactivate_impl(self) -> None:
+        """Release the runtime; called when the outermost ``with`` exits."""

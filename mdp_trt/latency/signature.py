@@ -1,0 +1,53 @@
+"""What a layer's latency depends on: the key of a bilayer latency table.
+
+Layers with equal signatures share one table (e.g. the three 3x3 convs of a ResNet stage).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+__all__ = ["LayerSignature"]
+
+
+@dataclass(frozen=True)
+class LayerSignature:
+    """Everything a one-layer benchmark needs to reproduce a layer.
+
+    Channel counts are the layer's full (unpruned) widths; a table cell varies them below these.
+    ``input_hw`` is the spatial size of the layer's input (empty for Gemm/MatMul), ``batch`` the
+    leading dimension. ``conv_group`` is the Conv ``group`` attribute (1 for a dense conv, equal
+    to the channel count for a depthwise conv, whose input and output widths move together).
+    ``activation`` is the op fused after the layer in the real graph (e.g. ``"Relu"``) or None.
+    """
+
+    op_type: str
+    out_channels: int
+    in_channels: int
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    conv_group: int = 1
+    input_hw: tuple[int, ...] = ()
+    batch: int = 1
+    dtype: str = "float32"
+    bias: bool = True
+    activation: str | None = None
+
+    @property
+    def depthwise(self) -> bool:
+        return self.conv_group > 1 and self.conv_group == self.in_channels == self.out_channels
+
+    def key(self) -> str:
+        """A stable text key (sorted JSON) used by the cache and to share tables."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LayerSignature":
+        tuples = {"kernel", "strides", "pads", "dilations", "input_hw"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})

@@ -1,0 +1,74 @@
+"""The timing loop shared by every backend: warm-up, an adaptive repeat count, robust statistics.
+
+Cells of a latency table are many and each is cheap to redo, so ``CELL_POLICY`` bounds a cell to
+about 0.1 s of timed runs (at least 5 runs even for a layer slower than that). Whole models are
+timed once per pipeline stage and their median is compared with a prediction, so
+``MODEL_POLICY`` asks for at least 30 runs and at least 3 s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mdp_trt.latency.protocol import Measurement
+
+__all__ = ["TimingPolicy", "CELL_POLICY", "MODEL_POLICY", "time_runs", "summarise"]
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long to warm up and to time (seconds) and the bounds on the number of timed runs.
+
+    Warm-up runs until both ``warmup_runs`` runs and ``warmup_s`` seconds are done (the first
+    runs allocate buffers and fill caches). The timed run count is ``budget_s / estimate``
+    clamped to ``[min_repeats, max_repeats]``, where the estimate is the fastest warm-up run.
+    """
+
+    warmup_runs: int = 2
+    warmup_s: float = 0.01
+    budget_s: float = 0.1
+    min_repeats: int = 5
+    max_repeats: int = 200
+
+    def __post_init__(self) -> None:
+        if self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.warmup_runs < 1:
+            raise ValueError(f"inconsistent timing policy: {self}")
+
+
+CELL_POLICY = TimingPolicy()
+MODEL_POLICY = TimingPolicy(warmup_runs=5, warmup_s=0.5, budget_s=3.0, min_repeats=30,
+                            max_repeats=10_000)
+
+
+def summarise(samples_ms: list[float] | np.ndarray) -> Measurement:
+    """Median, p10/p90 and relative spread of per-run times in milliseconds."""
+    data = np.asarray(samples_ms, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("no samples to summarise")
+    p10, median, p90 = (float(x) for x in np.percentile(data, [10, 50, 90]))
+    spread = (p90 - p10) / median if median > 0 else 0.0
+    return Measurement(median_ms=median, spread=spread, repeats=int(data.size), p10_ms=p10,
+                       p90_ms=p90)
+
+
+def time_runs(run: Callable[[], object], policy: TimingPolicy = CELL_POLICY) -> Measurement:
+    """Time ``run()`` (one inference call with pre-bound inputs) under ``policy``."""
+    warm: list[int] = []
+    start = time.perf_counter_ns()
+    while len(warm) < policy.warmup_runs or time.perf_counter_ns() - start < policy.warmup_s * 1e9:
+        t0 = time.perf_counter_ns()
+        run()
+        warm.append(time.perf_counter_ns() - t0)
+    # The fastest warm-up run is the least disturbed estimate of a steady run on a busy machine.
+    estimate_s = max(min(warm), 1) / 1e9
+    repeats = int(min(policy.max_repeats, max(policy.min_repeats, policy.budget_s / estimate_s)))
+    samples = np.empty(repeats, dtype=np.float64)
+    for i in range(repeats):
+        t0 = time.perf_counter_ns()
+        run()
+        samples[i] = time.perf_counter_ns() - t0
+    return summarise(samples / 1e6)

@@ -1,0 +1,1 @@
+"""Model recipes: torchvision architectures built offline (weights=None, seeded) and exported."""

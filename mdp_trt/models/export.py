@@ -1,0 +1,135 @@
+"""Build a torchvision classification architecture offline and export it to ONNX.
+
+Nothing is downloaded: weights are torchvision's seeded random initialisation. With
+``weights=None`` every BatchNorm is the identity (gamma 1, beta 0, mean 0, var 1), which would
+make BN folding and BN-scaled importance trivially uniform; ``bn_stats="random"`` (the default)
+draws the BN parameters and statistics from the same seed so exported models look like trained
+ones to every pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mdp_trt.errors import InputError
+
+__all__ = ["ExportOptions", "export_architecture", "list_architectures"]
+
+log = logging.getLogger(__name__)
+
+Exporter = Literal["dynamo", "torchscript"]
+BnStats = Literal["random", "identity"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    input_shape: tuple[int, ...] = (1, 3, 224, 224)
+    seed: int = 0
+    exporter: Exporter = "dynamo"
+    fold_bn: bool = True
+    bn_stats: BnStats = "random"
+    opset: int = 18
+
+
+def list_architectures() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _build(arch: str, options: ExportOptions):
+    import torch
+    import torchvision
+
+    if arch not in list_architectures():
+        raise InputError(
+            f"unknown architecture {arch!r}; choose one of torchvision's classification models, "
+            f"e.g. resnet18, resnet50, vgg11_bn (all: {', '.join(list_architectures())})"
+        )
+    torch.manual_seed(options.seed)
+    model = torchvision.models.get_model(arch, weights=None)
+    if options.bn_stats == "random":
+        _randomise_batchnorm(model, options.seed)
+    return model.eval()
+
+
+def _randomise_batchnorm(model, seed: int) -> None:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+
+
+def export_architecture(arch: str, output: str | Path, options: ExportOptions = ExportOptions()) -> Path:
+    """Export ``arch`` to ``output`` (ONNX, opset >= 17); returns the written path.
+
+    The file (and its ``.data`` external-data file, dynamo exporter) appears atomically: it is
+    written in a temporary directory beside the target and moved in place at the end.
+    """
+    import torch
+
+    output = Path(output)
+    if options.opset < 17:
+        raise InputError(f"opset {options.opset} is too old: mdp-trt needs opset >= 17")
+    model = _build(arch, options)
+    example = torch.randn(*options.input_shape, generator=torch.Generator().manual_seed(options.seed))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
+        staged = Path(tmp) / output.name
+        with _quiet():
+            _torch_export(model, example, staged, options)
+        written = sorted(Path(tmp).iterdir())
+        for path in written:
+            os.replace(path, output.parent / path.name)
+    log.info("exported %s to %s (%s)", arch, output, ", ".join(p.name for p in written))
+    return output
+
+
+def _torch_export(model, example, path: Path, options: ExportOptions) -> None:
+    import torch
+
+    if options.exporter == "dynamo":
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, opset_version=options.opset,
+            input_names=["input"], output_names=["logits"], optimize=options.fold_bn,
+        )
+        if not options.fold_bn:
+            # The dynamo optimiser is what folds BN into Conv; without it the graph keeps raw
+            # Shape/Expand/CastLike plumbing, so fold constants only.
+            from onnxscript import optimizer
+
+            optimizer.fold_constants(program.model)
+            optimizer.remove_unused_nodes(program.model)
+        program.save(str(path), external_data=True)
+    else:
+        training = torch.onnx.TrainingMode.EVAL if options.fold_bn else torch.onnx.TrainingMode.PRESERVE
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=min(options.opset, 17),
+            input_names=["input"], output_names=["logits"], training=training,
+            do_constant_folding=options.fold_bn,
+        )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx prints progress lines and deprecation warnings meant for its own developers."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield

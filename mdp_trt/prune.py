@@ -1,0 +1,245 @@
+"""The whole pipeline: analyse, score, profile, solve, cut, verify, measure, report.
+
+Everything is written into a temporary directory beside ``out_dir`` and moved into place only
+when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
+If the measured latency of the pruned model misses the budget by more than ``tolerance``, the
+offset (latency outside the tables) is recalibrated at the measured operating point and the
+problem re-solved, at most ``max_rounds`` times: the tables predict *changes* well, the constant
+part is what drifts between the dense and the pruned network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from mdp_trt.analysis import Analysis
+from mdp_trt.errors import InfeasibleBudget, InputError
+from mdp_trt.graph.model import initializer_array, layer_output_scale, load_model, save_model
+from mdp_trt.importance import Importance
+from mdp_trt.importance.magnitude import magnitude_importance
+from mdp_trt.latency.cache import LatencyCache
+from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.tables import LatencyTables, profile_tables
+from mdp_trt.bench.measure import benchmark_model
+from mdp_trt.passes.analyze import analyze
+from mdp_trt.passes.masking import mask_model
+from mdp_trt.passes.surgery import apply_plan
+from mdp_trt.passes.verify import verify
+from mdp_trt.report import Report
+from mdp_trt.solve import load_problem, solve
+from mdp_trt.solve.formulate import decode_plan, formulate
+
+__all__ = ["PruneOptions", "prune"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    budget: float | None = None  # fraction of the measured baseline latency
+    budget_ms: float | None = None
+    backend: str = "ort-cpu"
+    threads: int = 1
+    importance: Literal["magnitude"] = "magnitude"
+    group_size: int = 16
+    solver: str = "exact"
+    time_limit: float | None = None
+    cache: Path | None = None
+    input_shape: tuple[int, ...] | None = None
+    verify_inputs: int = 3
+    rtol: float = 1e-4
+    tolerance: float = 0.03  # re-solve when measured > budget * (1 + tolerance)
+    max_rounds: int = 3
+    force: bool = False
+    progress: bool = True
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _check_options(options: PruneOptions) -> None:
+    if (options.budget is None) == (options.budget_ms is None):
+        raise InputError("give exactly one of --budget FRACTION or --budget-ms MS")
+    if options.budget is not None and not 0 < options.budget <= 1:
+        raise InputError(f"--budget {options.budget} must be a fraction in (0, 1], e.g. 0.5")
+    if options.budget_ms is not None and options.budget_ms <= 0:
+        raise InputError(f"--budget-ms {options.budget_ms} must be positive")
+    if options.group_size < 1:
+        raise InputError(f"--group-size {options.group_size} must be >= 1")
+    if options.importance != "magnitude":
+        raise InputError(f"importance {options.importance!r} is not available yet; use magnitude")
+
+
+def _prepare_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise InputError(f"output directory {out_dir} exists and is not empty; pass --force to "
+                         "replace it or choose another -o")
+
+
+def prune(model_path: str | Path, out_dir: str | Path, options: PruneOptions) -> Report:
+    _check_options(options)
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    _prepare_out_dir(out_dir, options.force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        report = _run(model_path, work, options)
+        for staged in work.glob("original.onnx*"):
+            staged.unlink()
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return report
+
+
+def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
+    clock = _Stopwatch()
+    with clock.stage("analyze"):
+        model = load_model(model_path, options.input_shape)
+        analysis = analyze(model, str(model_path))
+        analysis.save(work / "analysis.json")
+        # The original, with its shape fixed, saved the same way as the pruned model will be,
+        # so that both are timed under identical conditions.
+        save_model(model, work / "original.onnx")
+    with clock.stage("importance"):
+        importance = _importance(model, analysis)
+        importance.save(work / "importance.json")
+    backend = get_backend(options.backend, threads=options.threads)
+    with backend:
+        with clock.stage("measure_baseline"):
+            baseline = benchmark_model(work / "original.onnx", backend)
+        budget_ms = options.budget_ms if options.budget_ms is not None else options.budget * baseline.latency_ms
+        with clock.stage("profile"):
+            tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
+                                    cache=LatencyCache(options.cache), progress=options.progress)
+            (work / "tables.json").write_text(json.dumps(tables.to_json()))
+        full = [len(g.options(options.group_size)) - 1 for g in analysis.groups]
+        offset_ms = baseline.latency_ms - _table_sum(analysis, tables, full, frozenset())
+        rounds = []
+        target_ms = budget_ms
+        for round_index in range(options.max_rounds):
+            result = _solve_and_cut(model, analysis, importance, tables, work, options,
+                                    clock, budget_ms=target_ms, offset_ms=offset_ms,
+                                    baseline_ms=baseline.latency_ms, name=model_path.stem)
+            with clock.stage("measure_pruned"):
+                measured = benchmark_model(work / "pruned.onnx", backend)
+            rounds.append({"offset_ms": offset_ms, "predicted_ms": result["predicted_ms"],
+                           "measured_ms": measured.latency_ms, **result["solver"]})
+            if measured.latency_ms <= budget_ms * (1 + options.tolerance):
+                break
+            # Recalibrate the constant at the pruned operating point and try again.
+            offset_ms += measured.latency_ms - result["predicted_ms"]
+            log.info("measured %.2f ms > budget %.2f ms: re-solving with offset %.2f ms",
+                     measured.latency_ms, budget_ms, offset_ms)
+        fingerprint = backend.fingerprint().to_json()
+    decoded = result["decoded"]
+    report = Report(
+        model=str(model_path), backend=options.backend, device=fingerprint, threads=options.threads,
+        group_size=options.group_size, importance=importance.method,
+        baseline_latency_ms=baseline.latency_ms, budget_ms=budget_ms,
+        budget_fraction=budget_ms / baseline.latency_ms,
+        predicted_latency_ms=result["predicted_ms"], predicted_tables_ms=result["tables_ms"],
+        predicted_offset_ms=result["offset_ms"], measured_latency_ms=measured.latency_ms,
+        fps_before=baseline.fps, fps_after=measured.fps,
+        removed_blocks=list(decoded.removed_block_names),
+        kept_channels={g.name: [decoded.kept_channels[g.name], g.channels] for g in analysis.groups},
+        objective=result["objective"], solver=result["solver"],
+        profile={"cells_measured": tables.cells_measured, "cells_cached": tables.cells_cached,
+                 "seconds": tables.seconds},
+        verification=result["verification"], timings=clock.seconds, rounds=rounds,
+    )
+    report.save(work / "report.json")
+    return report
+
+
+def _importance(model, analysis: Analysis) -> Importance:
+    return magnitude_importance(
+        analysis,
+        weight_of=lambda name: _weight_out_first(model, analysis, name),
+        scale_of=lambda name: layer_output_scale(model, analysis, name),
+    )
+
+
+def _weight_out_first(model, analysis: Analysis, name: str) -> np.ndarray:
+    """The layer's weight with the output-channel axis first (Gemm transB=0 and MatMul store
+    (in, out))."""
+    layer = analysis.layer(name)
+    weight = initializer_array(model, layer.weight)
+    if layer.op_type == "Conv":
+        return weight
+    node = next(n for n in model.graph if n.name == name)
+    if layer.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        return weight
+    return weight.T
+
+
+def _table_sum(analysis: Analysis, tables: LatencyTables, options: list[int],
+               removed: frozenset[int]) -> float:
+    total = 0.0
+    for layer in analysis.layers:
+        if layer.block is not None and layer.block in removed:
+            continue
+        column = 1 if layer.in_group is None else options[layer.in_group]
+        total += tables.layer_latency(layer.name, options[layer.out_group], column)
+    return total
+
+
+def _solve_and_cut(model, analysis, importance, tables, work, options, clock, *, budget_ms,
+                   offset_ms, baseline_ms, name) -> dict:
+    with clock.stage("solve"):
+        instance = formulate(analysis, importance, tables.tables, group_size=options.group_size,
+                             budget_ms=budget_ms, offset_ms=offset_ms, name=name)
+        (work / "problem.json").write_text(json.dumps(instance))
+        plan = solve(load_problem(instance), options.solver, options.time_limit)
+        if plan.status == "infeasible":
+            smallest = plan.min_latency / 1000.0
+            raise InfeasibleBudget(
+                f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency under the "
+                f"latency model is {smallest:.2f} ms ({smallest / baseline_ms:.0%} of the measured "
+                f"{baseline_ms:.2f} ms); raise --budget to at least {smallest / baseline_ms:.2f}",
+                min_latency=smallest)
+    decoded = decode_plan(analysis, importance, options.group_size, plan.options, plan.blocks)
+    with clock.stage("surgery"):
+        pruned = apply_plan(model, analysis, decoded.keep, decoded.removed_blocks)
+    with clock.stage("verify"):
+        reference = mask_model(model, analysis, decoded.keep, decoded.removed_blocks)
+        check = verify(reference, pruned, inputs=options.verify_inputs, rtol=options.rtol)
+    with clock.stage("save"):
+        save_model(pruned, work / "pruned.onnx")
+        removed = decoded.removed_blocks
+        tables_ms = _table_sum(analysis, tables, plan.options, removed)
+        plan_json = {**plan.to_json(),
+                     "kept_channels": {analysis.groups[g].name: idx for g, idx in decoded.keep.items()},
+                     "removed_blocks_names": list(decoded.removed_block_names)}
+        (work / "plan.json").write_text(json.dumps(plan_json, indent=1))
+    return {
+        "decoded": decoded, "predicted_ms": tables_ms + offset_ms, "tables_ms": tables_ms,
+        "offset_ms": offset_ms, "objective": plan.objective,
+        "solver": {"name": plan.solver, "status": plan.status, "seconds": plan.solve_seconds,
+                   "bound": plan.bound},
+        "verification": {"max_abs_diff": check.max_abs_diff, "max_rel_diff": check.max_rel_diff,
+                         "inputs": check.inputs},
+    }

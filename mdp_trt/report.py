@@ -1,0 +1,74 @@
+"""The Report of a prune run (``report.json``; fields are a contract, see interfaces.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["Report", "format_summary"]
+
+FORMAT = "mdp-report/1"
+
+
+@dataclass(frozen=True)
+class Report:
+    model: str
+    backend: str
+    device: dict
+    threads: int
+    group_size: int
+    importance: str
+    baseline_latency_ms: float
+    budget_ms: float
+    budget_fraction: float
+    predicted_latency_ms: float
+    predicted_tables_ms: float  # sum of the bilayer table entries of the kept layers
+    predicted_offset_ms: float  # calibrated constant for the rest of the graph
+    measured_latency_ms: float
+    fps_before: float
+    fps_after: float
+    removed_blocks: list[str]
+    kept_channels: dict[str, list[int]]  # group name -> [kept, original]
+    objective: float
+    solver: dict  # name, status, seconds, bound, rounds
+    profile: dict  # cells_measured, cells_cached, seconds
+    verification: dict  # max_abs_diff, max_rel_diff, inputs
+    timings: dict[str, float]  # seconds per stage
+    rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
+
+    @property
+    def within_budget(self) -> bool:
+        return self.measured_latency_ms <= self.budget_ms
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+
+def format_summary(report: Report) -> str:
+    """A short human summary (plain text, a few lines)."""
+    channels_before = sum(v[1] for v in report.kept_channels.values())
+    channels_after = sum(v[0] for v in report.kept_channels.values())
+    error = (report.predicted_latency_ms - report.measured_latency_ms) / report.measured_latency_ms
+    lines = [
+        f"backend {report.backend} ({report.threads} thread{'s' * (report.threads != 1)}), "
+        f"group size {report.group_size}, importance {report.importance}",
+        f"latency  {report.baseline_latency_ms:8.2f} ms -> {report.measured_latency_ms:8.2f} ms "
+        f"(budget {report.budget_ms:.2f} ms = {report.budget_fraction:.0%} of baseline; "
+        f"{'within' if report.within_budget else 'OVER'} budget)",
+        f"FPS      {report.fps_before:8.1f}    -> {report.fps_after:8.1f}    "
+        f"(x{report.fps_after / report.fps_before:.2f})",
+        f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "
+        f"+ offset {report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
+        f"removed  {len(report.removed_blocks)} block(s){': ' if report.removed_blocks else ''}"
+        f"{', '.join(report.removed_blocks)}; channels {channels_after}/{channels_before} kept",
+        f"solver   {report.solver['name']} {report.solver['status']} in "
+        f"{report.solver['seconds'] * 1000:.0f} ms; verification max rel diff "
+        f"{report.verification['max_rel_diff']:.1e} over {report.verification['inputs']} inputs",
+        f"profile  {report.profile['cells_measured']} cells measured, "
+        f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+import collections
+
+import onnx
+import pytest
+
+from mdp_trt.errors import InputError
+from mdp_trt.models.export import ExportOptions, export_architecture
+
+SMALL = (1, 3, 32, 32)
+
+
+def _ops(path):
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_folds_batchnorm_by_default(tmp_path, exporter):
+    path = export_architecture("resnet18", tmp_path / "r18.onnx",
+                               ExportOptions(input_shape=SMALL, exporter=exporter))
+    onnx.checker.check_model(str(path))
+    ops = _ops(path)
+    assert ops["Conv"] == 20 and ops["Add"] == 8 and "BatchNormalization" not in ops
+    # only the model (and its external data) appear: nothing staged is left behind
+    assert {p.name for p in tmp_path.iterdir()} <= {"r18.onnx", "r18.onnx.data"}
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_keeps_batchnorm_on_request(tmp_path, exporter):
+    path = export_architecture("resnet18", tmp_path / "r18.onnx",
+                               ExportOptions(input_shape=SMALL, exporter=exporter, fold_bn=False))
+    ops = _ops(path)
+    assert ops["BatchNormalization"] == 20 and ops["Conv"] == 20
+    # the dynamo graph must not keep the unoptimised Shape/Expand plumbing
+    assert "Expand" not in ops and "CastLike" not in ops
+
+
+def test_export_is_deterministic_for_a_seed(tmp_path):
+    a = export_architecture("resnet18", tmp_path / "a.onnx", ExportOptions(input_shape=SMALL, exporter="torchscript"))
+    b = export_architecture("resnet18", tmp_path / "b.onnx", ExportOptions(input_shape=SMALL, exporter="torchscript"))
+    c = export_architecture("resnet18", tmp_path / "c.onnx",
+                            ExportOptions(input_shape=SMALL, exporter="torchscript", seed=1))
+    weights = lambda p: [i.raw_data for i in onnx.load(str(p)).graph.initializer]  # noqa: E731
+    assert weights(a) == weights(b)
+    assert weights(a) != weights(c)
+
+
+def test_unknown_architecture_names_the_choices(tmp_path):
+    with pytest.raises(InputError, match="unknown architecture 'resnet19'.*resnet18"):
+        export_architecture("resnet19", tmp_path / "x.onnx")
+    assert not list(tmp_path.iterdir())
