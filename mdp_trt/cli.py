@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -225,16 +224,8 @@ def demo(
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("interrupted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted; nothing half-written was left behind")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+        # typer handles usage errors itself (exit 2) and Ctrl-C ("Aborted!", exit 1)
+        app(args=argv)
     except MdpTrtError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)

@@ -82,7 +82,7 @@ def model_inputs(path: str | Path, *, batch: int | None = None) -> tuple[ModelIn
 
 
 def random_feeds(inputs: tuple[ModelInput, ...], *, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded data for each input: standard normal floats, small non-negative integers."""
+    """Seeded data for each input: standard normal floats, random booleans, zero integers."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in inputs:

@@ -1,0 +1,197 @@
+"""The persistent latency cache: one SQLite file holding every measured table cell.
+
+A row's meaning never depends on the file name: its key is (backend, fingerprint key, runtime
+version, signature key, out_channels, in_channels), where the fingerprint records the device,
+thread count and precision and the signature the op, shapes, batch and dtype (``batch`` and
+``precision`` are also stored as plain columns for inspection). Rows are written in autocommit
+mode, so each cell is durable as soon as ``put`` returns: an interrupted profile keeps every
+finished cell. WAL journaling lets a reader (e.g. a second ``profile``) coexist with a writer.
+
+Schema version 1::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)          -- ('schema_version', '1')
+    cells(backend, fingerprint, runtime_version, signature, out_channels, in_channels,
+          median_ms, spread, repeats, p10_ms, p90_ms, batch, precision, measured_at)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mdp_trt.errors import InputError
+from mdp_trt.latency.protocol import DeviceFingerprint, Measurement
+from mdp_trt.latency.signature import LayerSignature
+
+__all__ = ["LatencyCache", "SCHEMA_VERSION", "default_cache_path"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_CELL_COLUMNS = (
+    "backend", "fingerprint", "runtime_version", "signature", "out_channels", "in_channels",
+    "median_ms", "spread", "repeats", "p10_ms", "p90_ms", "batch", "precision", "measured_at",
+)
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cells (
+    backend TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    runtime_version TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    out_channels INTEGER NOT NULL,
+    in_channels INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    spread REAL NOT NULL,
+    repeats INTEGER NOT NULL,
+    p10_ms REAL NOT NULL,
+    p90_ms REAL NOT NULL,
+    batch INTEGER NOT NULL,
+    precision TEXT NOT NULL,
+    measured_at TEXT NOT NULL,
+    PRIMARY KEY (backend, fingerprint, runtime_version, signature, out_channels, in_channels)
+);
+"""
+
+
+def default_cache_path() -> Path:
+    """``<user cache dir>/mdp-trt/latency.sqlite`` (platformdirs)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mdp-trt")) / "latency.sqlite"
+
+
+class LatencyCache:
+    """Measured cells keyed by device fingerprint, layer signature and widths.
+
+    The file is opened (and created if missing) on construction; a file that is not an
+    mdp-trt latency cache raises InputError naming it. Use as a context manager or ``close()``.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_cache_path()
+        self._conn = self._open()
+
+    def _corrupt(self, why: str) -> InputError:
+        return InputError(
+            f"{self.path}: not a usable mdp-trt latency cache ({why}); delete the file to start "
+            "a fresh cache, or pass --cache with another path"
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        path = self.path
+        if path.exists():
+            if not path.is_file():
+                raise self._corrupt("it is not a regular file")
+            with open(path, "rb") as head:
+                magic = head.read(len(_SQLITE_MAGIC))
+            # An empty file is what sqlite itself leaves for a brand-new database.
+            if magic and magic != _SQLITE_MAGIC:
+                raise self._corrupt("it is not an SQLite database")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot create the cache directory ({exc}); "
+                                 "pass --cache with a writable path") from exc
+        try:
+            # isolation_level=None: autocommit, every put is its own durable transaction.
+            conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise InputError(f"{path}: cannot open the latency cache ({exc}); pass --cache "
+                             "with a writable path") from exc
+        try:
+            self._check_or_create(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_or_create(self, conn: sqlite3.Connection) -> None:
+        try:
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("BEGIN")
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+                conn.execute("COMMIT")
+                log.info("created latency cache %s (schema %d)", self.path, SCHEMA_VERSION)
+                return
+            if "meta" not in tables:
+                raise self._corrupt(f"no 'meta' table; it holds {', '.join(sorted(tables))}")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                raise self._corrupt("no schema_version in its 'meta' table")
+            try:
+                version = int(row[0])
+            except (TypeError, ValueError):
+                raise self._corrupt(f"unknown schema version {row[0]!r}") from None
+            if version > SCHEMA_VERSION:
+                raise InputError(
+                    f"{self.path}: latency cache schema version {version} was written by a newer "
+                    f"mdp-trt (this one reads version {SCHEMA_VERSION}); upgrade mdp-trt, or pass "
+                    "--cache with another path"
+                )
+            if version != SCHEMA_VERSION:
+                raise self._corrupt(f"unknown schema version {version}")
+            if "cells" not in tables:
+                raise self._corrupt("no 'cells' table")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+            if columns != set(_CELL_COLUMNS):
+                raise self._corrupt(f"its 'cells' table has columns {sorted(columns)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(str(exc)) from exc
+
+    # -- access -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "LatencyCache":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _key(fp: DeviceFingerprint, sig: LayerSignature) -> tuple[str, str, str, str]:
+        return fp.backend, fp.key(), fp.runtime_version, sig.key()
+
+    def get(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
+            in_channels: int) -> Measurement | None:
+        row = self._conn.execute(
+            "SELECT median_ms, spread, repeats, p10_ms, p90_ms FROM cells WHERE backend = ? AND "
+            "fingerprint = ? AND runtime_version = ? AND signature = ? AND out_channels = ? AND "
+            "in_channels = ?", (*self._key(fp, sig), out_channels, in_channels)).fetchone()
+        return None if row is None else Measurement(*row)
+
+    def get_many(self, fp: DeviceFingerprint,
+                 sig: LayerSignature) -> dict[tuple[int, int], Measurement]:
+        """Every cached cell of ``sig`` on ``fp``, by (out_channels, in_channels)."""
+        rows = self._conn.execute(
+            "SELECT out_channels, in_channels, median_ms, spread, repeats, p10_ms, p90_ms "
+            "FROM cells WHERE backend = ? AND fingerprint = ? AND runtime_version = ? AND "
+            "signature = ?", self._key(fp, sig))
+        return {(row[0], row[1]): Measurement(*row[2:]) for row in rows}
+
+    def put(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
+            in_channels: int, m: Measurement) -> None:
+        """Store (or replace) a cell; durable when this returns."""
+        measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_CELL_COLUMNS))})",
+            (*self._key(fp, sig), out_channels, in_channels, m.median_ms, m.spread, m.repeats,
+             m.p10_ms, m.p90_ms, sig.batch, fp.precision, measured_at))
+
+    def __len__(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]

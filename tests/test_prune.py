@@ -1,0 +1,81 @@
+"""End-to-end: export a real ResNet-18, prune it on ONNX Runtime CPU, check every artefact."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mdp_trt.errors import InfeasibleBudget
+from mdp_trt.models.export import ExportOptions, export_architecture
+from mdp_trt.prune import PruneOptions, prune
+
+REPORT_FIELDS = {"backend", "device", "baseline_latency_ms", "budget_ms", "predicted_latency_ms",
+                 "measured_latency_ms", "fps_before", "fps_after", "removed_blocks",
+                 "kept_channels", "objective", "solver", "profile", "verification", "timings"}
+PLAN_FIELDS = {"format", "solver", "status", "objective", "bound", "latency", "options", "blocks",
+               "solve_seconds", "kept_channels"}
+
+
+@pytest.fixture(scope="module")
+def resnet18(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    return export_architecture("resnet18", folder / "r18.onnx", ExportOptions(input_shape=(1, 3, 64, 64)))
+
+
+def _options(cache, **kw):
+    return PruneOptions(**{"budget": 0.6, "group_size": 32, "cache": cache, "progress": False, **kw})
+
+
+@pytest.mark.slow
+def test_prune_writes_a_verified_smaller_model_and_a_complete_report(resnet18, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    report = prune(resnet18, tmp_path / "out", _options(cache))
+    out = tmp_path / "out"
+    for name in ("pruned.onnx", "plan.json", "problem.json", "report.json"):
+        assert (out / name).is_file(), name
+    onnx.checker.check_model(str(out / "pruned.onnx"))
+    session = ort.InferenceSession(str(out / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, 64, 64), np.float32)})
+    assert logits.shape == (1, 1000)
+
+    saved = json.loads((out / "report.json").read_text())
+    assert REPORT_FIELDS <= saved.keys()
+    assert saved["verification"]["max_rel_diff"] <= 1e-4 and saved["verification"]["inputs"] >= 3
+    plan = json.loads((out / "plan.json").read_text())
+    assert PLAN_FIELDS <= plan.keys() and plan["status"] == "optimal"
+    # the plan fits the budget under the latency model it was solved with
+    assert report.predicted_latency_ms <= report.budget_ms * (1 + 1e-6)
+    kept = sum(v[0] for v in report.kept_channels.values())
+    total = sum(v[1] for v in report.kept_channels.values())
+    assert kept < total or report.removed_blocks
+    assert report.profile["cells_measured"] > 0
+    # nothing but the declared artefacts (no staging directories) next to the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.sqlite", "out"]
+
+    again = prune(resnet18, tmp_path / "again", _options(cache))
+    assert again.profile["cells_measured"] == 0
+    assert again.profile["cells_cached"] == report.profile["cells_measured"] + report.profile["cells_cached"]
+
+
+@pytest.mark.slow
+def test_infeasible_budget_raises_with_the_smallest_latency_and_writes_nothing(resnet18, tmp_path):
+    with pytest.raises(InfeasibleBudget) as exc:
+        prune(resnet18, tmp_path / "out", _options(tmp_path / "cache.sqlite", budget=0.01))
+    assert exc.value.min_latency > 0 and "smallest achievable" in str(exc.value)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.sqlite"]
+
+
+@pytest.mark.slow
+def test_interrupt_leaves_no_output_directory(resnet18, tmp_path, monkeypatch):
+    import mdp_trt.prune as pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "apply_plan", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prune(resnet18, tmp_path / "out", _options(tmp_path / "cache.sqlite"))
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.sqlite"]
