@@ -73,6 +73,7 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
     onnxscript.optimizer.fold_constants(model)
     ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     ir.passes.common.RemoveUnusedNodesPass()(model)
+    ir.passes.common.NameFixPass()(model)
     infer_shapes(model, reset=True)
     unknown = [
         out.name for node in model.graph for out in node.outputs if static_shape(out) is None

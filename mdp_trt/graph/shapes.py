@@ -18,6 +18,8 @@ __all__ = ["infer_shapes", "check_model", "static_shape"]
 
 log = logging.getLogger(__name__)
 
+_SMALL_TENSOR_BYTES = 4096
+
 
 def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     """The value's shape as ints, or None when unknown or symbolic."""
@@ -29,13 +31,29 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     return dims  # type: ignore[return-value]
 
 
+def _with_small_tensors_in_memory(model: ir.Model) -> ir.Model:
+    """A copy whose small external tensors are in memory.
+
+    ``call_onnx_api`` keeps tensors under 1 KB in the proto; left external, they would point
+    to a data file that an in-memory proto cannot resolve. Large ones become typed inputs.
+    """
+    copy = model.clone()
+    for value in copy.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and tensor.nbytes <= _SMALL_TENSOR_BYTES:
+            value.const_value = ir.tensor(tensor.numpy().copy(), name=value.name)
+    return copy
+
+
 def infer_shapes(model: ir.Model, *, reset: bool = False) -> ir.Model:
     """Run onnx shape inference on ``model`` in place (strict: a failure raises).
 
     With ``reset`` the shapes of all node outputs except graph outputs are cleared first, so
     that stale shapes left by a graph edit cannot conflict with the new ones.
-    Raises UnsupportedGraph when onnx cannot infer the shapes.
+    Inference is strict (any node failing raises UnsupportedGraph) when every op is in the
+    default domain; ops of other domains are unknown to onnx and left without shapes.
     """
+    strict = all(node.domain in ("", "ai.onnx") for node in model.graph)
     if reset:
         outputs = set(model.graph.outputs)
         for node in model.graph:
@@ -44,10 +62,10 @@ def infer_shapes(model: ir.Model, *, reset: bool = False) -> ir.Model:
                     out.shape = None
 
     def run(proto: onnx.ModelProto) -> onnx.ModelProto:
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=strict, data_prop=True)
 
     try:
-        inferred = _c_api_utils.call_onnx_api(run, model)
+        inferred = _c_api_utils.call_onnx_api(run, _with_small_tensors_in_memory(model))
     except Exception as err:  # onnx raises several unrelated classes here
         raise UnsupportedGraph(f"onnx shape inference failed: {err}") from err
     inferred_model = ir.serde.deserialize_model(inferred)
@@ -69,4 +87,4 @@ def check_model(model: ir.Model) -> None:
     def run(proto: onnx.ModelProto) -> None:
         onnx.checker.check_model(proto)
 
-    _c_api_utils.call_onnx_api(run, model)
+    _c_api_utils.call_onnx_api(run, _with_small_tensors_in_memory(model))

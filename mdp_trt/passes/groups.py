@@ -23,6 +23,7 @@ sorted (as exporters write it) for group ids to follow the graph order.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -246,7 +247,7 @@ def _clip(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if index != 0:
         return Reject(f"used as a bound of {_where(node)}")
     for bound in node.inputs[1:]:
-        if bound is not None and (static_shape(bound) or (2,)) not in ((), (1,)):
+        if bound is not None and static_shape(bound) not in ((), (1,)):
             return Reject(f"{_where(node)} has non-scalar bounds")
     return Pass(outputs=((node.outputs[0], layout),))
 
@@ -317,12 +318,6 @@ def _reduce(node: ir.Node, index: int, layout: Layout) -> Outcome:
     return Pass(outputs=((node.outputs[0], layout),))
 
 
-def _channel_extent(shape: tuple[int, ...], out_rank: int, axis: int) -> int:
-    """Extent of the (right-aligned, broadcast) operand ``shape`` along output axis ``axis``."""
-    pos = axis - (out_rank - len(shape))
-    return 1 if pos < 0 else shape[pos]
-
-
 @register_handler("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow", "Where")
 def _elementwise(node: ir.Node, index: int, layout: Layout) -> Outcome:
     out = node.outputs[0]
@@ -348,16 +343,14 @@ def _elementwise(node: ir.Node, index: int, layout: Layout) -> Outcome:
         shape = static_shape(operand)
         if shape is None:
             return Reject(f"{_where(node)}: unknown shape of input {i}")
-        extent = _channel_extent(shape, len(out_shape), out_axis)
-        if extent == 1 and channels != 1:
-            continue  # broadcast along channels: per-tensor or spatial operand
+        pos = out_axis - (len(out_shape) - len(shape))
+        if pos < 0 or shape[pos] == 1 and channels != 1:
+            continue  # broadcast along channels: a per-tensor or spatial operand
         if is_constant(operand):
-            pos = out_axis - (len(out_shape) - len(shape))
-            # Elements of one channel are contiguous along the axis only for stride 1 or a
-            # constant with the full flattened extent.
+            # A per-channel constant (bias, scale): cut along with the channels.
             slices.append(ConstantSlice(node, i, pos, layout.stride))
         else:
-            pos = out_axis - (len(out_shape) - len(shape))
+            # Same channels on both sides (a residual join, a gate): the groups merge.
             coupled.append((operand, Layout(pos, layout.stride)))
     return Pass(
         outputs=((out, Layout(out_axis, layout.stride)),),
@@ -387,7 +380,8 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if constant_array(node.inputs[1]) is None:
         return Reject(f"{_where(node)} has a target shape that is not constant")
     if shape_in == shape_out:
-        return Pass(outputs=((node.outputs[0], layout),), reshapes=(ReshapeFix(node, layout.axis, layout.stride),))
+        fix = ReshapeFix(node, layout.axis, layout.stride)
+        return Pass(outputs=((node.outputs[0], layout),), reshapes=(fix,))
     if layout.axis == 1 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
         # [N, C, *spatial] -> [N, C * prod(spatial)]: a flatten written as Reshape.
         spatial = int(np.prod(shape_in[2:], dtype=np.int64))
@@ -485,7 +479,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
     def fact(seed: int, kind: str, item) -> None:
         facts.setdefault(seed, {}).setdefault(kind, []).append(item)
 
-    queue: list[ir.Value] = []
+    queue: deque[ir.Value] = deque()
 
     def assign(value: ir.Value, layout: Layout, seed: int) -> None:
         if value in tensor_seed:
@@ -505,7 +499,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
         assign(out, _layer_output_layout(layer), seed_of[layer])
 
     while queue:
-        value = queue.pop(0)
+        value = queue.popleft()
         seed = tensor_seed[value]
         layout = layouts[value]
         if value.is_graph_output():

@@ -1,0 +1,129 @@
+"""The analysis pass: layers, channel groups and residual blocks of a loaded model.
+
+A pure function over the graph (the model is not modified). Unsupported ops never raise: the
+groups they touch become unprunable with the reason, and ``Analysis.notes`` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+
+from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer
+from mdp_trt.errors import InputError
+from mdp_trt.graph.shapes import static_shape
+from mdp_trt.passes.blocks import BlockTrace, find_blocks
+from mdp_trt.passes.groups import GroupTrace, Trace, trace_groups
+from mdp_trt.passes.names import module_path
+from mdp_trt.passes.signature import layer_signature
+
+__all__ = ["analyze", "check_node_names"]
+
+log = logging.getLogger(__name__)
+
+_MAX_REASONS = 3
+
+
+def check_node_names(graph: ir.Graph) -> None:
+    """Analysis results refer to nodes by name, so names must be present and unique."""
+    seen: set[str] = set()
+    for node in graph:
+        if not node.name or node.name in seen:
+            raise InputError(
+                f"node names must be unique and non-empty (found {node.name!r}, {node.op_type}); "
+                "load the model with mdp_trt.graph.load_model, which names every node"
+            )
+        seen.add(node.name)
+
+
+def _reason(group: GroupTrace) -> str | None:
+    if not group.reasons:
+        return None
+    shown = "; ".join(group.reasons[:_MAX_REASONS])
+    more = len(group.reasons) - _MAX_REASONS
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _group(group: GroupTrace) -> ChannelGroup:
+    first = group.producers[0]
+    return ChannelGroup(
+        id=group.id,
+        name=module_path(first) or first.name,
+        channels=group.channels,
+        producers=tuple(n.name for n in group.producers),
+        consumers=tuple(n.name for n in group.consumers),
+        prunable=group.prunable,
+        reason=_reason(group),
+        tensors=tuple(v.name for v in group.tensors),
+    )
+
+
+def _block(block: BlockTrace) -> Block:
+    return Block(
+        id=block.id,
+        name=block.name,
+        add_node=block.add.name,
+        skip_input=block.skip_input.name,
+        layers=tuple(n.name for n in block.layers),
+        nodes=tuple(n.name for n in block.branch),
+        removable=block.removable,
+        reason=block.reason,
+    )
+
+
+def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -> list[Layer]:
+    # A layer belongs to the innermost (smallest) removable block around it.
+    removable = sorted((b for b in blocks if b.removable), key=lambda b: len(b.branch))
+    entries: list[tuple[ir.Node, int, int | None]] = [
+        (n, trace.out_group[n], trace.in_group[n]) for n in trace.layers
+    ]
+    # Depthwise convs are layers too (latency), with identical input and output groups.
+    for group in trace.groups:
+        entries.extend((n, group.id, group.id) for n in group.depthwise)
+    layers = []
+    for node, out_group, in_group in sorted(entries, key=lambda e: order[e[0]]):
+        block = next((b.id for b in removable if node in b.branch), None)
+        layers.append(
+            Layer(
+                name=node.name,
+                op_type=node.op_type,
+                weight=node.inputs[1].name,
+                out_group=out_group,
+                in_group=in_group,
+                block=block,
+                signature=layer_signature(node),
+            )
+        )
+    return layers
+
+
+def analyze(model: ir.Model, path: str) -> Analysis:
+    """Describe ``model`` (loaded from ``path``) for pruning; the model is not modified.
+
+    Invariants are those of ``mdp_trt.analysis``; group ids follow the graph order of their
+    first producer, block ids the graph order of their Add.
+    """
+    graph = model.graph
+    check_node_names(graph)
+    order = {node: i for i, node in enumerate(graph)}
+    trace = trace_groups(graph)
+    blocks = find_blocks(graph)
+    notes = [f"unsupported op {where}: the channels it touches are kept whole" for where in trace.unsupported]
+    image = [v for v in graph.inputs if v.name not in graph.initializers]
+    input_shape = static_shape(image[0]) if image else None
+    analysis = Analysis(
+        model=str(path),
+        input_shape=tuple(input_shape or ()),
+        layers=tuple(_layers(trace, blocks, order)),
+        groups=tuple(_group(g) for g in trace.groups),
+        blocks=tuple(_block(b) for b in blocks),
+        notes=tuple(notes),
+    )
+    log.info(
+        "%s: %d layers, %d groups (%d prunable), %d blocks (%d removable)",
+        path, len(analysis.layers), len(analysis.groups),
+        sum(g.prunable for g in analysis.groups), len(analysis.blocks),
+        sum(b.removable for b in analysis.blocks),
+    )
+    return analysis

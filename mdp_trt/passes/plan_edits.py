@@ -1,0 +1,152 @@
+"""Graph edits shared by surgery and masking: plan validation, constant rewrites, bypasses.
+
+All edits work on a model produced by ``ir.Model.clone()``: tensors are shared with the
+original, so a constant is never modified in place; a new tensor replaces it instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from mdp_trt.analysis import Analysis
+from mdp_trt.errors import InputError
+from mdp_trt.graph.constants import constant_array
+from mdp_trt.graph.shapes import check_model, infer_shapes
+from mdp_trt.passes.blocks import BlockTrace, find_blocks
+from mdp_trt.passes.groups import Trace, trace_groups
+
+__all__ = [
+    "channel_indices",
+    "validated_plan",
+    "traced_copy",
+    "set_constant",
+    "bypass_blocks",
+    "finish",
+]
+
+log = logging.getLogger(__name__)
+
+
+def channel_indices(channels: Iterable[int], stride: int) -> np.ndarray:
+    """Element indices of ``channels`` along an axis with ``stride`` elements per channel."""
+    base = np.asarray(list(channels), dtype=np.int64)
+    return (base[:, None] * stride + np.arange(stride, dtype=np.int64)[None, :]).reshape(-1)
+
+
+def validated_plan(
+    analysis: Analysis, keep: Mapping[int, Iterable[int]], removed_blocks: Iterable[int]
+) -> tuple[dict[int, list[int]], set[int]]:
+    """Check a plan against the analysis; returns it normalised (sorted lists, a set).
+
+    Raises InputError for an unknown or unprunable group, an empty or out-of-range channel
+    list, or a block that is unknown or not removable.
+    """
+    groups = {g.id: g for g in analysis.groups}
+    plan: dict[int, list[int]] = {}
+    for gid, channels in keep.items():
+        group = groups.get(int(gid))
+        if group is None:
+            raise InputError(f"the plan keeps channels of group {gid}, which the analysis does not have")
+        kept = sorted({int(c) for c in channels})
+        if not kept or kept[0] < 0 or kept[-1] >= group.channels:
+            raise InputError(
+                f"the plan keeps channels {kept[:5]}... of group {gid} ({group.name!r}), which "
+                f"has {group.channels}: each group keeps at least one channel in [0, {group.channels})"
+            )
+        if len(kept) == group.channels:
+            continue  # kept whole: nothing to do
+        if not group.prunable:
+            raise InputError(
+                f"the plan prunes group {gid} ({group.name!r}), which is not prunable: {group.reason}"
+            )
+        plan[group.id] = kept
+    blocks = {b.id: b for b in analysis.blocks}
+    removed = set()
+    for bid in removed_blocks:
+        block = blocks.get(int(bid))
+        if block is None or not block.removable:
+            why = "does not exist" if block is None else f"is not removable ({block.reason})"
+            raise InputError(f"the plan removes block {bid}, which {why}")
+        removed.add(block.id)
+    return plan, removed
+
+
+def traced_copy(model: ir.Model, analysis: Analysis) -> tuple[ir.Model, Trace, list[BlockTrace]]:
+    """A copy of ``model`` with its group trace and blocks, checked against ``analysis``."""
+    copy = model.clone()
+    trace = trace_groups(copy.graph)
+    blocks = find_blocks(copy.graph)
+    same = len(trace.groups) == len(analysis.groups) and all(
+        tuple(n.name for n in t.producers) == g.producers for t, g in zip(trace.groups, analysis.groups)
+    ) and [b.add.name for b in blocks] == [b.add_node for b in analysis.blocks]
+    if not same:
+        raise InputError(
+            f"the analysis ({analysis.model}) does not describe this model; run analyze on the "
+            "same loaded model that is pruned"
+        )
+    return copy, trace, blocks
+
+
+def set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) -> None:
+    """Make input ``index`` of ``node`` the constant ``array``.
+
+    An initializer used only here is given the new tensor under its own name; a shared one is
+    left to its other users and a new initializer is created for this input.
+    """
+    old = node.inputs[index]
+    assert old is not None
+    tensor_name = old.name or "const"
+    uses = list(old.uses())
+    if old.is_initializer() and len(uses) == 1 and not old.is_graph_output():
+        old.const_value = ir.tensor(array, name=old.name)
+        old.shape = ir.Shape(array.shape)
+        return
+    name, i = f"{tensor_name}.{node.name}.{index}", 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{tensor_name}.{node.name}.{index}.{i}"
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(value)
+    node.replace_input_with(index, value)
+
+
+def read_constant(node: ir.Node, index: int) -> np.ndarray:
+    array = constant_array(node.inputs[index])
+    if array is None:  # the analysis only plans slices of constants
+        raise AssertionError(f"input {index} of node {node.name!r} is not constant")
+    return array
+
+
+def bypass_blocks(graph: ir.Graph, blocks: list[BlockTrace], removed: set[int]) -> None:
+    """Replace each removed block's Add output by its skip input; the branch becomes dead."""
+    for block in blocks:
+        if block.id not in removed:
+            continue
+        out = block.add.outputs[0]
+        if out.is_graph_output():
+            # Keep the output's name: forward the skip through an Identity.
+            identity = ir.node("Identity", [block.skip_input], name=f"{block.add.name}.bypass")
+            graph.insert_after(block.add, identity)
+            ir.convenience.replace_all_uses_with(out, identity.outputs[0], replace_graph_outputs=True)
+            identity.outputs[0].name, out.name = out.name, f"{out.name}.removed"
+        else:
+            ir.convenience.replace_all_uses_with(out, block.skip_input)
+        log.debug("bypassed block %s (%s)", block.id, block.name)
+
+
+def finish(model: ir.Model) -> ir.Model:
+    """Remove dead nodes/initializers, sort, re-infer all shapes and run the checker."""
+    ir.passes.common.RemoveUnusedNodesPass()(model)
+    ir.passes.common.TopologicalSortPass()(model)
+    infer_shapes(model, reset=True)
+    check_model(model)
+    return model

@@ -1,0 +1,107 @@
+"""Numerical check of a pruned model against its reference (the masked original) in ORT CPU."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from mdp_trt.errors import InputError, VerificationFailed
+
+__all__ = ["Verification", "verify", "run_model"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Worst differences over all outputs and inputs tried.
+
+    ``max_rel_diff`` = max|ref - pruned| / max(max|ref|, 1e-12), per output and input.
+    """
+
+    max_abs_diff: float
+    max_rel_diff: float
+    inputs: int
+    passed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Verification":
+        return cls(**data)
+
+
+def _session(model: ir.Model):
+    import onnxruntime as ort
+
+    # External data is read into memory on a copy (ORT gets bytes, not a path).
+    copy = model.clone()
+    ir.external_data.load_to_model(copy)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        ir.to_proto(copy).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    feeds = {}
+    for arg in session.get_inputs():
+        if not all(isinstance(d, int) for d in arg.shape):
+            raise InputError(
+                f"input {arg.name!r} has a dynamic shape {arg.shape}; "
+                "load the model with load_model(path, input_shape)"
+            )
+        dtype = np.float16 if arg.type == "tensor(float16)" else np.float32
+        feeds[arg.name] = rng.standard_normal(arg.shape).astype(dtype)
+    return feeds
+
+
+def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Outputs of ``model`` on ``feeds`` in ORT CPU (a convenience for tests and callers)."""
+    return _session(model).run(None, feeds)
+
+
+def verify(
+    reference: ir.Model,
+    pruned: ir.Model,
+    *,
+    inputs: int = 3,
+    seed: int = 0,
+    rtol: float = 1e-4,
+) -> Verification:
+    """Run both models on ``inputs`` seeded standard-normal inputs and compare all outputs.
+
+    Raises VerificationFailed (with the figures) when ``max_rel_diff > rtol`` or the outputs
+    differ in number or shape; otherwise returns the figures.
+    """
+    ref_session, pruned_session = _session(reference), _session(pruned)
+    rng = np.random.default_rng(seed)
+    max_abs = max_rel = 0.0
+    for _ in range(inputs):
+        feeds = _feeds(ref_session, rng)
+        expected = ref_session.run(None, feeds)
+        actual = pruned_session.run(None, feeds)
+        if len(expected) != len(actual):
+            raise VerificationFailed(
+                f"the pruned model has {len(actual)} outputs, the reference {len(expected)}"
+            )
+        for ref, got in zip(expected, actual):
+            if ref.shape != got.shape:
+                raise VerificationFailed(f"output shape {got.shape} differs from the reference's {ref.shape}")
+            diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
+            scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-12)
+            max_abs = max(max_abs, diff)
+            max_rel = max(max_rel, diff / scale)
+    result = Verification(max_abs_diff=max_abs, max_rel_diff=max_rel, inputs=inputs, passed=max_rel <= rtol)
+    log.info("verification: max abs diff %.3g, max rel diff %.3g over %d inputs", max_abs, max_rel, inputs)
+    if not result.passed:
+        raise VerificationFailed(
+            f"the pruned model differs from the masked original: max relative difference "
+            f"{max_rel:.3g} > {rtol:g} (max absolute {max_abs:.3g}, {inputs} inputs)"
+        )
+    return result

@@ -1,0 +1,115 @@
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from mdp_trt.errors import InputError
+from mdp_trt.graph import load_model, save_model
+from mdp_trt.graph.shapes import static_shape
+from tests import onnx_graphs as G
+
+
+def _dynamic_model(path: Path, inputs: int = 1) -> Path:
+    b = G.GraphBuilder((1, 3, 8, 8))
+    b.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+    x = b.node("Relu", [b.conv("image", 3, 4, "conv")], "relu")
+    b.output(x, ["batch", 4, "h", "w"])
+    model = b.model()
+    if inputs == 2:
+        model.graph.input.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1]))
+    onnx.save_model(model, path)
+    return path
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(InputError, match="nope.onnx: no such file"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_garbage_file_is_not_onnx(tmp_path):
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(b"\x00\xffnot a protobuf at all" * 10)
+    with pytest.raises(InputError, match="not a readable ONNX model"):
+        load_model(path)
+
+
+def test_dynamic_input_without_shape_suggests_the_flag(tmp_path):
+    path = _dynamic_model(tmp_path / "dyn.onnx")
+    with pytest.raises(InputError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "'image'" in message and "batchx3xhxw" in message and "--input-shape 1x3x224x224" in message
+
+
+def test_input_shape_fixes_dynamic_dims_and_all_shapes_become_static(tmp_path):
+    model = load_model(_dynamic_model(tmp_path / "dyn.onnx"), (2, 3, 16, 16))
+    assert static_shape(model.graph.inputs[0]) == (2, 3, 16, 16)
+    for node in model.graph:
+        for out in node.outputs:
+            assert static_shape(out) is not None, out.name
+    assert static_shape(model.graph.outputs[0]) == (2, 4, 16, 16)
+
+
+def test_input_shape_contradicting_the_file_is_refused(tmp_path):
+    path = _dynamic_model(tmp_path / "dyn.onnx")
+    with pytest.raises(InputError, match="contradicts"):
+        load_model(path, (1, 4, 8, 8))  # 4 channels where the file says 3
+    with pytest.raises(InputError, match="contradicts"):
+        load_model(path, (1, 3, 8))
+
+
+def test_several_inputs_are_refused(tmp_path):
+    with pytest.raises(InputError, match="exactly one input.*'image', 'extra'"):
+        load_model(_dynamic_model(tmp_path / "two.onnx", inputs=2), (1, 3, 8, 8))
+
+
+def _big_model() -> onnx.ModelProto:
+    b = G.GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 64, "conv")], "relu")
+    pooled = b.node("Flatten", [x], "flatten", axis=1)  # 64 * 64 = 4096 columns
+    b.output(b.gemm(pooled, 4096, 100, "fc"), [1, 100], "logits")  # 1.6 MB of weights
+    return b.model()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_save_model_round_trip(tmp_path, big):
+    proto = _big_model() if big else G.conv_bn_relu_chain()
+    model, _ = G.load(proto, tmp_path)
+    out = tmp_path / "out" / "saved.onnx"
+    assert save_model(model, out) == out
+    data = out.parent / "saved.onnx.data"
+    assert data.exists() == big
+    assert sorted(p.name for p in out.parent.iterdir()) == (["saved.onnx", "saved.onnx.data"] if big else ["saved.onnx"])
+    onnx.checker.check_model(str(out))
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = G.run(model, x)[0]
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_save_model_over_its_own_external_data_source(tmp_path):
+    model, _ = G.load(_big_model(), tmp_path)
+    first = tmp_path / "m.onnx"
+    save_model(model, first)
+    reloaded = load_model(first)  # its weights are read lazily from m.onnx.data
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = G.run(reloaded, x)[0]
+    save_model(reloaded, first)  # rewrites the very file it reads from
+    got = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_save_model_leaves_nothing_behind_on_failure(tmp_path):
+    model, _ = G.load(G.conv_bn_relu_chain(), tmp_path)
+    # Break the graph: a node reading a value that nothing produces fails the checker.
+    import onnx_ir as ir
+
+    node = next(n for n in model.graph if n.op_type == "Relu")
+    node.replace_input_with(0, ir.Value(name="dangling"))
+    target = tmp_path / "bad" / "bad.onnx"
+    with pytest.raises(Exception):
+        save_model(model, target)
+    assert list(target.parent.iterdir()) == []

@@ -1,0 +1,282 @@
+"""Golden small graphs (built with onnx.helper) and torchvision exports shared by the tests.
+
+Each builder returns an ``onnx.ModelProto`` with seeded random weights; ``load`` writes it to a
+file and loads it with ``mdp_trt.graph.load_model`` (the path every pipeline takes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper, numpy_helper
+
+from mdp_trt.graph import load_model
+
+OPSET = 18
+
+
+class GraphBuilder:
+    """A tiny helper around onnx.helper: nodes, seeded initializers, one float input."""
+
+    def __init__(self, input_shape: tuple[int, ...], seed: int = 0, input_name: str = "image"):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.input = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))
+        self.input_name = input_name
+        self.outputs: list[onnx.ValueInfoProto] = []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        out = f"{name}_out"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, name: str, k: int = 3, stride: int = 1,
+             bias: bool = True, group: int = 1) -> str:
+        w = self.const(f"{name}.weight", self.rng.standard_normal((cout, cin // group, k, k)).astype(np.float32) * 0.3)
+        inputs = [x, w]
+        if bias:
+            inputs.append(self.const(f"{name}.bias", self.rng.standard_normal(cout).astype(np.float32) * 0.1))
+        return self.node("Conv", inputs, name, kernel_shape=[k, k], strides=[stride, stride],
+                         pads=[k // 2] * 4, group=group)
+
+    def bn(self, x: str, c: int, name: str) -> str:
+        r = self.rng
+        params = [
+            self.const(f"{name}.weight", (0.5 + r.random(c)).astype(np.float32)),
+            self.const(f"{name}.bias", (0.1 * r.standard_normal(c)).astype(np.float32)),
+            self.const(f"{name}.running_mean", (0.1 * r.standard_normal(c)).astype(np.float32)),
+            self.const(f"{name}.running_var", (0.5 + r.random(c)).astype(np.float32)),
+        ]
+        return self.node("BatchNormalization", [x, *params], name, epsilon=1e-5)
+
+    def gemm(self, x: str, cin: int, cout: int, name: str) -> str:
+        w = self.const(f"{name}.weight", self.rng.standard_normal((cout, cin)).astype(np.float32) * 0.1)
+        b = self.const(f"{name}.bias", self.rng.standard_normal(cout).astype(np.float32) * 0.1)
+        return self.node("Gemm", [x, w, b], name, transB=1)
+
+    def output(self, value: str, shape: list[int], name: str | None = None) -> None:
+        if name is not None:
+            self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}_identity"))
+            value = name
+        self.outputs.append(helper.make_tensor_value_info(value, TensorProto.FLOAT, shape))
+
+    def model(self) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, "golden", [self.input], self.outputs, self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        model.ir_version = 9
+        onnx.checker.check_model(model)
+        return model
+
+
+def head(b: GraphBuilder, x: str, c: int, classes: int = 5) -> None:
+    """GlobalAveragePool -> Flatten -> Gemm -> output 'logits'."""
+    pooled = b.node("GlobalAveragePool", [x], "gap")
+    flat = b.node("Flatten", [pooled], "flatten", axis=1)
+    b.output(b.gemm(flat, c, classes, "fc"), [1, classes], "logits")
+
+
+def conv_bn_relu_chain() -> onnx.ModelProto:
+    """conv1(8)-bn-relu-conv2(6)-bn-relu-GAP-Flatten-fc: groups conv1, conv2 prunable."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.bn(b.conv("image", 3, 8, "conv1", bias=False), 8, "bn1")], "relu1")
+    x = b.node("Relu", [b.bn(b.conv(x, 8, 6, "conv2"), 6, "bn2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
+def residual_identity() -> onnx.ModelProto:
+    """stem(8) -> [conv_a(6)-relu-conv_b(8)] + identity skip -> relu -> head.
+
+    One removable block (conv_a, conv_b); stem and conv_b share a group through the Add.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    fork = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_relu")
+    skip = b.node("Identity", [fork], "skip_identity")
+    y = b.node("Relu", [b.conv(fork, 8, 6, "conv_a")], "relu_a")
+    y = b.conv(y, 6, 8, "conv_b")
+    x = b.node("Relu", [b.node("Add", [y, skip], "add")], "relu_out")
+    head(b, x, 8)
+    return b.model()
+
+
+def projection_skip() -> onnx.ModelProto:
+    """stem(8) -> [conv_a(stride 2, 12)-relu-conv_b(16)] + downsample conv(16, stride 2) -> head."""
+    b = GraphBuilder((1, 3, 8, 8))
+    fork = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_relu")
+    y = b.node("Relu", [b.conv(fork, 8, 12, "conv_a", stride=2)], "relu_a")
+    y = b.bn(b.conv(y, 12, 16, "conv_b", bias=False), 16, "bn_b")
+    d = b.bn(b.conv(fork, 8, 16, "downsample", k=1, stride=2, bias=False), 16, "bn_d")
+    x = b.node("Relu", [b.node("Add", [y, d], "add")], "relu_out")
+    head(b, x, 16)
+    return b.model()
+
+
+def flatten_gemm_head(reshape: bool = False) -> onnx.ModelProto:
+    """conv(8) on 4x4 -> relu -> Flatten (or Reshape to [1, 128]) -> fc1(10) -> relu -> fc2(5).
+
+    The fc1 columns are channel-major: channel c owns columns [16c, 16c + 16).
+    """
+    b = GraphBuilder((1, 3, 4, 4))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv")], "relu")
+    if reshape:
+        flat = b.node("Reshape", [x, b.const("flat_shape", np.array([1, 128], dtype=np.int64))], "reshape")
+    else:
+        flat = b.node("Flatten", [x], "flatten", axis=1)
+    h = b.node("Relu", [b.gemm(flat, 128, 10, "fc1")], "fc1_relu")
+    b.output(b.gemm(h, 10, 5, "fc2"), [1, 5], "logits")
+    return b.model()
+
+
+def unsupported_op() -> onnx.ModelProto:
+    """conv1(8) -> Softmax over channels -> conv2(6) -> head: conv1's group is unprunable."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Softmax", [b.conv("image", 3, 8, "conv1")], "softmax", axis=1)
+    x = b.node("Relu", [b.conv(x, 8, 6, "conv2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
+def middle_output() -> onnx.ModelProto:
+    """conv1(8) -> relu -> graph output 'features' and -> conv2(6) -> head."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv1")], "relu1")
+    b.output(x, [1, 8, 8, 8])
+    x = b.node("Relu", [b.conv(x, 8, 6, "conv2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
+def channel_constants_depthwise() -> onnx.ModelProto:
+    """conv1(8) -> Mul [1,8,1,1] -> Add [8,1,1] -> depthwise conv(8) -> Clip -> conv2(6) -> head."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.conv("image", 3, 8, "conv1")
+    x = b.node("Mul", [x, b.const("scale", (0.5 + b.rng.random((1, 8, 1, 1))).astype(np.float32))], "mul")
+    x = b.node("Add", [x, b.const("shift", b.rng.standard_normal((8, 1, 1)).astype(np.float32))], "add_const")
+    x = b.conv(x, 8, 8, "dw", group=8)
+    x = b.node("Clip", [x, b.const("lo", np.array(0, np.float32)), b.const("hi", np.array(6, np.float32))], "clip")
+    x = b.node("Relu", [b.conv(x, 8, 6, "conv2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
+def concat_graph() -> onnx.ModelProto:
+    """conv1(4), conv2(4) -> Concat -> conv3(6) -> head: Concat is not handled (unprunable)."""
+    b = GraphBuilder((1, 3, 8, 8))
+    a = b.conv("image", 3, 4, "conv1")
+    c = b.conv("image", 3, 4, "conv2")
+    x = b.node("Concat", [a, c], "concat", axis=1)
+    x = b.node("Relu", [b.conv(x, 8, 6, "conv3")], "relu3")
+    head(b, x, 6)
+    return b.model()
+
+
+def matmul_head() -> onnx.ModelProto:
+    """conv(8) -> GAP -> Flatten -> MatMul W[8, 10] -> Add bias[10] -> Relu -> Gemm(transB=0) -> out."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv")], "relu")
+    flat = b.node("Flatten", [b.node("GlobalAveragePool", [x], "gap")], "flatten", axis=1)
+    h = b.node("MatMul", [flat, b.const("mm.weight", b.rng.standard_normal((8, 10)).astype(np.float32))], "mm")
+    h = b.node("Add", [h, b.const("mm.bias", b.rng.standard_normal(10).astype(np.float32))], "mm_bias")
+    h = b.node("Relu", [h], "mm_relu")
+    w = b.const("fc.weight", b.rng.standard_normal((10, 5)).astype(np.float32))
+    b.output(b.node("Gemm", [h, w], "fc", transB=0), [1, 5], "logits")
+    return b.model()
+
+
+def load(proto: onnx.ModelProto, directory: Path, name: str = "model.onnx") -> tuple[ir.Model, Path]:
+    """Save ``proto`` under ``directory`` and load it as the pipeline does."""
+    path = Path(directory) / name
+    onnx.save_model(proto, path)
+    return load_model(path), path
+
+
+# --- torchvision exports ----------------------------------------------------------------------
+
+
+def _torchvision_model(arch: str, seed: int):
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    if arch == "vgg11_bn_small":
+        # VGG-11-BN features with a small classifier over a 2x2 map: the 224x224 head
+        # (512 x 7 x 7 -> 4096) would make a 500 MB test model. Same topology: Flatten of
+        # spatial > 1 channels into a Gemm.
+        model = torchvision.models.vgg11_bn(weights=None, num_classes=10)
+        model.avgpool = torch.nn.AdaptiveAvgPool2d((2, 2))
+        model.classifier = torch.nn.Sequential(
+            torch.nn.Linear(512 * 4, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+            torch.nn.Linear(64, 64), torch.nn.ReLU(True), torch.nn.Dropout(),
+            torch.nn.Linear(64, 10),
+        )
+    else:
+        model = torchvision.models.get_model(arch, weights=None)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # trained-looking BN statistics, so folding is not the identity
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return model.eval()
+
+
+def export_torchvision(arch: str, path: Path, *, dynamo: bool, fold_bn: bool = True,
+                       input_shape: tuple[int, ...] = (1, 3, 64, 64), seed: int = 0) -> Path:
+    """Export ``arch`` (or ``vgg11_bn_small``) with torch.onnx, as users' exporters do.
+
+    dynamo: opset 18, external data ``path.data``; otherwise TorchScript, opset 17, one file.
+    ``fold_bn=False`` keeps BatchNormalization nodes (dynamo optimize=False / PRESERVE).
+    """
+    import torch
+
+    model = _torchvision_model(arch, seed)
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18,
+                              optimize=fold_bn, external_data=True)
+        else:
+            mode = torch.onnx.TrainingMode.EVAL if fold_bn else torch.onnx.TrainingMode.PRESERVE
+            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
+                              training=mode, do_constant_folding=fold_bn)
+    return path
+
+
+def random_plan(analysis, seed: int, block_probability: float = 0.5) -> tuple[dict[int, list[int]], set[int]]:
+    """A random valid plan: a random non-empty channel subset per prunable group, random blocks."""
+    rng = np.random.default_rng(seed)
+    keep = {
+        g.id: sorted(rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist())
+        for g in analysis.groups
+        if g.prunable
+    }
+    removed = {b.id for b in analysis.blocks if b.removable and rng.random() < block_probability}
+    return keep, removed
+
+
+def run(model: ir.Model, x: np.ndarray) -> list[np.ndarray]:
+    """Outputs of ``model`` in ORT CPU on the single input ``x``."""
+    from mdp_trt.passes.verify import run_model
+
+    name = [v.name for v in model.graph.inputs][0]
+    return run_model(model, {name: x})
+
+
+def proto_bytes(model: ir.Model) -> bytes:
+    """A serialisation used to check that a pass left its input unchanged."""
+    return ir.to_proto(model).SerializeToString(deterministic=True)
