@@ -24,17 +24,14 @@ import numpy as np
 
 from mdp_trt.analysis import Analysis
 from mdp_trt.errors import InfeasibleBudget, InputError
-from mdp_trt.graph.model import initializer_array, layer_output_scale, load_model, save_model
+from mdp_trt.graph import initializer_array, layer_output_scale, load_model, save_model
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.registry import get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.bench.measure import benchmark_model
-from mdp_trt.passes.analyze import analyze
-from mdp_trt.passes.masking import mask_model
-from mdp_trt.passes.surgery import apply_plan
-from mdp_trt.passes.verify import verify
+from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from mdp_trt.report import Report
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate

@@ -36,8 +36,8 @@ _CELL_COLUMNS = (
     "median_ms", "spread", "repeats", "p10_ms", "p90_ms", "batch", "precision", "measured_at",
 )
 _SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE cells (
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cells (
     backend TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     runtime_version TEXT NOT NULL,
@@ -112,19 +112,20 @@ class LatencyCache:
 
     def _check_or_create(self, conn: sqlite3.Connection) -> None:
         try:
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = self._tables(conn)
             if not tables:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("BEGIN")
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+                # IMMEDIATE takes the write lock first and IF NOT EXISTS tolerates a concurrent
+                # creator, so two processes opening a new cache at once both succeed.
+                conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA.strip().split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("COMMIT")
                 log.info("created latency cache %s (schema %d)", self.path, SCHEMA_VERSION)
-                return
+                tables = self._tables(conn)
             if "meta" not in tables:
                 raise self._corrupt(f"no 'meta' table; it holds {', '.join(sorted(tables))}")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -147,9 +148,13 @@ class LatencyCache:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
             if columns != set(_CELL_COLUMNS):
                 raise self._corrupt(f"its 'cells' table has columns {sorted(columns)}")
-            conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(str(exc)) from exc
+
+    @staticmethod
+    def _tables(conn: sqlite3.Connection) -> set[str]:
+        return {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     # -- access -----------------------------------------------------------------------------
 
@@ -187,11 +192,15 @@ class LatencyCache:
             in_channels: int, m: Measurement) -> None:
         """Store (or replace) a cell; durable when this returns."""
         measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._conn.execute(
-            f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(_CELL_COLUMNS))})",
-            (*self._key(fp, sig), out_channels, in_channels, m.median_ms, m.spread, m.repeats,
-             m.p10_ms, m.p90_ms, sig.batch, fp.precision, measured_at))
+        try:
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_CELL_COLUMNS))})",
+                (*self._key(fp, sig), out_channels, in_channels, m.median_ms, m.spread, m.repeats,
+                 m.p10_ms, m.p90_ms, sig.batch, fp.precision, measured_at))
+        except sqlite3.OperationalError as exc:  # read-only file or directory, disk full
+            raise InputError(f"{self.path}: cannot write to the latency cache ({exc}); pass "
+                             "--cache with a writable path") from exc
 
     def __len__(self) -> int:
         return self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from mdp_trt.errors import BackendUnavailable, InputError
+from mdp_trt.errors import BackendUnavailable, InputError, UnsupportedGraph
 from mdp_trt.latency.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.layer_model import build_layer_model, layer_input_shape
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
@@ -146,7 +146,12 @@ class OrtCpuBackend(BackendBase):
     def measure_layer(self, sig: LayerSignature, out_channels: int, in_channels: int) -> Measurement:
         self._require_active()
         model = build_layer_model(sig, out_channels, in_channels, seed=self.seed)
-        session = self._session(model.SerializeToString())
+        try:
+            session = self._session(model.SerializeToString())
+        except Exception as exc:  # e.g. no CPU kernel for this op/dtype in this ORT build
+            raise UnsupportedGraph(
+                f"onnxruntime cannot run a one-layer {sig.op_type} at out={out_channels}, "
+                f"in={in_channels} ({sig.key()}): {exc}", op_type=sig.op_type) from exc
         spec = ModelInput("x", layer_input_shape(sig, in_channels), sig.dtype)
         feeds = random_feeds((spec,), seed=self.seed)
         return self._time_session(session, feeds, self.cell_policy)

@@ -1,0 +1,1 @@
+"""End-to-end model timing (``mdp-trt bench``, and ``prune`` before/after) on a latency backend."""

@@ -1,0 +1,89 @@
+"""Time a whole ONNX model with the same backend protocol that fills the latency tables.
+
+``benchmark_model`` is what ``bench`` and ``prune`` use for the original and the pruned model:
+same session options and timing loop as a table cell, but the backend's model policy (at least
+30 runs and 3 s by default), because a whole model is timed once and its median is compared
+with a prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdp_trt.latency.inputs import ModelInput, model_inputs
+from mdp_trt.latency.protocol import LatencyBackend
+
+__all__ = ["BenchResult", "benchmark_model", "FORMAT"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mdp-bench/1"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """End-to-end latency of one model on one backend.
+
+    Times are milliseconds per inference call (one batch): ``latency_ms`` is the median,
+    ``p10_ms``/``p90_ms`` the 10th/90th percentiles, ``spread = (p90 - p10) / median``.
+    ``fps = batch * 1000 / latency_ms`` (images per second). ``batch`` is the leading dimension
+    of the first input.
+    """
+
+    model: str
+    backend: str
+    fingerprint: dict
+    inputs: tuple[ModelInput, ...]
+    batch: int
+    latency_ms: float
+    p10_ms: float
+    p90_ms: float
+    spread: float
+    fps: float
+    repeats: int
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "backend": self.backend,
+            "fingerprint": self.fingerprint,
+            "inputs": [x.to_json() for x in self.inputs],
+            "batch": self.batch,
+            "latency_ms": self.latency_ms,
+            "p10_ms": self.p10_ms,
+            "p90_ms": self.p90_ms,
+            "spread": self.spread,
+            "fps": self.fps,
+            "repeats": self.repeats,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BenchResult":
+        fields = {k: v for k, v in data.items() if k != "format"}
+        fields["inputs"] = tuple(ModelInput(x["name"], tuple(x["shape"]), x["dtype"])
+                                 for x in data["inputs"])
+        return cls(**fields)
+
+
+def benchmark_model(path: str | Path, backend: LatencyBackend, *,
+                    batch: int | None = None) -> BenchResult:
+    """Median end-to-end latency and FPS of the ONNX model at ``path`` on ``backend``.
+
+    ``batch`` fills a symbolic leading input dimension (default 1); a fixed one must match.
+    Activates the backend for the duration if the caller has not.
+    """
+    path = Path(path)
+    inputs = model_inputs(path, batch=batch)
+    with backend:
+        m = backend.measure_model(path, batch=batch)
+        fingerprint = backend.fingerprint().to_json()
+    n = inputs[0].shape[0] if inputs[0].shape else 1
+    log.info("%s on %s: %.3f ms median over %d runs (p10 %.3f, p90 %.3f)", path, backend.name,
+             m.median_ms, m.repeats, m.p10_ms, m.p90_ms)
+    return BenchResult(model=str(path), backend=backend.name, fingerprint=fingerprint,
+                       inputs=inputs, batch=n, latency_ms=m.median_ms, p10_ms=m.p10_ms,
+                       p90_ms=m.p90_ms, spread=m.spread, fps=n * 1000.0 / m.median_ms,
+                       repeats=m.repeats)

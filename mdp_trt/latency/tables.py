@@ -1,0 +1,255 @@
+"""Bilayer latency tables: L_l[i, j] for every layer of an analysis, filled from the cache.
+
+For layer l with output group g and input group p, ``tables[l][i][j]`` is the measured latency
+(ms) of l with the channel count of option i of g as outputs and option j of p as inputs. Row 0
+and column 0 are zeros (option 0 keeps no channel; the solver never picks it, and a removed
+block's layers are dropped by the block variable, not by these zeros). A layer whose input is a
+graph input (``in_group is None``) has two columns ``[0, value]`` so that indexing is uniform:
+its real column is 1, at the layer's full input width.
+
+Depthwise convs: a channel survives only if both its input and output do, so cell (i, j) is the
+depthwise conv at ``min(channels_i, channels_j)``; with the input and output in one group (the
+usual case) only the diagonal is ever selected and no off-diagonal cell costs a measurement.
+
+``profile_tables`` measures only the cells the cache lacks, after deduplicating cells across
+layers with equal signatures. The cell list is deterministic: layers in analysis order, then
+rows, then columns, first occurrence wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from mdp_trt.analysis import Analysis, ChannelGroup, Layer
+from mdp_trt.errors import InputError
+from mdp_trt.latency.cache import LatencyCache
+from mdp_trt.latency.protocol import LatencyBackend
+from mdp_trt.latency.signature import LayerSignature
+
+__all__ = ["LatencyTables", "Cell", "LayerCells", "plan_cells", "required_cells",
+           "profile_tables", "FORMAT"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mdp-latency-tables/1"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a layer signature at given output and input widths (channels >= 1)."""
+
+    signature: LayerSignature
+    out_channels: int
+    in_channels: int
+
+    def key(self) -> tuple[str, int, int]:
+        return self.signature.key(), self.out_channels, self.in_channels
+
+
+@dataclass(frozen=True)
+class LayerCells:
+    """Which cell fills each entry of one layer's table.
+
+    ``out_options``/``in_options`` are channel counts per option (index 0 = 0 channels);
+    ``cells[i][j]`` is the cell of entry (i, j), None on row/column 0.
+    """
+
+    layer: str
+    out_options: tuple[int, ...]
+    in_options: tuple[int, ...]
+    cells: tuple[tuple[Cell | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class LatencyTables:
+    """Per-layer bilayer latency tables in milliseconds.
+
+    ``tables[name][i][j]``: rows = output option 0..K_out, columns = input option 0..K_in (two
+    columns when the layer reads a graph input). ``channels[name]`` = [channel count per output
+    option, channel count per input option]. ``cells_measured``/``cells_cached`` count distinct
+    cells measured by this run / found in the cache; ``seconds`` is the wall time of the run.
+    """
+
+    backend: str
+    fingerprint: dict
+    group_size: int
+    tables: dict[str, list[list[float]]]
+    cells_measured: int = 0
+    cells_cached: int = 0
+    seconds: float = 0.0
+    channels: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
+        """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
+        try:
+            table = self.tables[name]
+        except KeyError:
+            raise KeyError(f"no latency table for layer {name!r}") from None
+        if not (0 <= out_option < len(table) and 0 <= in_option < len(table[0])):
+            raise IndexError(
+                f"option ({out_option}, {in_option}) outside the {len(table)} x {len(table[0])} "
+                f"latency table of layer {name!r}")
+        return table[out_option][in_option]
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "backend": self.backend,
+            "fingerprint": self.fingerprint,
+            "group_size": self.group_size,
+            "tables": self.tables,
+            "channels": self.channels,
+            "cells_measured": self.cells_measured,
+            "cells_cached": self.cells_cached,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LatencyTables":
+        if data.get("format") != FORMAT:
+            raise InputError(f"latency tables format {data.get('format')!r} is not {FORMAT!r}")
+        return cls(
+            backend=data["backend"],
+            fingerprint=dict(data["fingerprint"]),
+            group_size=int(data["group_size"]),
+            tables={k: [[float(v) for v in row] for row in m] for k, m in data["tables"].items()},
+            cells_measured=int(data.get("cells_measured", 0)),
+            cells_cached=int(data.get("cells_cached", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+            channels={k: [list(map(int, axis)) for axis in v]
+                      for k, v in data.get("channels", {}).items()},
+        )
+
+
+def _group(groups: dict[int, ChannelGroup], layer: Layer, gid: int, role: str) -> ChannelGroup:
+    try:
+        return groups[gid]
+    except KeyError:
+        raise InputError(f"layer {layer.name!r}: its {role} group {gid} is not in the analysis "
+                         "(re-run analyze)") from None
+
+
+def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int) -> LayerCells:
+    sig = layer.signature
+    out_group = _group(groups, layer, layer.out_group, "output")
+    if out_group.channels != sig.out_channels:
+        raise InputError(
+            f"layer {layer.name!r} has {sig.out_channels} output channels but its group "
+            f"{out_group.name!r} has {out_group.channels}; the analysis is inconsistent")
+    out_options = tuple(out_group.options(group_size))
+    if layer.in_group is None:
+        in_options: tuple[int, ...] = (0, sig.in_channels)
+    else:
+        in_group = _group(groups, layer, layer.in_group, "input")
+        if in_group.channels != sig.in_channels:
+            raise InputError(
+                f"layer {layer.name!r} has {sig.in_channels} input channels but its input group "
+                f"{in_group.name!r} has {in_group.channels}; the analysis is inconsistent")
+        in_options = tuple(in_group.options(group_size))
+    if sig.conv_group > 1 and not sig.depthwise:
+        bad = [c for c in out_options[1:] + in_options[1:] if c % sig.conv_group]
+        if bad:
+            raise InputError(
+                f"layer {layer.name!r} is a grouped Conv (group={sig.conv_group}) and cannot "
+                f"have {bad[0]} channels; use a --group-size that is a multiple of "
+                f"{sig.conv_group}")
+    rows = []
+    for i, out_ch in enumerate(out_options):
+        row: list[Cell | None] = []
+        for j, in_ch in enumerate(in_options):
+            if i == 0 or j == 0:
+                row.append(None)
+            elif sig.depthwise:
+                width = min(out_ch, in_ch)
+                row.append(Cell(sig, width, width))
+            else:
+                row.append(Cell(sig, out_ch, in_ch))
+        rows.append(tuple(row))
+    return LayerCells(layer.name, out_options, in_options, tuple(rows))
+
+
+def plan_cells(analysis: Analysis, group_size: int) -> tuple[LayerCells, ...]:
+    """The cell of every table entry of every layer, in analysis layer order."""
+    if group_size < 1:
+        raise InputError(f"--group-size must be at least 1, got {group_size}")
+    groups = {g.id: g for g in analysis.groups}
+    return tuple(_layer_cells(layer, groups, group_size) for layer in analysis.layers)
+
+
+def required_cells(plan: tuple[LayerCells, ...]) -> list[Cell]:
+    """Distinct cells of a plan (equal signatures share cells), deterministic order."""
+    seen: dict[tuple[str, int, int], Cell] = {}
+    for layer in plan:
+        for row in layer.cells:
+            for cell in row:
+                if cell is not None and cell.key() not in seen:
+                    seen[cell.key()] = cell
+    return list(seen.values())
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("cells"), TimeElapsedColumn(), TextColumn("left"),
+                    TimeRemainingColumn(), console=Console(stderr=True))
+
+
+def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBackend,
+                   cache: LatencyCache, progress: bool = True) -> LatencyTables:
+    """Fill every layer's table, measuring only the cells ``cache`` lacks.
+
+    Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
+    (an exception, Ctrl-C) keeps every finished cell and a re-run resumes where it stopped.
+    """
+    start = time.perf_counter()
+    plan = plan_cells(analysis, group_size)
+    cells = required_cells(plan)
+    fp = backend.fingerprint()
+    values: dict[tuple[str, int, int], float] = {}
+    by_signature: dict[str, dict] = {}
+    missing: list[Cell] = []
+    for cell in cells:
+        sig_key = cell.signature.key()
+        if sig_key not in by_signature:
+            by_signature[sig_key] = cache.get_many(fp, cell.signature)
+        hit = by_signature[sig_key].get((cell.out_channels, cell.in_channels))
+        if hit is None:
+            missing.append(cell)
+        else:
+            values[cell.key()] = hit.median_ms
+    cached = len(cells) - len(missing)
+    log.info("%d layers need %d distinct cells: %d cached, %d to measure on %s", len(plan),
+             len(cells), cached, len(missing), backend.name)
+    if missing:
+        bar = _progress(progress)
+        with backend:
+            if bar is not None:
+                bar.start()
+                task = bar.add_task(f"profiling {backend.name}", total=len(missing))
+            try:
+                for cell in missing:
+                    m = backend.measure_layer(cell.signature, cell.out_channels,
+                                              cell.in_channels)
+                    cache.put(fp, cell.signature, cell.out_channels, cell.in_channels, m)
+                    values[cell.key()] = m.median_ms
+                    if bar is not None:
+                        bar.advance(task)
+            finally:
+                if bar is not None:
+                    bar.stop()
+    tables = {
+        layer.layer: [[0.0 if cell is None else values[cell.key()] for cell in row]
+                      for row in layer.cells]
+        for layer in plan
+    }
+    channels = {layer.layer: [list(layer.out_options), list(layer.in_options)] for layer in plan}
+    return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
+                         tables=tables, cells_measured=len(missing), cells_cached=cached,
+                         seconds=time.perf_counter() - start, channels=channels)

@@ -1,0 +1,99 @@
+"""Shared test material: tiny hand-built analyses and a deterministic fake latency backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from mdp_trt.analysis import Analysis, ChannelGroup, Layer
+from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
+from mdp_trt.latency.signature import LayerSignature
+
+
+def conv_sig(out_ch: int, in_ch: int, hw: int, *, k: int = 3, stride: int = 1,
+             group: int = 1, activation: str | None = "Relu", bias: bool = True) -> LayerSignature:
+    pad = k // 2
+    return LayerSignature("Conv", out_ch, in_ch, kernel=(k, k), strides=(stride, stride),
+                          pads=(pad,) * 4, dilations=(1, 1), conv_group=group, input_hw=(hw, hw),
+                          bias=bias, activation=activation)
+
+
+def fake_latency(sig: LayerSignature, out_channels: int, in_channels: int) -> float:
+    """Distinct per (signature, widths): lets tests check which cell went where."""
+    per_sig = 1.0 + (sum(map(ord, sig.key())) % 97) / 97.0
+    return per_sig * (out_channels * 1000 + in_channels) / 1000.0
+
+
+class FakeBackend(BackendBase):
+    """Deterministic latencies; counts measured cells; can fail after ``fail_after`` cells."""
+
+    name = "fake"
+
+    def __init__(self, *, threads: int = 1, fail_after: int | None = None,
+                 error: type[BaseException] = KeyboardInterrupt) -> None:
+        super().__init__()
+        self.threads = threads
+        self.fail_after = fail_after
+        self.error = error
+        self.calls: list[tuple[LayerSignature, int, int]] = []
+        self.activations = 0
+
+    def available(self) -> str | None:
+        return None
+
+    def _activate_impl(self) -> None:
+        self.activations += 1
+
+    def fingerprint(self) -> DeviceFingerprint:
+        return DeviceFingerprint("fake", "test device, 1 core", "fake-runtime", "0.0",
+                                 self.threads, "fp32")
+
+    def measure_layer(self, sig: LayerSignature, out_channels: int, in_channels: int) -> Measurement:
+        self._require_active()
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise self.error()
+        self.calls.append((sig, out_channels, in_channels))
+        value = fake_latency(sig, out_channels, in_channels)
+        return Measurement(value, 0.01, 5, value * 0.99, value * 1.01)
+
+    def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
+        self._require_active()
+        return Measurement(2.0, 0.1, 30, 1.9, 2.1)
+
+
+def small_analysis(hw: int = 16) -> Analysis:
+    """stem conv (graph input) -> residual stage of two equal convs -> depthwise -> gemm head.
+
+    Groups: 0 = stage (32 ch, shared by the stem and each block's conv2 through the Adds),
+    1 and 4 = inside blocks 0 and 1 (32 ch), 2 = depthwise output (32 ch; its input is group 0,
+    so off-diagonal cells are reachable), 3 = logits (10, unprunable).
+    """
+    stem = conv_sig(32, 3, hw, activation="Relu")
+    inner = conv_sig(32, 32, hw, activation="Relu")
+    outer = conv_sig(32, 32, hw, activation=None)
+    dw = conv_sig(32, 32, hw, group=32, activation="Relu")
+    head = LayerSignature("Gemm", 10, 32)
+    layers = (
+        Layer("stem", "Conv", "stem.w", 0, None, None, stem),
+        Layer("b0.conv1", "Conv", "b0.conv1.w", 1, 0, 0, inner),
+        Layer("b0.conv2", "Conv", "b0.conv2.w", 0, 1, 0, outer),
+        Layer("b1.conv1", "Conv", "b1.conv1.w", 4, 0, 1, inner),  # same signature as b0.conv1
+        Layer("b1.conv2", "Conv", "b1.conv2.w", 0, 4, 1, outer),
+        Layer("dw", "Conv", "dw.w", 2, 0, None, dw),
+        Layer("fc", "Gemm", "fc.w", 3, 2, None, head),
+    )
+    groups = (
+        ChannelGroup(0, "stage", 32, ("stem", "b0.conv2", "b1.conv2"),
+                     ("b0.conv1", "b1.conv1", "dw")),
+        ChannelGroup(1, "b0.mid", 32, ("b0.conv1",), ("b0.conv2",)),
+        ChannelGroup(2, "dw.out", 32, ("dw",), ("fc",)),
+        ChannelGroup(3, "logits", 10, ("fc",), (), prunable=False, reason="graph output"),
+        ChannelGroup(4, "b1.mid", 32, ("b1.conv1",), ("b1.conv2",)),
+    )
+    return Analysis("small.onnx", (1, 3, hw, hw), layers, groups, ())
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,29 @@
+import pytest
+
+from mdp_trt.errors import BackendUnavailable
+from mdp_trt.latency import registry
+from mdp_trt.latency.ort_cpu import OrtCpuBackend
+
+from .fixtures import FakeBackend
+
+
+def test_get_backend_builds_ort_cpu_with_threads():
+    backend = registry.get_backend("ort-cpu", threads=2)
+    assert isinstance(backend, OrtCpuBackend)
+    assert backend.name == "ort-cpu" and backend.threads == 2
+    assert registry.DEFAULT_BACKEND in registry.backend_names()
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(BackendUnavailable, match="unknown latency backend 'tensorrt'.*ort-cpu"):
+        registry.get_backend("tensorrt")
+
+
+def test_known_but_unusable_backend_says_why(monkeypatch):
+    class Missing(FakeBackend):
+        def available(self):
+            return "the 'fakert' package is not installed; pip install fakert"
+
+    monkeypatch.setitem(registry.BACKENDS, "fake", lambda **kw: Missing(**kw))
+    with pytest.raises(BackendUnavailable, match="'fake' cannot run here.*pip install fakert"):
+        registry.get_backend("fake")
