@@ -60,7 +60,7 @@ def test_instance_has_the_official_shape():
 
 def test_full_budget_keeps_everything_and_decodes_to_nothing_removed():
     plan = solve(load_problem(_instance(100.0)), "exact")
-    assert plan.status == "optimal" and plan.options == [2, 2, 1] and plan.blocks == [1, 1]
+    assert plan.status == "optimal" and list(plan.options) == [2, 2, 1] and list(plan.blocks) == [1, 1]
     decoded = decode_plan(_analysis(), _importance(), 2, plan.options, plan.blocks)
     assert decoded.keep == {} and decoded.removed_blocks == frozenset()
     assert decoded.kept_channels == {"stream": 4, "inner": 4, "logits": 10}
@@ -73,7 +73,7 @@ def test_tight_budget_keeps_top_channels_of_each_group():
     assert plan.status == "optimal"
     # keeping the block at its narrowest (importance 7 + 6 + 0 + 10) beats dropping it for a
     # wide stem (10 + 10): stream ranking by stem+c2 is 0, 1, ...; inner ranking by c1 is 2, 0, ...
-    assert plan.blocks == [1, 1] and plan.options == [1, 1, 1]
+    assert list(plan.blocks) == [1, 1] and list(plan.options) == [1, 1, 1]
     decoded = decode_plan(_analysis(), _importance(), 2, plan.options, plan.blocks)
     assert decoded.keep == {0: [0, 1], 1: [0, 2]}
 
