@@ -10,12 +10,6 @@ from mdp_trt.analysis import Analysis
 __all__ = ["render_analysis"]
 
 
-def _short(names, limit: int = 3) -> str:
-    names = list(names)
-    text = ", ".join(names[:limit])
-    return text + (f" (+{len(names) - limit})" if len(names) > limit else "")
-
-
 def render_analysis(analysis: Analysis, console: Console) -> None:
     shape = "x".join(map(str, analysis.input_shape))
     console.print(f"[bold]{analysis.model}[/]  input {shape}: {len(analysis.layers)} layers, "
@@ -23,21 +17,41 @@ def render_analysis(analysis: Analysis, console: Console) -> None:
                   f"({sum(g.prunable for g in analysis.groups)} prunable), "
                   f"{len(analysis.blocks)} residual blocks "
                   f"({sum(b.removable for b in analysis.blocks)} removable)")
-    groups = Table(title="channel groups", show_lines=False)
-    for column in ("id", "name", "channels", "producers", "consumers", "prunable"):
-        groups.add_column(column)
+    layers = Table(title="prunable layers")
+    layers.add_column("layer", no_wrap=True)
+    for column in ("op", "kernel/stride", "input", "out (group)", "in (group)", "block"):
+        layers.add_column(column)
+    block_names = {b.id: b.name for b in analysis.blocks}
+    for layer in analysis.layers:
+        sig = layer.signature
+        geometry = ("x".join(map(str, sig.kernel)) + "/" + "x".join(map(str, sig.strides))
+                    if sig.kernel else "-")
+        layers.add_row(layer.name, layer.op_type + (" dw" if sig.depthwise else ""), geometry,
+                       "x".join(map(str, sig.input_hw)) or "-",
+                       f"{sig.out_channels} ({layer.out_group})",
+                       f"{sig.in_channels} ({'input' if layer.in_group is None else layer.in_group})",
+                       block_names.get(layer.block, "-"))
+    console.print(layers)
+    groups = Table(title="channel groups")
+    groups.add_column("id", justify="right")
+    groups.add_column("group")
+    groups.add_column("channels", justify="right")
+    groups.add_column("out/in layers", justify="right")
+    groups.add_column("prunable", overflow="fold")
     for g in analysis.groups:
         status = "yes" if g.prunable else f"[red]no[/]: {g.reason}"
-        groups.add_row(str(g.id), g.name, str(g.channels), _short(g.producers),
-                       _short(g.consumers), status)
+        groups.add_row(str(g.id), g.name, str(g.channels),
+                       f"{len(g.producers)}/{len(g.consumers)}", status)
     console.print(groups)
     if analysis.blocks:
         blocks = Table(title="residual blocks")
-        for column in ("id", "name", "add", "layers", "removable"):
-            blocks.add_column(column)
+        blocks.add_column("id", justify="right")
+        blocks.add_column("block")
+        blocks.add_column("layers", justify="right")
+        blocks.add_column("removable", overflow="fold")
         for b in analysis.blocks:
             status = "yes" if b.removable else f"no: {b.reason}"
-            blocks.add_row(str(b.id), b.name, b.add_node, _short(b.layers), status)
+            blocks.add_row(str(b.id), b.name, str(len(b.layers)), status)
         console.print(blocks)
     for note in analysis.notes:
         console.print(f"[yellow]note:[/] {note}")

@@ -100,9 +100,9 @@ def profile(
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
     analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
-    with get_backend(backend, threads=threads) as runtime:
-        tables = profile_tables(analysis, group_size=group_size, backend=runtime,
-                                cache=LatencyCache(cache), progress=True)
+    with get_backend(backend, threads=threads) as runtime, LatencyCache(cache) as store:
+        tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
+                                progress=True)
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
     if json_out:
@@ -136,6 +136,7 @@ def bench(
     model: Path = typer.Argument(..., help="ONNX model"),
     backend: str = typer.Option("ort-cpu", help="latency backend"),
     threads: int = typer.Option(1, help="runtime threads"),
+    batch: Optional[int] = typer.Option(None, help="batch size for a dynamic leading dimension"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON"),
 ) -> None:
     """Measure end-to-end latency and FPS of a model."""
@@ -145,7 +146,7 @@ def bench(
     if not model.is_file():
         raise InputError(f"{model}: no such file")
     with get_backend(backend, threads=threads) as runtime:
-        result = benchmark_model(model, runtime)
+        result = benchmark_model(model, runtime, batch=batch)
     out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS ({backend})")
     if json_out:
         json_out.write_text(json.dumps(result.to_json(), indent=1))

@@ -130,8 +130,9 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
             baseline = benchmark_model(work / "original.onnx", backend)
         budget_ms = options.budget_ms if options.budget_ms is not None else options.budget * baseline.latency_ms
         with clock.stage("profile"):
-            tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
-                                    cache=LatencyCache(options.cache), progress=options.progress)
+            with LatencyCache(options.cache) as cache:
+                tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
+                                        cache=cache, progress=options.progress)
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         full = [len(g.options(options.group_size)) - 1 for g in analysis.groups]
         offset_ms = baseline.latency_ms - _table_sum(analysis, tables, full, frozenset())

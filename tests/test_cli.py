@@ -84,3 +84,16 @@ def _tiny_onnx(path):
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
     onnx.save(helper.make_model(graph), str(path))
+
+
+def test_analyze_prints_tables_and_writes_json(tmp_path, capsys):
+    from mdp_trt.models.export import ExportOptions, export_architecture
+
+    model = export_architecture("resnet18", tmp_path / "r18.onnx",
+                                ExportOptions(input_shape=(1, 3, 32, 32), exporter="torchscript"))
+    code, text = run(["analyze", str(model), "--json", str(tmp_path / "a.json")], capsys)
+    assert code == 0
+    assert "channel groups" in text and "residual blocks" in text and "reaches graph" in text
+    analysis = json.loads((tmp_path / "a.json").read_text())
+    assert len(analysis["layers"]) == 21
+    assert sum(b["removable"] for b in analysis["blocks"]) == 5

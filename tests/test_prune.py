@@ -25,13 +25,20 @@ def resnet18(tmp_path_factory):
 
 
 def _options(cache, **kw):
-    return PruneOptions(**{"budget": 0.6, "group_size": 32, "cache": cache, "progress": False, **kw})
+    return PruneOptions(**{"budget": 0.6, "group_size": 64, "cache": cache, "progress": False, **kw})
+
+
+@pytest.fixture(scope="module")
+def cold_run(resnet18, tmp_path_factory):
+    """One prune with an empty cache; later tests reuse the filled cache."""
+    folder = tmp_path_factory.mktemp("cold")
+    cache = folder / "cache.sqlite"
+    return folder, cache, prune(resnet18, folder / "out", _options(cache))
 
 
 @pytest.mark.slow
-def test_prune_writes_a_verified_smaller_model_and_a_complete_report(resnet18, tmp_path):
-    cache = tmp_path / "cache.sqlite"
-    report = prune(resnet18, tmp_path / "out", _options(cache))
+def test_prune_writes_a_verified_smaller_model_and_a_complete_report(cold_run):
+    tmp_path, cache, report = cold_run
     out = tmp_path / "out"
     for name in ("pruned.onnx", "plan.json", "problem.json", "report.json"):
         assert (out / name).is_file(), name
@@ -52,24 +59,40 @@ def test_prune_writes_a_verified_smaller_model_and_a_complete_report(resnet18, t
     assert kept < total or report.removed_blocks
     assert report.profile["cells_measured"] > 0
     # nothing but the declared artefacts (no staging directories) next to the output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.sqlite", "out"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("cache.sqlite")] == ["out"]
 
+
+@pytest.mark.slow
+def test_a_second_identical_run_measures_no_new_cell(resnet18, cold_run, tmp_path):
+    _, cache, report = cold_run
     again = prune(resnet18, tmp_path / "again", _options(cache))
     assert again.profile["cells_measured"] == 0
     assert again.profile["cells_cached"] == report.profile["cells_measured"] + report.profile["cells_cached"]
 
 
 @pytest.mark.slow
-def test_infeasible_budget_raises_with_the_smallest_latency_and_writes_nothing(resnet18, tmp_path):
+def test_infeasible_budget_raises_with_the_smallest_latency_and_writes_nothing(resnet18, cold_run,
+                                                                              tmp_path):
     with pytest.raises(InfeasibleBudget) as exc:
-        prune(resnet18, tmp_path / "out", _options(tmp_path / "cache.sqlite", budget=0.01))
+        prune(resnet18, tmp_path / "out", _options(cold_run[1], budget=0.01))
     assert exc.value.min_latency > 0 and "smallest achievable" in str(exc.value)
-    assert not (tmp_path / "out").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["cache.sqlite"]
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_interrupt_leaves_no_output_directory(resnet18, tmp_path, monkeypatch):
+def test_cli_reports_an_infeasible_budget_with_exit_code_3(resnet18, cold_run, tmp_path, capsys):
+    from mdp_trt.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["prune", str(resnet18), "--budget", "0.01", "--group-size", "64", "--cache",
+              str(cold_run[1]), "-o", str(tmp_path / "out")])
+    text = capsys.readouterr().err
+    assert exc.value.code == 3 and "smallest achievable latency" in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_interrupt_leaves_no_output_directory(resnet18, cold_run, tmp_path, monkeypatch):
     import mdp_trt.prune as pipeline
 
     def interrupted(*args, **kwargs):
@@ -77,5 +100,5 @@ def test_interrupt_leaves_no_output_directory(resnet18, tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "apply_plan", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        prune(resnet18, tmp_path / "out", _options(tmp_path / "cache.sqlite"))
-    assert [p.name for p in tmp_path.iterdir()] == ["cache.sqlite"]
+        prune(resnet18, tmp_path / "out", _options(cold_run[1]))
+    assert list(tmp_path.iterdir()) == []
