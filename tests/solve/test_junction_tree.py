@@ -62,3 +62,17 @@ def test_factor_graph_totals_equal_evaluation() -> None:
             assert lat == pytest.approx(ev.latency, rel=1e-12, abs=1e-9)
             assert imp == pytest.approx(ev.objective, rel=1e-12, abs=1e-9)
             assert np.array_equal(graph.from_plan_arrays(options, blocks), a)
+
+
+def test_chunked_passes_equal_unchunked(monkeypatch) -> None:
+    from mdp_trt.solve import junction_tree as jt
+
+    p = load_problem(random_instance(11, max_groups=5, max_options=5, max_blocks=3))
+    tree = build_junction_tree(build_factor_graph(p))
+    weights = np.array([[1.0, lam] for lam in (0.0, 0.3, 1.0, 3.0, 10.0)] + [[0.0, 1.0]])
+    whole = tree.downward(tree.upward(weights))
+    monkeypatch.setattr(jt, "_MAX_CELLS", 1)  # one weighting per chunk
+    parts = tree.downward(tree.upward(weights))
+    for a, b in zip(whole.up + whole.out, parts.up + parts.out):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(tree.decode(whole), tree.decode(parts))
