@@ -16,7 +16,8 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.registry import get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
+from mdp_trt.latency.timing import MODEL_POLICY
 from mdp_trt.bench.measure import benchmark_model
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from mdp_trt.report import Report
@@ -56,7 +58,9 @@ class PruneOptions:
     verify_inputs: int = 3
     rtol: float = 1e-4
     tolerance: float = 0.03  # re-solve when measured > budget * (1 + tolerance)
-    max_rounds: int = 3
+    max_rounds: int = 4
+    measure_seconds: float = 3.0  # timed runs per whole-model measurement round (at least 30 runs)
+    measure_rounds: int = 3  # whole-model rounds; the least disturbed one counts
     force: bool = False
     progress: bool = True
 
@@ -124,10 +128,12 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
     with clock.stage("importance"):
         importance = _importance(model, analysis)
         importance.save(work / "importance.json")
-    backend = get_backend(options.backend, threads=options.threads)
+    backend = get_backend(options.backend, threads=options.threads,
+                          model_policy=replace(MODEL_POLICY, budget_s=options.measure_seconds))
+    measure = partial(benchmark_model, backend=backend, rounds=options.measure_rounds)
     with backend:
         with clock.stage("measure_baseline"):
-            baseline = benchmark_model(work / "original.onnx", backend)
+            baseline = measure(work / "original.onnx")
         budget_ms = options.budget_ms if options.budget_ms is not None else options.budget * baseline.latency_ms
         with clock.stage("profile"):
             with LatencyCache(options.cache) as cache:
@@ -136,23 +142,12 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         full = [len(g.options(options.group_size)) - 1 for g in analysis.groups]
         offset_ms = baseline.latency_ms - _table_sum(analysis, tables, full, frozenset())
-        rounds = []
-        target_ms = budget_ms
-        for round_index in range(options.max_rounds):
-            result = _solve_and_cut(model, analysis, importance, tables, work, options,
-                                    clock, budget_ms=target_ms, offset_ms=offset_ms,
-                                    baseline_ms=baseline.latency_ms, name=model_path.stem)
-            with clock.stage("measure_pruned"):
-                measured = benchmark_model(work / "pruned.onnx", backend)
-            rounds.append({"offset_ms": offset_ms, "predicted_ms": result["predicted_ms"],
-                           "measured_ms": measured.latency_ms, **result["solver"]})
-            if measured.latency_ms <= budget_ms * (1 + options.tolerance):
-                break
-            # Recalibrate the constant at the pruned operating point and try again.
-            offset_ms += measured.latency_ms - result["predicted_ms"]
-            log.info("measured %.2f ms > budget %.2f ms: re-solving with offset %.2f ms",
-                     measured.latency_ms, budget_ms, offset_ms)
+        rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, measure,
+                              budget_ms=budget_ms, offset_ms=offset_ms,
+                              baseline_ms=baseline.latency_ms, name=model_path.stem)
+        best = _adopt_best_round(rounds, work, budget_ms * (1 + options.tolerance))
         fingerprint = backend.fingerprint().to_json()
+    result, measured_ms = best["result"], best["measured_ms"]
     decoded = result["decoded"]
     report = Report(
         model=str(model_path), backend=options.backend, device=fingerprint, threads=options.threads,
@@ -160,17 +155,93 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
         baseline_latency_ms=baseline.latency_ms, budget_ms=budget_ms,
         budget_fraction=budget_ms / baseline.latency_ms,
         predicted_latency_ms=result["predicted_ms"], predicted_tables_ms=result["tables_ms"],
-        predicted_offset_ms=result["offset_ms"], measured_latency_ms=measured.latency_ms,
-        fps_before=baseline.fps, fps_after=measured.fps,
+        predicted_offset_ms=result["offset_ms"], measured_latency_ms=measured_ms,
+        fps_before=baseline.fps, fps_after=baseline.batch * 1000.0 / measured_ms,
         removed_blocks=list(decoded.removed_block_names),
         kept_channels={g.name: [decoded.kept_channels[g.name], g.channels] for g in analysis.groups},
         objective=result["objective"], solver=result["solver"],
         profile={"cells_measured": tables.cells_measured, "cells_cached": tables.cells_cached,
                  "seconds": tables.seconds},
-        verification=result["verification"], timings=clock.seconds, rounds=rounds,
+        verification=result["verification"], timings=clock.seconds,
+        rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
+                 "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
+                 "adopted": r is best} for r in rounds],
     )
     report.save(work / "report.json")
     return report
+
+
+def _closed_loop(model, analysis, importance, tables, work, options, clock, measure, *,
+                 budget_ms, offset_ms, baseline_ms, name) -> list[dict]:
+    """Solve, cut and measure; adjust the solver's target until the measurement fits the budget.
+
+    The latency model (tables + constant calibrated on the measured original) is fixed; what the
+    loop adjusts is the *target* handed to the solver. Measured latency is a monotone staircase
+    in the target, so the target is found by regula falsi between the best point measured under
+    the budget and the lowest point measured over it (the unpruned model is the first such point:
+    its target is its own prediction, i.e. the baseline). A round far under the budget is also
+    re-solved, to spend the budget on importance. Each round keeps its artefacts in its own
+    directory until one is adopted.
+    """
+    rounds: list[dict] = []
+    low, high = budget_ms * (1 - 2 * options.tolerance), budget_ms * (1 + options.tolerance)
+    under: tuple[float, float] | None = None
+    over = (baseline_ms, baseline_ms)
+    target = budget_ms
+    for index in range(options.max_rounds):
+        folder = work / f"round{index}"
+        folder.mkdir()
+        solve_at = partial(_solve_and_cut, model, analysis, importance, tables, folder, options,
+                           clock, offset_ms=offset_ms, baseline_ms=baseline_ms, name=name)
+        try:
+            result = solve_at(budget_ms=target)
+        except InfeasibleBudget as exc:
+            if not rounds:
+                raise
+            result = solve_at(budget_ms=exc.min_latency)  # the narrowest plan is all that is left
+        if any(result["options"] == r["result"]["options"] for r in rounds):
+            shutil.rmtree(folder)  # the new target gives a plan already measured: converged
+            break
+        with clock.stage("measure_pruned"):
+            measured = measure(folder / "pruned.onnx").latency_ms
+        rounds.append({"folder": folder, "result": result, "measured_ms": measured,
+                       "target_ms": target})
+        if low <= measured <= high:
+            break
+        if measured <= high:
+            under = max(under or (target, measured), (target, measured))
+        else:
+            over = min(over, (target, measured))
+        target = _next_target(under, over, budget_ms)
+        log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",
+                 measured, budget_ms, target)
+    return rounds
+
+
+def _next_target(under, over, budget_ms: float) -> float:
+    """Regula falsi on (target, measured) points bracketing the budget, kept inside the bracket."""
+    t_over, m_over = over
+    if under is None:
+        return t_over - (m_over - budget_ms)  # slope 1 until a point under the budget is known
+    t_under, m_under = under
+    if m_over <= m_under or t_over <= t_under:
+        return (t_under + t_over) / 2
+    guess = t_under + (budget_ms - m_under) * (t_over - t_under) / (m_over - m_under)
+    margin = 0.1 * (t_over - t_under)
+    return min(max(guess, t_under + margin), t_over - margin)
+
+
+def _adopt_best_round(rounds: list[dict], work: Path, limit_ms: float):
+    """Move the best round's files into ``work``: the most important plan among those measured
+    within ``limit_ms``, else the fastest one (the report then says the budget was missed)."""
+    within = [r for r in rounds if r["measured_ms"] <= limit_ms]
+    best = (max(within, key=lambda r: r["result"]["objective"]) if within
+            else min(rounds, key=lambda r: r["measured_ms"]))
+    for path in best["folder"].iterdir():
+        path.rename(work / path.name)
+    for r in rounds:
+        shutil.rmtree(r["folder"])
+    return best
 
 
 def _importance(model, analysis: Analysis) -> Importance:
@@ -234,7 +305,8 @@ def _solve_and_cut(model, analysis, importance, tables, work, options, clock, *,
                      "removed_blocks_names": list(decoded.removed_block_names)}
         (work / "plan.json").write_text(json.dumps(plan_json, indent=1))
     return {
-        "decoded": decoded, "predicted_ms": tables_ms + offset_ms, "tables_ms": tables_ms,
+        "decoded": decoded, "options": list(plan.options),
+        "predicted_ms": tables_ms + offset_ms, "tables_ms": tables_ms,
         "offset_ms": offset_ms, "objective": plan.objective,
         "solver": {"name": plan.solver, "status": plan.status, "seconds": plan.solve_seconds,
                    "bound": plan.bound},

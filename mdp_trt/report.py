@@ -68,6 +68,9 @@ def format_summary(report: Report) -> str:
         f"solver   {report.solver['name']} {report.solver['status']} in "
         f"{report.solver['seconds'] * 1000:.0f} ms; verification max rel diff "
         f"{report.verification['max_rel_diff']:.1e} over {report.verification['inputs']} inputs",
+        *([f"rounds   {len(report.rounds)} solve/measure rounds; the adopted plan was solved for "
+           f"a {next(r['target_ms'] for r in report.rounds if r['adopted']):.2f} ms target"]
+          if len(report.rounds) > 1 else []),
         f"profile  {report.profile['cells_measured']} cells measured, "
         f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s",
     ]

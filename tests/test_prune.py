@@ -25,7 +25,9 @@ def resnet18(tmp_path_factory):
 
 
 def _options(cache, **kw):
-    return PruneOptions(**{"budget": 0.6, "group_size": 64, "cache": cache, "progress": False, **kw})
+    # short whole-model timing keeps the suite fast; the figures are not what is tested here
+    return PruneOptions(**{"budget": 0.8, "group_size": 64, "cache": cache, "progress": False,
+                           "measure_seconds": 0.3, "measure_rounds": 1, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,12 @@ def test_prune_writes_a_verified_smaller_model_and_a_complete_report(cold_run):
     assert saved["verification"]["max_rel_diff"] <= 1e-4 and saved["verification"]["inputs"] >= 3
     plan = json.loads((out / "plan.json").read_text())
     assert PLAN_FIELDS <= plan.keys() and plan["status"] == "optimal"
-    # the plan fits the budget under the latency model it was solved with
-    assert report.predicted_latency_ms <= report.budget_ms * (1 + 1e-6)
+    # exactly one round is adopted; its plan fits the target it was solved for, and the report's
+    # figures are that round's
+    (adopted,) = [r for r in report.rounds if r["adopted"]]
+    assert report.predicted_latency_ms <= adopted["target_ms"] * (1 + 1e-6)
+    assert report.measured_latency_ms == adopted["measured_ms"]
+    assert report.rounds[0]["target_ms"] == pytest.approx(report.budget_ms)
     kept = sum(v[0] for v in report.kept_channels.values())
     total = sum(v[1] for v in report.kept_channels.values())
     assert kept < total or report.removed_blocks

@@ -72,6 +72,21 @@ def test_latency_offset_and_extra_space() -> None:
     assert p.evaluate([2, 1], [1, 1]).latency == 19
 
 
+def test_negative_latency_offset_shifts_the_budget() -> None:
+    d = _tiny()
+    d["latency_offset"] = -5
+    p = load_problem(d)
+    assert p.evaluate([2, 2], [1, 1]).latency == 23
+    shifted = _tiny()
+    shifted["capacity"] = d["capacity"] + 5
+    shifted["effective_capacity"] = shifted["capacity"] + shifted.get("extra_space", 0)
+    from mdp_trt.solve import solve
+
+    a, b = solve(p, "exact"), solve(load_problem(shifted), "exact")
+    assert a.status == b.status == "optimal"
+    assert a.objective == b.objective and tuple(a.options) == tuple(b.options)
+
+
 def test_float_data_evaluate_exactly() -> None:
     d = _tiny()
     d["layers"][1]["latency"] = [[0, 0, 0], [0, 0.1, 0.2], [0, 0.3, 0.7]]
@@ -106,7 +121,7 @@ def test_float_data_evaluate_exactly() -> None:
         (lambda d: d["constraints"].update(block_forced_kept=7), "block_forced_kept"),
         (lambda d: d["constraints"].update(option_zero_forbidden=False), "option_zero_forbidden"),
         (lambda d: d.update(effective_capacity=99), "effective_capacity"),
-        (lambda d: d.update(latency_offset=-1), "latency_offset"),
+        (lambda d: d.update(latency_offset="x"), "latency_offset"),
         (lambda d: d["blocks"][1].update(id=5), "id is 5"),
         (lambda d: d.update(layers=[]), "layers"),
     ],
