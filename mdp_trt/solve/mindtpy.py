@@ -5,7 +5,11 @@ The model is the one ``knapsack_pyomo`` of NVlabs/MDP builds (see the instance R
 a bilinear objective and the cubic latency constraint ``sum b * L[i][j] * x[g][i] * x[p][j]``.
 The call is ``SolverFactory('mindtpy').solve(model, strategy='OA', init_strategy='FP',
 mip_solver='glpk', nlp_solver='ipopt')``; when only the ``cyipopt`` Python binding of Ipopt is
-present (no ``ipopt`` executable), ``nlp_solver='cyipopt'`` is used and the plan's notes say so.
+present (no ``ipopt`` executable), ``nlp_solver='cyipopt'`` is used as a fallback and the plan's
+notes say so (``scripts/install_mindtpy_deps.sh`` builds the ``ipopt`` AMPL executable from
+Debian's Ipopt source package, and the fallback's pynumero ASL extension against Debian's
+libamplsolver). MindtPy leaves variables that occur in no constraint (a block whose layers all
+have zero coefficients) without a value; they take 0, with a note.
 MindtPy is a heuristic for nonconvex models: its "optimal" is not a proof, so this solver reports
 status "feasible" with MindtPy's own bound in the notes.
 
@@ -118,6 +122,18 @@ def _build_model(problem: Problem):  # type: ignore[no-untyped-def]
     return model, offsets, block_base
 
 
+def _referenced_ids(model) -> set[int]:  # type: ignore[no-untyped-def]
+    """ids of the variables that occur in the model's active constraints or objectives."""
+    import pyomo.environ as pyo
+    from pyomo.core.expr.visitor import identify_variables
+
+    ids: set[int] = set()
+    for comp in (pyo.Constraint, pyo.Objective):
+        for data in model.component_data_objects(comp, active=True, descend_into=True):
+            ids.update(id(v) for v in identify_variables(data.expr, include_fixed=True))
+    return ids
+
+
 def solve_mindtpy(problem: Problem, time_limit: float | None = None) -> Plan:
     """Run MindtPy (OA, FP init, GLPK, Ipopt) on the paper's model; status "feasible" or "infeasible".
 
@@ -146,6 +162,18 @@ def solve_mindtpy(problem: Problem, time_limit: float | None = None) -> Plan:
         termination = "error"
         notes.append(f"MindtPy raised {type(exc).__name__}: {exc}")
     values = [pyo.value(model.x[i], exception=False) for i in range(len(model.x))]
+    # MindtPy only hands back variables that occur in an active constraint or the objective; a
+    # block whose layers all have zero coefficients occurs nowhere, keeps value None, and takes 0
+    # (its value changes neither objective nor latency).
+    referenced = _referenced_ids(model)
+    missing = [i for i, v in enumerate(values) if v is None]
+    unused = [i for i in missing if id(model.x[i]) not in referenced]
+    if len(unused) < len(missing):
+        unused = []  # a variable of the model has no value either: no solution at all
+    for i in unused:
+        values[i] = 0.0
+    if unused:
+        notes.append(f"{len(unused)} variable(s) occur in no constraint or objective; set to 0")
     if any(v is None for v in values):
         return Plan(
             solver=_NAME,

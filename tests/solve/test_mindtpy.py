@@ -10,6 +10,7 @@ from mdp_trt.solve.exact import solve_exact
 from mdp_trt.solve.generate import chain_instance
 from mdp_trt.solve.mindtpy import _build_model, mindtpy_unavailable_reason, solve_mindtpy
 from mdp_trt.solve.problem import load_problem
+from tests.solve.official import official_path, official_reference
 
 
 def test_missing_solvers_raise_with_the_fix(monkeypatch) -> None:
@@ -49,3 +50,32 @@ def test_runs_when_available() -> None:
     if plan.status == "feasible":
         assert p.evaluate(plan.options, plan.blocks).feasible
         assert plan.objective <= solve_exact(p).objective
+
+
+def test_cyipopt_fallback_runs_when_available(monkeypatch) -> None:
+    """Without an 'ipopt' executable the cyipopt binding (pynumero ASL extension) is used."""
+    real_which = mindtpy_module.shutil.which
+    monkeypatch.setattr(mindtpy_module.shutil, "which", lambda name: None if name == "ipopt" else real_which(name))
+    reason = mindtpy_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    assert mindtpy_module._nlp_solver() == "cyipopt"
+    p = load_problem(chain_instance(4, 3, seed=3))
+    plan = solve_mindtpy(p, time_limit=60)
+    assert any("cyipopt" in note for note in plan.notes)
+    assert plan.status in ("feasible", "time_limit")
+    if plan.status == "feasible":
+        assert p.evaluate(plan.options, plan.blocks).feasible
+
+
+def test_official_step_24_reproduces_the_rerun() -> None:
+    """Step 24 has a block in no constraint (MindtPy leaves it None); the plan still comes back."""
+    reason = mindtpy_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    reference = official_reference()["24"]["mindtpy_rerun"]
+    p = load_problem(official_path("24"))
+    plan = solve_mindtpy(p, time_limit=600)
+    assert plan.status == "feasible"
+    assert plan.objective == reference["objective"]
+    assert list(plan.blocks) == reference["blocks"]
