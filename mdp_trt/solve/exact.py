@@ -171,17 +171,10 @@ def solve_exact(problem: Problem, time_limit: float | None = None) -> Plan:
     if not problem.fits(fast_plan_lat):
         options, blocks = graph.to_plan_arrays(fastest)
         ev = problem.evaluate(options, blocks)
-        return Plan(
-            solver=_NAME,
-            status="infeasible",
-            objective=None,
-            bound=None,
-            latency=ev.latency,
-            options=tuple(options),
-            blocks=tuple(blocks),
-            solve_seconds=time.perf_counter() - t0,
-            min_latency=ev.latency,
-            notes=(f"smallest achievable latency {ev.latency} exceeds the budget {problem.effective_capacity}",),
+        return Plan.infeasible(
+            _NAME, latency=ev.latency, options=options, blocks=blocks,
+            seconds=time.perf_counter() - t0,
+            note=f"smallest achievable latency {ev.latency} exceeds the budget {problem.effective_capacity}",
         )
 
     if not graph.variables:

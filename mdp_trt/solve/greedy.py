@@ -71,17 +71,10 @@ def solve_greedy(problem: Problem, time_limit: float | None = None) -> Plan:
         options[added.pop()] -= 1
         ev = problem.evaluate(options, blocks)
     if not ev.feasible:
-        return Plan(
-            solver=_NAME,
-            status="infeasible",
-            objective=None,
-            bound=None,
-            latency=ev.latency,
-            options=tuple(options),
-            blocks=tuple(blocks),
-            solve_seconds=time.perf_counter() - t0,
-            min_latency=ev.latency,
-            notes=("the narrowest channel-only plan (all blocks kept) exceeds the budget",),
+        return Plan.infeasible(
+            _NAME, latency=ev.latency, options=options, blocks=blocks,
+            seconds=time.perf_counter() - t0,
+            note="the narrowest channel-only plan (all blocks kept) exceeds the budget",
         )
     return Plan(
         solver=_NAME,

@@ -213,17 +213,9 @@ def solve_milp(problem: Problem, time_limit: float | None = None) -> Plan:
         found = fastest.values is not None
         options, blocks = _decode(problem, fastest.values, fastest.x, fastest.z) if found else ([], [])
         ev = problem.evaluate(options, blocks) if found else None
-        return Plan(
-            solver=_NAME,
-            status="infeasible",
-            objective=None,
-            bound=None,
-            latency=None if ev is None else ev.latency,
-            options=tuple(options),
-            blocks=tuple(blocks),
-            solve_seconds=time.perf_counter() - t0,
-            min_latency=None if ev is None else ev.latency,
-            notes=(f"HiGHS: {status}; latency minimisation: {st2}",),
+        return Plan.infeasible(
+            _NAME, latency=None if ev is None else ev.latency, options=options, blocks=blocks,
+            seconds=time.perf_counter() - t0, note=f"HiGHS: {status}; latency minimisation: {st2}",
         )
     if values is None:
         return Plan(

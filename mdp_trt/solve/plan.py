@@ -47,6 +47,15 @@ class Plan:
         if self.status not in _STATUSES:
             raise InputError(f"plan status {self.status!r} is not one of {', '.join(_STATUSES)}")
 
+    @classmethod
+    def infeasible(cls, solver: str, *, latency: int | float | None, options, blocks,
+                   seconds: float, note: str) -> Plan:
+        """No assignment meets the budget; ``latency`` is the smallest achievable one (None when
+        the solver could not establish it) and ``options``/``blocks`` reach it."""
+        return cls(solver=solver, status="infeasible", objective=None, bound=None,
+                   latency=latency, options=tuple(options), blocks=tuple(blocks),
+                   solve_seconds=seconds, min_latency=latency, notes=(note,))
+
     @property
     def gap(self) -> float | None:
         """Relative optimality gap ``(bound - objective) / |bound|`` (0 when optimal)."""
