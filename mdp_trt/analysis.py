@@ -6,7 +6,12 @@ saved (``analyze --json``) and used later against the same ONNX file.
 Invariants:
 - ``groups[i].id == i`` and ``blocks[i].id == i`` (ids are positions);
 - every prunable layer's output channels belong to exactly one group (``Layer.out_group``); its
-  input channels to ``Layer.in_group`` (None when the input is a graph input such as the image);
+  input channels to ``Layer.in_group`` (None when the input is a graph input such as the image,
+  or is not exactly one whole group, e.g. a concatenation);
+- a layer's input width is always ``in_stride * (sum(kept channels of g for g in in_groups) +
+  in_fixed)``: ``in_groups`` are the whole groups its input concatenates, in channel order,
+  ``in_fixed`` the channels that no group explains (the image, a part of a group after a Split),
+  and ``in_stride`` the weight columns per channel (H*W for a Gemm after a Flatten, else 1);
 - a group with ``prunable=False`` keeps all channels and carries a human ``reason``;
 - a block with ``removable=True`` is a branch whose Add's other input is an identity skip from
   the same fork; removing it makes the Add output equal its skip input.
@@ -48,6 +53,9 @@ class Layer:
     in_group: int | None
     block: int | None  # id of the removable block that contains it, if any
     signature: LayerSignature
+    in_groups: tuple[int, ...] = ()  # groups concatenated on its input, in channel order
+    in_fixed: int = 0  # input channels that no group explains (never pruned)
+    in_stride: int = 1  # weight input columns per input channel (H*W after a Flatten)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -56,7 +64,8 @@ class Layer:
 
     @classmethod
     def from_json(cls, data: dict) -> "Layer":
-        return cls(**{**data, "signature": LayerSignature.from_json(data["signature"])})
+        return cls(**{**data, "signature": LayerSignature.from_json(data["signature"]),
+                      "in_groups": tuple(data.get("in_groups", ()))})
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,16 @@ class ChannelGroup:
     prunable: bool = True
     reason: str | None = None  # why not prunable
     tensors: tuple[str, ...] = ()  # tensors carrying exactly these channels (debugging view)
+    # Grouped convolutions read/write the channels in this many equal consecutive blocks; a plan
+    # should keep the same number in each block (surgery pads one that does not: the padded
+    # channels are computed and zeroed at their consumers, sound but not faster).
+    divisions: int = 1
 
     def options(self, group_size: int) -> list[int]:
-        return option_channels(self.channels, group_size, self.prunable)
+        """Channel count per option; for a grouped conv's group the unit is rounded up to a
+        multiple of ``divisions`` so that every conv group keeps the same count."""
+        unit = -(-group_size // self.divisions) * self.divisions
+        return option_channels(self.channels, unit, self.prunable)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -171,13 +171,116 @@ def channel_constants_depthwise() -> onnx.ModelProto:
 
 
 def concat_graph() -> onnx.ModelProto:
-    """conv1(4), conv2(4) -> Concat -> conv3(6) -> head: Concat is not handled (unprunable)."""
+    """conv1(4), conv2(4) -> Concat -> conv3(6) -> head: conv3 reads both groups at offsets 0, 4."""
     b = GraphBuilder((1, 3, 8, 8))
     a = b.conv("image", 3, 4, "conv1")
     c = b.conv("image", 3, 4, "conv2")
     x = b.node("Concat", [a, c], "concat", axis=1)
     x = b.node("Relu", [b.conv(x, 8, 6, "conv3")], "relu3")
     head(b, x, 6)
+    return b.model()
+
+
+def dense_concat() -> onnx.ModelProto:
+    """A DenseNet-like chain: stem(4) -> [BN-Relu-conv(3)] -> Concat(stem, new) -> BN -> Relu ->
+    conv(3) -> Concat(stem, new, newer) -> BN -> Relu -> GAP -> Flatten -> fc.
+
+    Every Concat output holds whole groups at offsets; BN parameters and the fc columns are cut
+    per segment.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    stem = b.conv("image", 3, 4, "stem")
+    y1 = b.conv(b.node("Relu", [b.bn(stem, 4, "bn1")], "relu1"), 4, 3, "conv1")
+    cat1 = b.node("Concat", [stem, y1], "cat1", axis=1)
+    y2 = b.conv(b.node("Relu", [b.bn(cat1, 7, "bn2")], "relu2"), 7, 3, "conv2")
+    cat2 = b.node("Concat", [stem, y1, y2], "cat2", axis=1)
+    x = b.node("Relu", [b.bn(cat2, 10, "bn3")], "relu3")
+    head(b, x, 10)
+    return b.model()
+
+
+def concat_with_input() -> onnx.ModelProto:
+    """Concat(image, conv1(4)) -> conv2(6): the image's 3 channels are fixed, conv1's prunable."""
+    b = GraphBuilder((1, 3, 8, 8))
+    a = b.node("Relu", [b.conv("image", 3, 4, "conv1")], "relu1")
+    x = b.node("Concat", ["image", a], "concat", axis=1)
+    x = b.node("Relu", [b.conv(x, 7, 6, "conv2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
+def split_slice() -> onnx.ModelProto:
+    """conv1(8) -> Split [3, 5] -> (conv_a(4), conv_b(4)) and conv1 -> Slice [2:6] -> conv_c(4);
+    the three outputs are concatenated (12) -> head. Split sizes and Slice bounds follow pruning."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv1")], "relu1")
+    sizes = b.const("split_sizes", np.array([3, 5], dtype=np.int64))
+    b.nodes.append(helper.make_node("Split", [x, sizes], ["part_a", "part_b"], name="split", axis=1))
+    a = b.conv("part_a", 3, 4, "conv_a")
+    c = b.conv("part_b", 5, 4, "conv_b")
+    starts, ends = b.const("starts", np.array([2], np.int64)), b.const("ends", np.array([6], np.int64))
+    sliced = b.node("Slice", [x, starts, ends, b.const("axes", np.array([1], np.int64))], "slice")
+    d = b.conv(sliced, 4, 4, "conv_c")
+    x = b.node("Relu", [b.node("Concat", [a, c, d], "concat", axis=1)], "relu2")
+    head(b, x, 12)
+    return b.model()
+
+
+def channel_last_mlp() -> onnx.ModelProto:
+    """A ConvNeXt-like block: conv(8) -> Transpose to NHWC -> LayerNorm over C -> MatMul(16) ->
+    Tanh -> MatMul(8) -> Mul gamma[8] -> Transpose back -> + conv output -> head.
+
+    The hidden group (16) is prunable; the residual stream (8) is normalised over its channels.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.conv("image", 3, 8, "conv")
+    t = b.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1])
+    ln = b.node("LayerNormalization", [t, b.const("ln.weight", (0.5 + b.rng.random(8)).astype(np.float32)),
+                                       b.const("ln.bias", b.rng.standard_normal(8).astype(np.float32))],
+                "ln", axis=-1)
+    h = b.node("MatMul", [ln, b.const("fc1.weight", b.rng.standard_normal((8, 16)).astype(np.float32))], "fc1")
+    h = b.node("Add", [h, b.const("fc1.bias", b.rng.standard_normal(16).astype(np.float32))], "fc1_bias")
+    h = b.node("Tanh", [h], "act")
+    h = b.node("MatMul", [h, b.const("fc2.weight", b.rng.standard_normal((16, 8)).astype(np.float32) * 0.3)], "fc2")
+    h = b.node("Mul", [h, b.const("gamma", (0.1 + b.rng.random(8)).astype(np.float32))], "layer_scale")
+    back = b.node("Transpose", [h], "to_nchw", perm=[0, 3, 1, 2])
+    head(b, b.node("Add", [x, back], "add"), 8)
+    return b.model()
+
+
+def grouped_se_block() -> onnx.ModelProto:
+    """A RegNetY-like block: stem(8) -> conv1(12) -> grouped conv(12, group=3) -> SE (GAP ->
+    conv(4) -> Relu -> conv(12) -> Sigmoid -> Mul) -> conv3(8) -> + stem -> head.
+
+    The grouped conv is a layer whose input and output groups split into 3 blocks of 4.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    stem = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_relu")
+    x = b.node("Relu", [b.bn(b.conv(stem, 8, 12, "conv1", bias=False), 12, "bn1")], "relu1")
+    x = b.node("Relu", [b.conv(x, 12, 12, "conv2", group=3)], "relu2")
+    s = b.node("GlobalAveragePool", [x], "se_pool")
+    s = b.node("Relu", [b.conv(s, 12, 4, "se_fc1", k=1)], "se_relu")
+    s = b.node("Sigmoid", [b.conv(s, 4, 12, "se_fc2", k=1)], "se_gate")
+    x = b.node("Mul", [x, s], "se_mul")
+    x = b.conv(x, 12, 8, "conv3", k=1)
+    head(b, b.node("Relu", [b.node("Add", [x, stem], "add")], "relu_out"), 8)
+    return b.model()
+
+
+def gathered_pool_head() -> onnx.ModelProto:
+    """The dynamo exporter's adaptive pooling to a larger map: conv(4) on 2x2 -> Transpose to
+    [H, W, N, C] -> GatherND of 3x3 positions -> Transpose to [N, C, 3, 3] -> Gather of 2 rows
+    -> Reshape [1, 4 * 6] -> fc1(6) -> Relu -> fc2(5). Channels ride through on the last axis."""
+    b = GraphBuilder((1, 3, 2, 2))
+    x = b.node("Relu", [b.conv("image", 3, 4, "conv")], "relu")
+    t = b.node("Transpose", [x], "to_hwnc", perm=[2, 3, 0, 1])
+    positions = np.array([[[i // 2, j // 2] for j in range(3)] for i in range(3)], dtype=np.int64)
+    g = b.node("GatherND", [t, b.const("positions", positions)], "gather_nd")  # [3, 3, 1, 4]
+    y = b.node("Transpose", [g], "to_nchw", perm=[2, 3, 0, 1])  # [1, 4, 3, 3]
+    y = b.node("Gather", [y, b.const("rows", np.array([0, 2], np.int64))], "gather_rows", axis=2)
+    flat = b.node("Reshape", [y, b.const("flat_shape", np.array([1, 24], np.int64))], "reshape")
+    h = b.node("Relu", [b.gemm(flat, 24, 6, "fc1")], "fc1_relu")
+    b.output(b.gemm(h, 6, 5, "fc2"), [1, 5], "logits")
     return b.model()
 
 
@@ -231,6 +334,11 @@ def _torchvision_model(arch: str, seed: int):
                 module.bias.copy_(0.1 * torch.randn(n, generator=generator))
                 module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
                 module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+        # ConvNeXt initialises its layer scales to 1e-6: its blocks would barely touch the
+        # output, and pruning inside them could not be told apart from not pruning.
+        for name, param in model.named_parameters():
+            if name.endswith("layer_scale"):
+                param.copy_(0.5 + torch.rand(param.shape, generator=generator))
     return model.eval()
 
 
@@ -254,6 +362,21 @@ def export_torchvision(arch: str, path: Path, *, dynamo: bool, fold_bn: bool = T
             mode = torch.onnx.TrainingMode.EVAL if fold_bn else torch.onnx.TrainingMode.PRESERVE
             torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
                               training=mode, do_constant_folding=fold_bn)
+    return path
+
+
+def export_module(model, path: Path, *, input_shape: tuple[int, ...], dynamo: bool) -> Path:
+    """Export a torch module in eval mode as users do (dynamo: opset 18, optimised; otherwise
+    TorchScript, opset 17, constants folded)."""
+    import torch
+
+    x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, opset_version=18)
+        else:
+            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17)
     return path
 
 

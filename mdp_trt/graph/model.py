@@ -4,8 +4,8 @@
 - the single graph input has a static shape (given by ``input_shape`` when the file's is
   symbolic);
 - constant sub-graphs are folded (the dynamo exporter without optimisation computes conv biases
-  from ``Shape(weight)``; folding turns them into initializers) and Constant nodes become
-  initializers;
+  from ``Shape(weight)``; folding turns them into initializers; ``Shape`` of a tensor whose shape
+  is static after inference folds too) and Constant nodes become initializers;
 - every node output has a static shape (onnx shape inference).
 """
 
@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -70,7 +71,12 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
     # biases are plain initializers; keeps BatchNormalization nodes (no fusion rules run).
     import onnxscript.optimizer
 
-    onnxscript.optimizer.fold_constants(model)
+    onnxscript.optimizer.fold_constants(model, should_fold=_fold_small_constant_of_shape)
+    if any(node.op_type == "Shape" for node in model.graph):
+        # Shapes computed at run time (TorchScript exports of x.shape[1] after a Resize) fold
+        # once the static input shape has been propagated.
+        infer_shapes(model, reset=True)
+        onnxscript.optimizer.fold_constants(model, should_fold=_fold_small_constant_of_shape)
     ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     ir.passes.common.NameFixPass()(model)
@@ -84,6 +90,20 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
             "cannot be pruned", path, len(unknown), ", ".join(unknown[:3]),
         )
     return model
+
+
+# Elements up to which a constant ConstantOfShape is folded (onnxscript keeps them all).
+_SMALL_CONSTANT_ELEMENTS = 4096
+
+
+def _fold_small_constant_of_shape(node: ir.Node) -> bool | None:
+    """Fold small ConstantOfShape nodes too: the TorchScript exporter builds Pad's pads from
+    one, and a pad vector that is not a constant would pin the channels around the Pad."""
+    if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        shape = node.inputs[0].const_value if node.inputs and node.inputs[0] is not None else None
+        if shape is not None:
+            return int(np.prod(shape.numpy(), dtype=np.int64)) <= _SMALL_CONSTANT_ELEMENTS
+    return None  # onnxscript's default rules
 
 
 def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] | None) -> None:

@@ -56,6 +56,7 @@ def _group(group: GroupTrace) -> ChannelGroup:
         prunable=group.prunable,
         reason=_reason(group),
         tensors=tuple(v.name for v in group.tensors),
+        divisions=group.divisions,
     )
 
 
@@ -75,14 +76,19 @@ def _block(block: BlockTrace) -> Block:
 def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -> list[Layer]:
     # A layer belongs to the innermost (smallest) removable block around it.
     removable = sorted((b for b in blocks if b.removable), key=lambda b: len(b.branch))
-    entries: list[tuple[ir.Node, int, int | None]] = [
-        (n, trace.out_group[n], trace.in_group[n]) for n in trace.layers
-    ]
+    entries: list[tuple[ir.Node, int, int | None, tuple[int, ...], int, int]] = []
+    for n in trace.layers:
+        parts = trace.in_parts[n]
+        if parts.complete:
+            entries.append((n, trace.out_group[n], trace.in_group[n], parts.groups, parts.fixed, parts.stride))
+        else:  # a part of a group: its width does not follow the group's options
+            width = layer_signature(n).in_channels
+            entries.append((n, trace.out_group[n], None, (), width, 1))
     # Depthwise convs are layers too (latency), with identical input and output groups.
     for group in trace.groups:
-        entries.extend((n, group.id, group.id) for n in group.depthwise)
+        entries.extend((n, group.id, group.id, (group.id,), 0, 1) for n in group.depthwise)
     layers = []
-    for node, out_group, in_group in sorted(entries, key=lambda e: order[e[0]]):
+    for node, out_group, in_group, in_groups, in_fixed, in_stride in sorted(entries, key=lambda e: order[e[0]]):
         block = next((b.id for b in removable if node in b.branch), None)
         layers.append(
             Layer(
@@ -93,6 +99,9 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
                 in_group=in_group,
                 block=block,
                 signature=layer_signature(node),
+                in_groups=in_groups,
+                in_fixed=in_fixed,
+                in_stride=in_stride,
             )
         )
     return layers

@@ -11,9 +11,23 @@ says how the op treats the channels it receives on one input:
   and the reason is recorded (never guessed).
 
 Residual Adds force identical channel sets on both operands, so groups merge there (union-find).
-A tensor's channels are described by a ``Layout``: the channel axis and the number of
-consecutive elements per channel along it (1, or H*W after a Flatten: the columns of a Gemm
-after Flatten are channel-major, channel c owning columns [c*S, (c+1)*S)).
+Where a group sits in a tensor is a ``Layout``: the channel axis, the number of consecutive
+elements per channel along it (1, or H*W after a Flatten: the columns of a Gemm after Flatten
+are channel-major, channel c owning columns [c*S, (c+1)*S)), and the position of the group's
+channels on that axis. A tensor may hold several groups side by side (the output of a Concat on
+the channel axis holds each input's groups at their offsets) or a part of one (an output of
+Split/Slice on the channel axis). Positions of a tensor that no group explains (a constant or a
+graph input concatenated in) are never pruned. Constants that spell out channel counts or
+positions (Reshape targets, Split sizes, Slice starts/ends, Resize sizes) are ``CountFix``es:
+each dropped channel before (or inside) their window lowers them.
+
+Layers are dense and grouped Convs, Gemm and MatMul. A grouped Conv (1 < group < channels)
+reads input block b with conv group b only, so the groups on both of its sides are split into
+``divisions`` equal blocks; surgery keeps equal counts per block (see
+``plan_edits.physical_keep``). Depthwise Convs are channel-wise ops of their input's group.
+Known limits (kept whole, with the reason): LayerNorm over the channels, channel shuffle
+(Reshape to [N, g, C/g, ...]), an Add that joins a concatenation with one layer's output
+(the group would be made of parts of other groups).
 
 The trace holds graph objects and is rebuilt from the graph by surgery and masking; the
 serialisable summary is ``mdp_trt.analysis.ChannelGroup``. The graph must be topologically
@@ -23,9 +37,10 @@ sorted (as exporters write it) for group ids to follow the graph order.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -36,8 +51,9 @@ from mdp_trt.graph.shapes import static_shape
 __all__ = [
     "Layout",
     "ConstantSlice",
-    "ReshapeFix",
+    "CountFix",
     "GroupTrace",
+    "InputParts",
     "Trace",
     "Pass",
     "Consume",
@@ -45,6 +61,7 @@ __all__ = [
     "HANDLERS",
     "register_handler",
     "is_layer",
+    "layer_out_channels",
     "layer_weight_axes",
     "trace_groups",
 ]
@@ -54,34 +71,83 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Layout:
-    """Where a group's channels sit in a tensor: ``axis`` (non-negative) and elements/channel."""
+    """Where a group's channels sit in a tensor.
+
+    Group channels ``[first, first + width)`` occupy channel positions ``[offset, offset +
+    width)`` of ``axis`` (non-negative); each channel owns ``stride`` consecutive elements.
+    ``width`` is None only before the group's width is known (never in a trace: every seed is a
+    whole layer output).
+    """
 
     axis: int
     stride: int = 1
+    offset: int = 0
+    first: int = 0
+    width: int | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Channels on axis 1, one element each (an NCHW tensor as a conv reads it)."""
+        return self.axis == 1 and self.stride == 1
+
+    def whole(self, channels: int) -> bool:
+        """True when this places an entire group of ``channels`` at position 0."""
+        return self.offset == 0 and self.first == 0 and self.width in (None, channels)
+
+    def elements(self, channels: np.ndarray) -> np.ndarray:
+        """Element indices along ``axis`` of those group ``channels`` that this layout holds."""
+        channels = np.asarray(channels, dtype=np.int64).reshape(-1)
+        end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
+        held = channels[(channels >= self.first) & (channels < end)]
+        positions = held - self.first + self.offset
+        return (positions[:, None] * self.stride + np.arange(self.stride, dtype=np.int64)[None, :]).reshape(-1)
 
 
 @dataclass(frozen=True)
 class ConstantSlice:
-    """Keep only the group's channels of constant input ``index`` of ``node`` along ``axis``.
+    """Keep only the group's channels of constant input ``index`` of ``node``.
 
-    ``stride`` consecutive elements belong to each channel (1 except after a Flatten).
+    ``layout`` says where the group's channels sit along the constant's axis (``layout.axis``).
     ``consumer`` marks the input-axis slice of a consuming layer's weight (what masking zeroes).
     """
 
     node: ir.Node
     index: int
-    axis: int
-    stride: int = 1
+    layout: Layout
     consumer: bool = False
+    conv_groups: int = 1  # a grouped Conv's input axis: each conv group reads its own block
+
+    @property
+    def axis(self) -> int:
+        return self.layout.axis
+
+    @property
+    def stride(self) -> int:
+        return self.layout.stride
 
 
 @dataclass(frozen=True)
-class ReshapeFix:
-    """A Reshape whose constant target shape holds the channel count at ``axis`` (x stride)."""
+class CountFix:
+    """Entry ``entry`` of the constant int input ``index`` of ``node`` counts elements of the
+    group's axis in the window ``[low, high)`` (element units; ``high`` None: unbounded).
+
+    Surgery lowers it by the number of dropped elements (``layout.elements``) in the window;
+    entries <= 0 (Reshape's 0 = copy and -1 = infer) adapt by themselves and are left alone.
+    """
 
     node: ir.Node
-    axis: int
-    stride: int
+    index: int
+    entry: int
+    layout: Layout
+    low: int = 0
+    high: int | None = None
+
+    def decrement(self, dropped: np.ndarray) -> int:
+        elements = self.layout.elements(dropped)
+        inside = elements >= self.low
+        if self.high is not None:
+            inside &= elements < self.high
+        return int(np.count_nonzero(inside))
 
 
 @dataclass(frozen=True)
@@ -89,7 +155,7 @@ class Pass:
     outputs: tuple[tuple[ir.Value, Layout], ...] = ()
     coupled_inputs: tuple[tuple[ir.Value, Layout], ...] = ()
     slices: tuple[ConstantSlice, ...] = ()
-    reshapes: tuple[ReshapeFix, ...] = ()
+    counts: tuple[CountFix, ...] = ()
     depthwise: tuple[ir.Node, ...] = ()
 
 
@@ -97,6 +163,7 @@ class Pass:
 class Consume:
     layer: ir.Node
     slice: ConstantSlice
+    divisions: int = 1  # the group must keep as many channels in each of this many blocks
 
 
 @dataclass(frozen=True)
@@ -133,8 +200,14 @@ def _attr(node: ir.Node, name: str, default):
 # --- layers ---------------------------------------------------------------------------------
 
 
+def _depthwise(node: ir.Node, weight: tuple[int, ...]) -> bool:
+    channels = (static_shape(node.inputs[0]) or (0, 0))[1]
+    return _attr(node, "group", 1) == channels == weight[0] and weight[1] == 1
+
+
 def is_layer(node: ir.Node) -> bool:
-    """A prunable layer: dense Conv, Gemm (transA=0) or 2-D MatMul with a constant weight."""
+    """A prunable layer: Conv (dense or grouped; depthwise convs are channel-wise ops instead),
+    Gemm (transA=0) or 2-D MatMul with a constant weight."""
     if node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return False
     weight = node.inputs[1]
@@ -144,7 +217,7 @@ def is_layer(node: ir.Node) -> bool:
     if shape is None:
         return False
     if node.op_type == "Conv":
-        return _attr(node, "group", 1) == 1 and len(shape) >= 3
+        return len(shape) >= 3 and (_attr(node, "group", 1) == 1 or not _depthwise(node, shape))
     if node.op_type == "Gemm":
         if _attr(node, "transA", 0) != 0 or len(shape) != 2:
             return False
@@ -164,23 +237,30 @@ def layer_weight_axes(node: ir.Node) -> tuple[int, int]:
     return 1, 0  # MatMul: W[K, N]
 
 
+def layer_out_channels(node: ir.Node) -> int:
+    out_axis, _ = layer_weight_axes(node)
+    return static_shape(node.inputs[1])[out_axis]
+
+
 def _layer_output_layout(node: ir.Node) -> Layout:
+    width = layer_out_channels(node)
     if node.op_type == "MatMul":
         rank = len(node.outputs[0].shape) if node.outputs[0].shape is not None else 2
-        return Layout(rank - 1)
-    return Layout(1)
+        return Layout(rank - 1, width=width)
+    return Layout(1, width=width)
 
 
 def _producer_slices(node: ir.Node) -> tuple[ConstantSlice, ...]:
     out_axis, _ = layer_weight_axes(node)
-    slices = [ConstantSlice(node, 1, out_axis)]
+    width = layer_out_channels(node)
+    slices = [ConstantSlice(node, 1, Layout(out_axis, width=width))]
     if len(node.inputs) > 2 and node.inputs[2] is not None:
         bias = static_shape(node.inputs[2]) or ()
         if node.op_type == "Conv":
-            slices.append(ConstantSlice(node, 2, 0))
+            slices.append(ConstantSlice(node, 2, Layout(0, width=width)))
         elif len(bias) >= 1 and bias[-1] > 1:
             # Gemm's C broadcasts to [M, N]: only a last axis of length N is per-channel.
-            slices.append(ConstantSlice(node, 2, len(bias) - 1))
+            slices.append(ConstantSlice(node, 2, Layout(len(bias) - 1, width=width)))
     return tuple(slices)
 
 
@@ -188,22 +268,32 @@ def _producer_slices(node: ir.Node) -> tuple[ConstantSlice, ...]:
 def _conv(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if index != 0:
         return Reject(f"used as a weight or bias by {_where(node)}")
-    if layout != Layout(1):
+    if not layout.plain:
         return Reject(f"{_where(node)} reads a reshaped tensor")
-    if is_layer(node):
-        return Consume(node, ConstantSlice(node, 1, 1, 1, consumer=True))
-    weight = static_shape(node.inputs[1]) if len(node.inputs) > 1 else None
     channels = (static_shape(node.inputs[0]) or (0, 0))[1]
     group = _attr(node, "group", 1)
-    if is_constant(node.inputs[1]) and weight and group == channels == weight[0] and weight[1] == 1:
+    if is_layer(node):
+        if group == 1:
+            return Consume(node, ConstantSlice(node, 1, layout, consumer=True))
+        if not layout.whole(channels):
+            return Reject(f"grouped {_where(node)} (group={group}) reads several groups or a part of one")
+        # Conv group b reads only input block b: the weight is cut block by block, and every
+        # block must keep as many channels as the others for ``group`` to stay valid.
+        cut = ConstantSlice(node, 1, layout, consumer=True, conv_groups=group)
+        return Consume(node, cut, divisions=group)
+    weight = static_shape(node.inputs[1]) if len(node.inputs) > 1 else None
+    if is_constant(node.inputs[1]) and weight and _depthwise(node, weight):
+        if not layout.whole(channels):
+            # Its ``group`` attribute and its latency table need one whole group as input.
+            return Reject(f"depthwise {_where(node)} reads several groups or a part of one")
         # Depthwise: channel c of the output reads only channel c of the input.
-        slices = [ConstantSlice(node, 1, 0)]
+        slices = [ConstantSlice(node, 1, replace(layout, axis=0))]
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            slices.append(ConstantSlice(node, 2, 0))
-        return Pass(outputs=((node.outputs[0], Layout(1)),), slices=tuple(slices), depthwise=(node,))
+            slices.append(ConstantSlice(node, 2, replace(layout, axis=0)))
+        return Pass(outputs=((node.outputs[0], layout),), slices=tuple(slices), depthwise=(node,))
     if not is_constant(node.inputs[1]):
         return Reject(f"{_where(node)} has a weight that is not a constant initializer")
-    return Reject(f"grouped convolution {_where(node)} (group={group}) is not supported")
+    return Reject(f"{_where(node)} (group={group}) has a weight of unknown shape")
 
 
 @register_handler("Gemm")
@@ -215,7 +305,7 @@ def _gemm(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if layout.axis != 1:
         return Reject(f"{_where(node)} reads channels on axis {layout.axis}")
     _, in_axis = layer_weight_axes(node)
-    return Consume(node, ConstantSlice(node, 1, in_axis, layout.stride, consumer=True))
+    return Consume(node, ConstantSlice(node, 1, replace(layout, axis=in_axis), consumer=True))
 
 
 @register_handler("MatMul")
@@ -225,7 +315,7 @@ def _matmul(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Reject(f"{_where(node)} does not multiply by a constant 2-D weight")
     if layout.axis != rank - 1:
         return Reject(f"{_where(node)} contracts an axis other than the channel axis")
-    return Consume(node, ConstantSlice(node, 1, 0, layout.stride, consumer=True))
+    return Consume(node, ConstantSlice(node, 1, replace(layout, axis=0), consumer=True))
 
 
 # --- channel-wise ops -----------------------------------------------------------------------
@@ -265,7 +355,7 @@ def _dropout(node: ir.Node, index: int, layout: Layout) -> Outcome:
 def _norm(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if index != 0:
         return Reject(f"used as a parameter of {_where(node)}")
-    if layout != Layout(1):
+    if not layout.plain:
         return Reject(f"{_where(node)} normalises a reshaped tensor")
     params = [i for i in range(1, len(node.inputs)) if node.inputs[i] is not None]
     for i in params:
@@ -275,13 +365,13 @@ def _norm(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Reject(f"{_where(node)} is in training mode (running statistics are outputs)")
     return Pass(
         outputs=((node.outputs[0], layout),),
-        slices=tuple(ConstantSlice(node, i, 0) for i in params),
+        slices=tuple(ConstantSlice(node, i, replace(layout, axis=0)) for i in params),
     )
 
 
 @register_handler("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool")
 def _pool(node: ir.Node, index: int, layout: Layout) -> Outcome:
-    if layout != Layout(1):
+    if not layout.plain:
         return Reject(f"{_where(node)} pools a reshaped tensor")
     if len(node.outputs) > 1 and node.outputs[1].uses():
         return Reject(f"the indices output of {_where(node)} is used")
@@ -348,12 +438,12 @@ def _elementwise(node: ir.Node, index: int, layout: Layout) -> Outcome:
             continue  # broadcast along channels: a per-tensor or spatial operand
         if is_constant(operand):
             # A per-channel constant (bias, scale): cut along with the channels.
-            slices.append(ConstantSlice(node, i, pos, layout.stride))
+            slices.append(ConstantSlice(node, i, replace(layout, axis=pos)))
         else:
             # Same channels on both sides (a residual join, a gate): the groups merge.
-            coupled.append((operand, Layout(pos, layout.stride)))
+            coupled.append((operand, replace(layout, axis=pos)))
     return Pass(
-        outputs=((out, Layout(out_axis, layout.stride)),),
+        outputs=((out, replace(layout, axis=out_axis)),),
         coupled_inputs=tuple(coupled),
         slices=tuple(slices),
     )
@@ -366,7 +456,7 @@ def _flatten(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if shape is None or axis % len(shape) != 1 or layout.axis != 1:
         return Reject(f"{_where(node)} (axis={axis}) merges the channel axis with the batch")
     spatial = int(np.prod(shape[2:], dtype=np.int64))
-    return Pass(outputs=((node.outputs[0], Layout(1, layout.stride * spatial)),))
+    return Pass(outputs=((node.outputs[0], replace(layout, stride=layout.stride * spatial)),))
 
 
 @register_handler("Reshape")
@@ -380,13 +470,18 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if constant_array(node.inputs[1]) is None:
         return Reject(f"{_where(node)} has a target shape that is not constant")
     if shape_in == shape_out:
-        fix = ReshapeFix(node, layout.axis, layout.stride)
-        return Pass(outputs=((node.outputs[0], layout),), reshapes=(fix,))
+        fix = CountFix(node, 1, layout.axis, layout)
+        return Pass(outputs=((node.outputs[0], layout),), counts=(fix,))
     if layout.axis == 1 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
         # [N, C, *spatial] -> [N, C * prod(spatial)]: a flatten written as Reshape.
         spatial = int(np.prod(shape_in[2:], dtype=np.int64))
-        new = Layout(1, layout.stride * spatial)
-        return Pass(outputs=((node.outputs[0], new),), reshapes=(ReshapeFix(node, 1, new.stride),))
+        new = replace(layout, stride=layout.stride * spatial)
+        return Pass(outputs=((node.outputs[0], new),), counts=(CountFix(node, 1, 1, new),))
+    if (layout.axis == 1 and len(shape_out) == len(shape_in) + 1
+            and shape_out[1] * shape_out[2] == shape_in[1] and shape_out[3:] == shape_in[2:]):
+        # [N, g, C/g, H, W]: the first half of a channel shuffle, which interleaves the groups
+        # it mixes channel by channel (not expressible as offsets).
+        return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x {shape_out[2]} (channel shuffle)")
     return Reject(f"{_where(node)} from {shape_in} to {shape_out} mixes the channel axis")
 
 
@@ -409,6 +504,200 @@ def _squeeze(node: ir.Node, index: int, layout: Layout) -> Outcome:
     return Pass(outputs=((node.outputs[0], layout),))
 
 
+# --- channel placement: Concat, Split, Slice, Transpose -------------------------------------
+
+
+def _overlap(layout: Layout, start: int, stop: int) -> Layout | None:
+    """The part of ``layout`` inside channel positions [start, stop), re-based at ``start``."""
+    width = layout.width if layout.width is not None else 0
+    low, high = max(layout.offset, start), min(layout.offset + width, stop)
+    if low >= high:
+        return None
+    return replace(layout, offset=low - start, first=layout.first + low - layout.offset, width=high - low)
+
+
+@register_handler("Concat")
+def _concat(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    out = node.outputs[0]
+    shapes = [static_shape(v) for v in node.inputs]
+    if static_shape(out) is None or any(s is None for s in shapes):
+        return Reject(f"{_where(node)}: unknown shapes")
+    axis = _attr(node, "axis", 0) % len(shapes[index])
+    if axis == layout.axis:
+        if layout.stride != 1:
+            return Reject(f"{_where(node)} concatenates flattened channels")
+        # The inputs sit side by side: this input's channels move by the widths before it.
+        before = sum(s[axis] for s in shapes[:index])
+        return Pass(outputs=((out, replace(layout, offset=layout.offset + before)),))
+    # Concatenated along another axis: every input carries the same channels.
+    coupled = []
+    for i, operand in enumerate(node.inputs):
+        if i == index:
+            continue
+        if is_constant(operand):
+            return Reject(f"{_where(node)} concatenates a constant along axis {axis}")
+        coupled.append((operand, layout))
+    return Pass(outputs=((out, layout),), coupled_inputs=tuple(coupled))
+
+
+def _split_sizes(node: ir.Node, dim: int) -> list[int] | None:
+    if len(node.inputs) > 1 and node.inputs[1] is not None:
+        sizes = constant_array(node.inputs[1])
+        return None if sizes is None else [int(x) for x in sizes.reshape(-1)]
+    if "split" in node.attributes:
+        return [int(x) for x in _attr(node, "split", [])]
+    count = _attr(node, "num_outputs", len(node.outputs))
+    step = -(-dim // count)
+    return [min(step, dim - k * step) for k in range(count)]
+
+
+@register_handler("Split")
+def _split(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if index != 0 or shape is None:
+        return Reject(f"{_where(node)}: unknown shape, or used as the split sizes")
+    axis = _attr(node, "axis", 0) % len(shape)
+    if axis != layout.axis:
+        return Pass(outputs=tuple((out, layout) for out in node.outputs))
+    if layout.stride != 1:
+        return Reject(f"{_where(node)} splits flattened channels")
+    sizes = _split_sizes(node, shape[axis])
+    if sizes is None:
+        return Reject(f"{_where(node)} has split sizes that are not constant")
+    if not (len(node.inputs) > 1 and node.inputs[1] is not None):
+        # Sizes in an attribute or implied by num_outputs cannot follow unequal pruning.
+        return Reject(f"{_where(node)} splits into equal parts or by attribute; sizes must be an input")
+    outputs, counts, start = [], [], 0
+    for k, (out, size) in enumerate(zip(node.outputs, sizes)):
+        part = _overlap(layout, start, start + size)
+        if part is not None:
+            outputs.append((out, part))
+            counts.append(CountFix(node, 1, k, layout, start, start + size))
+        start += size
+    return Pass(outputs=tuple(outputs), counts=tuple(counts))
+
+
+@register_handler("Slice")
+def _slice(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if index != 0 or shape is None:
+        return Reject(f"{_where(node)}: unknown shape, or used as a slice parameter")
+    params = [constant_array(v) if v is not None else None for v in node.inputs[1:5]]
+    starts, ends = params[0], params[1]
+    if starts is None or ends is None or any(v is not None and p is None for v, p in zip(node.inputs[3:5], params[2:])):
+        return Reject(f"{_where(node)} has slice parameters that are not constant")
+    axes = params[2].reshape(-1).tolist() if len(params) > 2 and params[2] is not None else list(range(len(starts)))
+    axes = [int(a) % len(shape) for a in axes]
+    if layout.axis not in axes:
+        return Pass(outputs=((node.outputs[0], layout),))
+    j = axes.index(layout.axis)
+    steps = params[3].reshape(-1) if len(params) > 3 and params[3] is not None else None
+    dim = shape[layout.axis]
+    start, end = int(starts.reshape(-1)[j]), int(ends.reshape(-1)[j])
+    if layout.stride != 1 or (steps is not None and int(steps[j]) != 1) or start < 0 or end < 0:
+        return Reject(f"{_where(node)} slices the channel axis with a step or from the end")
+    end = min(end, dim)
+    part = _overlap(layout, start, end)
+    # Dropped channels before the window shift it; those inside shrink it.
+    counts = [CountFix(node, 1, j, layout, 0, start)]
+    if int(ends.reshape(-1)[j]) < dim:
+        counts.append(CountFix(node, 2, j, layout, 0, end))
+    outputs = () if part is None else ((node.outputs[0], part),)
+    return Pass(outputs=outputs, counts=tuple(counts))
+
+
+@register_handler("Transpose")
+def _transpose(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if shape is None:
+        return Reject(f"{_where(node)}: unknown input shape")
+    perm = list(_attr(node, "perm", list(range(len(shape)))[::-1]))
+    if layout.stride != 1:
+        return Reject(f"{_where(node)} permutes flattened channels")
+    return Pass(outputs=((node.outputs[0], replace(layout, axis=perm.index(layout.axis))),))
+
+
+@register_handler("Gather")
+def _gather(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape, indices = static_shape(node.inputs[0]), static_shape(node.inputs[1])
+    if index != 0 or shape is None or indices is None:
+        return Reject(f"{_where(node)}: unknown shapes, or used as the indices")
+    axis = _attr(node, "axis", 0) % len(shape)
+    if axis == layout.axis:
+        return Reject(f"{_where(node)} gathers along the channel axis")
+    if not is_constant(node.inputs[1]):
+        return Reject(f"{_where(node)} has indices that are not constant")
+    # The gathered axis is replaced by the indices' axes.
+    out_axis = layout.axis if layout.axis < axis else layout.axis + len(indices) - 1
+    return Pass(outputs=((node.outputs[0], replace(layout, axis=out_axis)),))
+
+
+@register_handler("GatherND")
+def _gather_nd(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape, indices = static_shape(node.inputs[0]), static_shape(node.inputs[1])
+    if index != 0 or shape is None or indices is None:
+        return Reject(f"{_where(node)}: unknown shapes, or used as the indices")
+    batch = _attr(node, "batch_dims", 0)
+    indexed = indices[-1]
+    if layout.axis < batch + indexed:
+        return Reject(f"{_where(node)} gathers along the channel axis")
+    if not is_constant(node.inputs[1]):
+        return Reject(f"{_where(node)} has indices that are not constant")
+    # Output: data.shape[:b] + indices.shape[b:-1] + data.shape[b + k:] (e.g. the exporter's
+    # adaptive pooling gathers spatial positions of a channel-last tensor).
+    out_axis = len(indices) - 1 + layout.axis - batch - indexed
+    return Pass(outputs=((node.outputs[0], replace(layout, axis=out_axis)),))
+
+
+@register_handler("Pad")
+def _pad(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if index != 0 or shape is None:
+        return Reject(f"{_where(node)}: unknown shape, or used as a pad parameter")
+    pads = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    axes = constant_array(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    if pads is None or (len(node.inputs) > 3 and node.inputs[3] is not None and axes is None):
+        return Reject(f"{_where(node)} has pads that are not constant")
+    axes_list = [int(a) % len(shape) for a in axes.reshape(-1)] if axes is not None else list(range(len(shape)))
+    pads = pads.reshape(-1)
+    n = len(axes_list)
+    if layout.axis in axes_list:
+        j = axes_list.index(layout.axis)
+        if pads[j] != 0 or pads[j + n] != 0:
+            return Reject(f"{_where(node)} pads the channel axis")
+    return Pass(outputs=((node.outputs[0], layout),))
+
+
+@register_handler("Resize", "Upsample")
+def _resize(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape_in, shape_out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
+    if index != 0 or shape_in is None or shape_out is None:
+        return Reject(f"{_where(node)}: unknown shapes, or used as a resize parameter")
+    if shape_in[layout.axis] != shape_out[layout.axis] or "axes" in node.attributes:
+        return Reject(f"{_where(node)} resizes the channel axis")
+    # Spatial interpolation is per channel; sizes, if given, spell the channel count out.
+    counts = ()
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        if constant_array(node.inputs[3]) is None:
+            return Reject(f"{_where(node)} has sizes that are not constant")
+        counts = (CountFix(node, 3, layout.axis, layout),)
+    return Pass(outputs=((node.outputs[0], layout),), counts=counts)
+
+
+@register_handler("LayerNormalization")
+def _layer_norm(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if index != 0 or shape is None:
+        return Reject(f"{_where(node)}: unknown shape, or used as a parameter")
+    first = _attr(node, "axis", -1) % len(shape)
+    if layout.axis >= first:
+        # Mean and variance run over the channels: removing one changes every other.
+        return Reject(f"{_where(node)} normalises over the channel axis")
+    if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+        return Reject(f"{_where(node)} has its statistics outputs used")
+    return Pass(outputs=((node.outputs[0], layout),))
+
+
 # --- the trace ------------------------------------------------------------------------------
 
 
@@ -422,13 +711,29 @@ class GroupTrace:
     consumers: list[ir.Node] = field(default_factory=list)
     tensors: dict[ir.Value, Layout] = field(default_factory=dict)
     slices: list[ConstantSlice] = field(default_factory=list)
-    reshapes: list[ReshapeFix] = field(default_factory=list)
+    counts: list[CountFix] = field(default_factory=list)
     depthwise: list[ir.Node] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
 
     @property
     def prunable(self) -> bool:
         return not self.reasons
+
+
+@dataclass(frozen=True)
+class InputParts:
+    """What a layer reads on its input-channel axis: groups side by side, plus fixed channels.
+
+    ``groups`` are the ids of the whole groups in channel order; ``fixed`` the channels no
+    group explains (kept whole). ``complete`` is False when a part of a group is read (after a
+    Split/Slice): the input width then does not follow the groups' options.
+    """
+
+    groups: tuple[int, ...]
+    fixed: int
+    complete: bool
+    stride: int = 1  # weight input columns per channel (H*W after a Flatten)
 
 
 @dataclass
@@ -440,6 +745,7 @@ class Trace:
     out_group: dict[ir.Node, int]
     in_group: dict[ir.Node, int | None]
     unsupported: list[str]  # "Op (node 'name')" of every rejecting consumer, for notes
+    in_parts: dict[ir.Node, InputParts] = field(default_factory=dict)
 
 
 class _UnionFind:
@@ -462,6 +768,10 @@ class _UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
+# A group's place in a tensor: (tensor, channel axis, position of its first channel there).
+_Key = tuple[ir.Value, int, int]
+
+
 def trace_groups(graph: ir.Graph) -> Trace:
     """Propagate channels from every layer's output; see the module docstring for the rules."""
     nodes = list(graph)
@@ -469,9 +779,9 @@ def trace_groups(graph: ir.Graph) -> Trace:
     layers = [n for n in nodes if is_layer(n)]
     uf = _UnionFind()
     seed_of: dict[ir.Node, int] = {layer: uf.add() for layer in layers}
-    tensor_seed: dict[ir.Value, int] = {}
-    layouts: dict[ir.Value, Layout] = {}
-    explained: set[ir.Value] = set()
+    key_seed: dict[_Key, int] = {}
+    layouts: dict[_Key, Layout] = {}
+    explained: set[_Key] = set()
     # Facts collected per seed, merged per union-find root at the end.
     facts: dict[int, dict[str, list]] = {}
     unsupported: list[str] = []
@@ -479,29 +789,33 @@ def trace_groups(graph: ir.Graph) -> Trace:
     def fact(seed: int, kind: str, item) -> None:
         facts.setdefault(seed, {}).setdefault(kind, []).append(item)
 
-    queue: deque[ir.Value] = deque()
+    queue: deque[_Key] = deque()
 
-    def assign(value: ir.Value, layout: Layout, seed: int) -> None:
-        if value in tensor_seed:
-            uf.union(tensor_seed[value], seed)
-            if layouts[value] != layout:
+    def assign(value: ir.Value, layout: Layout, seed: int) -> _Key:
+        key = (value, layout.axis, layout.offset)
+        if key in key_seed:
+            # The same positions of the same tensor: the same channels, so the groups merge.
+            uf.union(key_seed[key], seed)
+            if layouts[key] != layout:
                 fact(seed, "reasons", f"tensor {value.name!r} is reached with two channel layouts")
-            return
-        tensor_seed[value] = seed
-        layouts[value] = layout
-        queue.append(value)
+            return key
+        key_seed[key] = seed
+        layouts[key] = layout
+        queue.append(key)
+        return key
 
     for layer in layers:
-        out = layer.outputs[0]
-        explained.add(out)
+        if layer.op_type == "Conv":
+            fact(seed_of[layer], "divisions", _attr(layer, "group", 1))
         fact(seed_of[layer], "producers", layer)
         fact(seed_of[layer], "slices", _producer_slices(layer))
-        assign(out, _layer_output_layout(layer), seed_of[layer])
+        explained.add(assign(layer.outputs[0], _layer_output_layout(layer), seed_of[layer]))
 
     while queue:
-        value = queue.popleft()
-        seed = tensor_seed[value]
-        layout = layouts[value]
+        key = queue.popleft()
+        value = key[0]
+        seed = key_seed[key]
+        layout = layouts[key]
         if value.is_graph_output():
             fact(seed, "reasons", f"reaches graph output {value.name!r}")
         for use in sorted(value.uses(), key=lambda u: (order.get(u.node, -1), u.idx)):
@@ -520,21 +834,22 @@ def trace_groups(graph: ir.Graph) -> Trace:
             elif isinstance(outcome, Consume):
                 fact(seed, "consumers", outcome.layer)
                 fact(seed, "slices", (outcome.slice,))
+                fact(seed, "divisions", outcome.divisions)
             else:
                 fact(seed, "slices", outcome.slices)
-                fact(seed, "reshapes", outcome.reshapes)
+                fact(seed, "counts", outcome.counts)
                 fact(seed, "depthwise", outcome.depthwise)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
                 for out, out_layout in outcome.outputs:
-                    explained.add(out)
-                    assign(out, out_layout, seed)
+                    explained.add(assign(out, out_layout, seed))
 
-    # Every tensor of a group must get its channels from a layer through handled ops; one fed
+    # Every place of a group must get its channels from a layer through handled ops; one fed
     # by a graph input or an unsupported op (e.g. the far side of an Add) pins the group.
-    for value, seed in tensor_seed.items():
-        if value in explained:
+    for key, seed in key_seed.items():
+        if key in explained:
             continue
+        value = key[0]
         producer = value.producer()
         if producer is None:
             what = "graph input" if value.is_graph_input() else "constant"
@@ -549,14 +864,20 @@ def trace_groups(graph: ir.Graph) -> Trace:
     for seed, kinds in facts.items():
         group = groups[group_of_root[uf.find(seed)]]
         for kind, items in kinds.items():
+            if kind == "divisions":
+                group.divisions = math.lcm(group.divisions, *items)
+                continue
             target = getattr(group, kind)
             for item in items:
                 if isinstance(item, tuple):
                     target.extend(item)
                 else:
                     target.append(item)
-    for value, seed in tensor_seed.items():
-        groups[group_of_root[uf.find(seed)]].tensors[value] = layouts[value]
+    places: dict[ir.Value, list[tuple[int, Layout]]] = {}
+    for key, seed in key_seed.items():
+        gid = group_of_root[uf.find(seed)]
+        groups[gid].tensors.setdefault(key[0], layouts[key])
+        places.setdefault(key[0], []).append((gid, layouts[key]))
 
     out_group: dict[ir.Node, int] = {}
     for group in groups:
@@ -566,13 +887,33 @@ def trace_groups(graph: ir.Graph) -> Trace:
         widths = set()
         for layer in group.producers:
             out_group[layer] = group.id
-            out_axis, _ = layer_weight_axes(layer)
-            widths.add(static_shape(layer.inputs[1])[out_axis])
+            widths.add(layer_out_channels(layer))
         group.channels = max(widths)
         if len(widths) > 1:
             group.reasons.append(f"producers disagree on the channel count {sorted(widths)}")
+        elif group.channels % group.divisions:
+            group.reasons.append(
+                f"grouped convolutions split its {group.channels} channels into {group.divisions} blocks"
+            )
     in_group: dict[ir.Node, int | None] = {}
+    in_parts: dict[ir.Node, InputParts] = {}
     for layer in layers:
-        seed = tensor_seed.get(layer.inputs[0])
-        in_group[layer] = None if seed is None else group_of_root[uf.find(seed)]
-    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)))
+        parts = _input_parts(layer, places.get(layer.inputs[0], []), groups)
+        in_parts[layer] = parts
+        single = parts.complete and parts.fixed == 0 and len(parts.groups) == 1
+        in_group[layer] = parts.groups[0] if single else None
+    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts)
+
+
+def _input_parts(layer: ir.Node, places: list[tuple[int, Layout]], groups: list[GroupTrace]) -> InputParts:
+    _, in_axis = layer_weight_axes(layer)
+    width = static_shape(layer.inputs[1])[in_axis]
+    if layer.op_type == "Conv":
+        width *= _attr(layer, "group", 1)
+    ordered = sorted(places, key=lambda p: p[1].offset)
+    complete = all(lay.first == 0 and lay.width == groups[gid].channels for gid, lay in ordered)
+    stride = ordered[0][1].stride if ordered else 1
+    if any(lay.stride != stride for _, lay in ordered):
+        complete = False
+    held = sum((lay.width or 0) * lay.stride for _, lay in ordered)
+    return InputParts(tuple(p[0] for p in ordered), (width - held) // stride, complete, stride)

@@ -17,7 +17,7 @@ import onnx_ir as ir
 from mdp_trt.analysis import Analysis
 from mdp_trt.passes.plan_edits import (
     bypass_blocks,
-    channel_indices,
+    zero_channels,
     finish,
     read_constant,
     set_constant,
@@ -39,20 +39,17 @@ def mask_model(
     """A new model computing what ``apply_plan(model, analysis, keep, removed_blocks)`` must."""
     plan, removed = validated_plan(analysis, keep, removed_blocks)
     masked, trace, blocks = traced_copy(model, analysis)
-    zeros: dict[tuple[ir.Node, int], list[tuple[int, np.ndarray]]] = {}
+    zeros: dict[tuple[ir.Node, int], list] = {}
     for gid, kept in plan.items():
         group = trace.groups[gid]
-        dropped = sorted(set(range(group.channels)) - set(kept))
+        dropped = np.setdiff1d(np.arange(group.channels), kept)
         for cut in group.slices:
             if cut.consumer:
-                indices = channel_indices(dropped, cut.stride)
-                zeros.setdefault((cut.node, cut.index), []).append((cut.axis, indices))
-    for (node, index), axes in zeros.items():
+                zeros.setdefault((cut.node, cut.index), []).append((cut, dropped))
+    for (node, index), cuts in zeros.items():
         array = read_constant(node, index).copy()
-        for axis, indices in axes:
-            where = [slice(None)] * array.ndim
-            where[axis] = indices
-            array[tuple(where)] = 0
+        for cut, channels in cuts:
+            zero_channels(array, cut, channels)
         set_constant(masked.graph, node, index, array)
     bypass_blocks(masked.graph, blocks, removed)
     finish(masked)

@@ -17,10 +17,12 @@ from mdp_trt.errors import InputError
 from mdp_trt.graph.constants import constant_array
 from mdp_trt.graph.shapes import check_model, infer_shapes
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
-from mdp_trt.passes.groups import Trace, trace_groups
+from mdp_trt.passes.groups import ConstantSlice, Trace, trace_groups
 
 __all__ = [
-    "channel_indices",
+    "physical_keep",
+    "zero_channels",
+    "delete_grouped",
     "validated_plan",
     "traced_copy",
     "set_constant",
@@ -31,10 +33,54 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def channel_indices(channels: Iterable[int], stride: int) -> np.ndarray:
-    """Element indices of ``channels`` along an axis with ``stride`` elements per channel."""
-    base = np.asarray(list(channels), dtype=np.int64)
-    return (base[:, None] * stride + np.arange(stride, dtype=np.int64)[None, :]).reshape(-1)
+def physical_keep(kept: Iterable[int], channels: int, divisions: int) -> np.ndarray:
+    """The channels surgery keeps: ``kept`` padded so that each of ``divisions`` equal blocks
+    keeps as many channels as the fullest one (the lowest dropped ones are added back).
+
+    Grouped convolutions need equal blocks. A padded channel is computed but zeroed at every
+    consumer, so the result still equals the masked original; it only costs latency.
+    """
+    kept = np.asarray(sorted(set(kept)), dtype=np.int64)
+    if divisions <= 1:
+        return kept
+    size = channels // divisions
+    blocks = kept // size
+    need = int(np.bincount(blocks, minlength=divisions).max())
+    parts = []
+    for b in range(divisions):
+        mine = kept[blocks == b]
+        spare = np.setdiff1d(np.arange(b * size, (b + 1) * size), mine)[: need - len(mine)]
+        parts.append(np.union1d(mine, spare))
+    return np.concatenate(parts)
+
+
+def _blocks(array: np.ndarray, cut: ConstantSlice, channels: np.ndarray):
+    """(rows of conv group b, local input indices) for the ``channels`` a grouped cut reads."""
+    positions = cut.layout.elements(channels)
+    per_group_in = array.shape[1]
+    rows = array.shape[0] // cut.conv_groups
+    for b in range(cut.conv_groups):
+        local = positions[(positions // per_group_in) == b] % per_group_in
+        yield slice(b * rows, (b + 1) * rows), local
+
+
+def zero_channels(array: np.ndarray, cut: ConstantSlice, channels: np.ndarray) -> None:
+    """Zero, in place, the slice of a consumer's weight that reads ``channels`` of the group."""
+    if cut.conv_groups > 1:
+        for rows, local in _blocks(array, cut, channels):
+            array[rows, local] = 0
+        return
+    where: list = [slice(None)] * array.ndim
+    where[cut.axis] = cut.layout.elements(channels)
+    array[tuple(where)] = 0
+
+
+def delete_grouped(array: np.ndarray, cut: ConstantSlice, channels: np.ndarray) -> np.ndarray:
+    """A grouped conv weight without the input ``channels`` (each conv group loses its own)."""
+    parts = [np.delete(array[rows], local, axis=1) for rows, local in _blocks(array, cut, channels)]
+    if len({p.shape[1] for p in parts}) != 1:  # physical_keep guarantees equal blocks
+        raise AssertionError(f"unequal conv groups in the cut of {cut.node.name!r}")
+    return np.concatenate(parts, axis=0)
 
 
 def validated_plan(

@@ -6,7 +6,12 @@ Cases handled (each comes from the channel trace of ``passes.groups``):
   of Add/Mul/... sliced; depthwise Conv weight/bias sliced and ``group`` set to the new width;
 - consumer layers: weight sliced on its input axis (after a Flatten: the columns of each kept
   channel, channel-major);
-- Reshape target shapes that spell out the channel count are rewritten;
+- concatenations: each group is cut at its offset in every tensor and constant it reaches;
+- constants that count channels (Reshape targets, Split sizes, Slice starts/ends) are lowered
+  by the dropped channels they cover;
+- grouped convolutions: each conv group loses its own input channels; groups they touch keep
+  equal counts per conv group (``plan_edits.physical_keep`` pads a plan that does not, and the
+  padded channels are zeroed at their consumers);
 - removed residual blocks: the Add's output is replaced by its skip input, the branch dies.
 The result is cleaned up, sorted, shape-inferred and checked. The input model is not modified.
 """
@@ -20,9 +25,12 @@ import numpy as np
 import onnx_ir as ir
 
 from mdp_trt.analysis import Analysis
+from mdp_trt.passes.groups import ConstantSlice
 from mdp_trt.passes.plan_edits import (
     bypass_blocks,
-    channel_indices,
+    delete_grouped,
+    physical_keep,
+    zero_channels,
     finish,
     read_constant,
     set_constant,
@@ -49,25 +57,48 @@ def apply_plan(
     pruned, trace, blocks = traced_copy(model, analysis)
     graph = pruned.graph
 
-    # Several groups may cut the same constant (a conv's output and input axes), so the cuts
-    # are gathered per (node, input) and applied together to the original array.
-    cuts: dict[tuple[ir.Node, int], list[tuple[int, np.ndarray]]] = {}
+    # Several groups may cut the same constant (a conv's output and input axes, the segments of
+    # a concatenation), so the edits are gathered per (node, input) and applied together to the
+    # original array: zeroing of padded channels, then grouped-conv cuts, then deletions per axis.
+    zeros: dict[tuple[ir.Node, int], list[tuple[ConstantSlice, np.ndarray]]] = {}
+    grouped: dict[tuple[ir.Node, int], list[tuple[ConstantSlice, np.ndarray]]] = {}
+    drops: dict[tuple[ir.Node, int], dict[int, list[np.ndarray]]] = {}
+    counts: dict[tuple[ir.Node, int], dict[int, int]] = {}
     for gid, kept in plan.items():
         group = trace.groups[gid]
+        physical = physical_keep(kept, group.channels, group.divisions)
+        dropped = np.setdiff1d(np.arange(group.channels), physical)
+        padded = np.setdiff1d(physical, kept)
         for cut in group.slices:
-            cuts.setdefault((cut.node, cut.index), []).append((cut.axis, channel_indices(kept, cut.stride)))
-        for fix in group.reshapes:
-            target = read_constant(fix.node, 1).copy()
-            if target[fix.axis] > 0:  # -1 and 0 (copy) adapt by themselves
-                target[fix.axis] = len(kept) * fix.stride
-                set_constant(graph, fix.node, 1, target)
+            key = (cut.node, cut.index)
+            if cut.consumer and padded.size:
+                zeros.setdefault(key, []).append((cut, padded))
+            if cut.conv_groups > 1:
+                grouped.setdefault(key, []).append((cut, dropped))
+            else:
+                drops.setdefault(key, {}).setdefault(cut.axis, []).append(cut.layout.elements(dropped))
+        for fix in group.counts:
+            entries = counts.setdefault((fix.node, fix.index), {})
+            entries[fix.entry] = entries.get(fix.entry, 0) + fix.decrement(dropped)
         for node in group.depthwise:
-            node.attributes["group"] = ir.AttrInt64("group", len(kept))
-    for (node, index), axes in cuts.items():
-        array = read_constant(node, index)
-        for axis, indices in axes:
-            array = np.take(array, indices, axis=axis)
+            node.attributes["group"] = ir.AttrInt64("group", len(physical))
+    for key in dict.fromkeys([*zeros, *grouped, *drops]):
+        node, index = key
+        array = read_constant(node, index).copy()
+        for cut, channels in zeros.get(key, []):
+            zero_channels(array, cut, channels)
+        for cut, channels in grouped.get(key, []):
+            array = delete_grouped(array, cut, channels)
+        for axis, parts in drops.get(key, {}).items():
+            array = np.delete(array, np.unique(np.concatenate(parts)), axis=axis)
         set_constant(graph, node, index, np.ascontiguousarray(array))
+    for (node, index), entries in counts.items():
+        target = read_constant(node, index).copy()
+        flat = target.reshape(-1)
+        for entry, decrement in entries.items():
+            if flat[entry] > 0:  # Reshape's -1 and 0 (copy) adapt by themselves
+                flat[entry] -= decrement
+        set_constant(graph, node, index, target)
 
     bypass_blocks(graph, blocks, removed)
     finish(pruned)

@@ -113,3 +113,51 @@ def test_save_model_leaves_nothing_behind_on_failure(tmp_path):
     with pytest.raises(Exception):
         save_model(model, target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_small_constant_of_shape_chains_are_folded(tmp_path):
+    # The TorchScript exporter writes F.pad's pads as ConstantOfShape -> Concat -> ... -> Cast.
+    from onnx import numpy_helper
+
+    from mdp_trt.graph import constant_array
+
+    nodes = [
+        helper.make_node("ConstantOfShape", ["four"], ["zeros"], name="zeros",
+                         value=numpy_helper.from_array(np.array([0], np.int64))),
+        helper.make_node("Concat", ["ones", "zeros"], ["pads"], name="concat", axis=0),
+        helper.make_node("Pad", ["x", "pads"], ["y"], name="pad"),
+    ]
+    graph = helper.make_graph(
+        nodes, "pad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([4], np.int64), "four"),
+         numpy_helper.from_array(np.array([0, 0, 1, 1], np.int64), "ones")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save_model(model, tmp_path / "pad.onnx")
+    loaded = load_model(tmp_path / "pad.onnx")
+    assert [n.op_type for n in loaded.graph] == ["Pad"]
+    np.testing.assert_array_equal(constant_array(next(iter(loaded.graph)).inputs[1]), [0, 0, 1, 1, 0, 0, 0, 0])
+
+
+def test_run_time_shapes_of_static_tensors_are_folded(tmp_path):
+    # TorchScript writes x.shape[1] after a Resize as Shape -> Gather: static once inferred.
+    from onnx import numpy_helper
+
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["r"], name="resize", mode="nearest"),
+        helper.make_node("Shape", ["r"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "one"], ["c"], name="gather", axis=0),
+        helper.make_node("Cast", ["c"], ["cf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["r", "cf"], ["y"], name="mul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "shape", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+         numpy_helper.from_array(np.array(1, np.int64), "one")],
+    )
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "s.onnx")
+    loaded = load_model(tmp_path / "s.onnx")
+    assert [n.op_type for n in loaded.graph] == ["Resize", "Mul"]
+    assert static_shape(loaded.graph.outputs[0]) == (1, 2, 8, 8)

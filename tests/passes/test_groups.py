@@ -63,10 +63,11 @@ def test_flatten_before_gemm_couples_channel_major_columns(tmp_path, reshape):
     assert conv.prunable and conv.consumers == ("fc1",) and conv.channels == 8
     trace = trace_groups(model.graph)
     flat = next(v for v in trace.groups[conv.id].tensors if v.name in ("flatten_out", "reshape_out"))
-    assert trace.groups[conv.id].tensors[flat] == Layout(1, 16)
+    assert trace.groups[conv.id].tensors[flat] == Layout(1, 16, width=8)
     fc1_cut = next(s for s in trace.groups[conv.id].slices if s.consumer)
     assert (fc1_cut.node.name, fc1_cut.axis, fc1_cut.stride) == ("fc1", 1, 16)
     assert _group_of(a, "fc1").prunable and a.layer("fc1").in_group == conv.id
+    assert (a.layer("fc1").in_groups, a.layer("fc1").in_stride) == ((conv.id,), 16)
 
 
 def test_unsupported_op_pins_its_group_with_a_reason(tmp_path):
@@ -86,12 +87,57 @@ def test_graph_output_in_the_middle_pins_the_group(tmp_path):
     assert _group_of(a, "conv2").prunable
 
 
-def test_concat_is_rejected_not_guessed(tmp_path):
-    a = _analyze(G.concat_graph(), tmp_path)
-    for name in ("conv1", "conv2"):
-        group = _group_of(a, name)
-        assert not group.prunable and "Concat (node 'concat')" in group.reason
-    assert _group_of(a, "conv3").prunable
+def test_concat_places_groups_side_by_side(tmp_path):
+    model, path = G.load(G.concat_graph(), tmp_path)
+    a = analyze(model, str(path))
+    conv1, conv2 = _group_of(a, "conv1"), _group_of(a, "conv2")
+    assert conv1.prunable and conv2.prunable and conv1.consumers == conv2.consumers == ("conv3",)
+    conv3 = a.layer("conv3")
+    # Several groups feed conv3: no single in_group, its width is the sum of both.
+    assert conv3.in_group is None and conv3.in_groups == (conv1.id, conv2.id) and conv3.in_fixed == 0
+    trace = trace_groups(model.graph)
+    cuts = {(s.node.name, s.layout.offset) for g in (conv1, conv2) for s in trace.groups[g.id].slices if s.consumer}
+    assert cuts == {("conv3", 0), ("conv3", 4)}
+
+
+def test_dense_concatenations_cut_every_segment(tmp_path):
+    model, path = G.load(G.dense_concat(), tmp_path)
+    a = analyze(model, str(path))
+    stem, c1, c2 = (_group_of(a, n) for n in ("stem", "conv1", "conv2"))
+    assert stem.prunable and c1.prunable and c2.prunable
+    assert a.layer("conv2").in_groups == (stem.id, c1.id)
+    assert a.layer("fc").in_groups == (stem.id, c1.id, c2.id)
+    trace = trace_groups(model.graph)
+    bn3 = {s.layout.offset for g in (stem, c1, c2) for s in trace.groups[g.id].slices if s.node.name == "bn3" and s.index == 1}
+    assert bn3 == {0, 4, 7}
+
+
+def test_concatenated_graph_input_is_fixed(tmp_path):
+    a = _analyze(G.concat_with_input(), tmp_path)
+    conv1 = _group_of(a, "conv1")
+    assert conv1.prunable
+    conv2 = a.layer("conv2")
+    assert conv2.in_group is None and conv2.in_groups == (conv1.id,) and conv2.in_fixed == 3
+
+
+def test_split_and_slice_take_parts_of_a_group(tmp_path):
+    model, path = G.load(G.split_slice(), tmp_path)
+    a = analyze(model, str(path))
+    conv1 = _group_of(a, "conv1")
+    assert conv1.prunable and set(conv1.consumers) == {"conv_a", "conv_b", "conv_c"}
+    # A part of a group does not follow its options: counted as fixed input channels.
+    assert (a.layer("conv_b").in_group, a.layer("conv_b").in_groups, a.layer("conv_b").in_fixed) == (None, (), 5)
+    trace = trace_groups(model.graph)
+    fixes = {(f.node.name, f.index, f.entry, f.low, f.high) for f in trace.groups[conv1.id].counts}
+    assert fixes == {("split", 1, 0, 0, 3), ("split", 1, 1, 3, 8), ("slice", 1, 0, 0, 2), ("slice", 2, 0, 0, 6)}
+
+
+def test_channel_last_section(tmp_path):
+    a = _analyze(G.channel_last_mlp(), tmp_path)
+    hidden = _group_of(a, "fc1")
+    assert hidden.prunable and hidden.consumers == ("fc2",)
+    stream = _group_of(a, "conv")
+    assert not stream.prunable and "LayerNormalization (node 'ln') normalises over the channel axis" in stream.reason
 
 
 def test_per_channel_constants_and_depthwise_conv_follow_the_group(tmp_path):
@@ -106,8 +152,9 @@ def test_per_channel_constants_and_depthwise_conv_follow_the_group(tmp_path):
     assert {("mul", 1), ("add_const", 1), ("dw", 1), ("dw", 2), ("conv2", 1)} <= cuts
 
 
-def test_analysis_json_round_trip(tmp_path):
-    a = _analyze(G.projection_skip(), tmp_path)
+@pytest.mark.parametrize("build", [G.projection_skip, G.dense_concat, G.grouped_se_block])
+def test_analysis_json_round_trip(tmp_path, build):
+    a = _analyze(build(), tmp_path)
     again = Analysis.from_json(json.loads(json.dumps(a.to_json())))
     assert again == a
 
@@ -131,3 +178,24 @@ def test_op_of_a_foreign_domain_never_crashes(tmp_path):
     conv1 = _group_of(a, "conv1")
     assert not conv1.prunable and conv1.reason == "consumed by unsupported op Mystery (node 'mystery')"
     assert a.layer("conv2").in_group is None
+
+
+def test_grouped_conv_is_a_layer_with_blocked_groups(tmp_path):
+    a = _analyze(G.grouped_se_block(), tmp_path)
+    conv1, conv2 = _group_of(a, "conv1"), _group_of(a, "conv2")
+    assert conv1.prunable and conv2.prunable and (conv1.divisions, conv2.divisions) == (3, 3)
+    layer = a.layer("conv2")
+    assert (layer.in_group, layer.out_group) == (conv1.id, conv2.id)
+    assert layer.signature.conv_group == 3 and not layer.signature.depthwise
+    # The SE gate multiplies conv2's channels: se_fc2 joins conv2's group.
+    assert "se_fc2" in conv2.producers and set(conv2.consumers) == {"se_fc1", "conv3"}
+    assert _group_of(a, "stem").divisions == 1 and a.blocks[0].removable
+
+
+def test_gathers_off_the_channel_axis_carry_the_group(tmp_path):
+    model, path = G.load(G.gathered_pool_head(), tmp_path)
+    a = analyze(model, str(path))
+    conv = _group_of(a, "conv")
+    assert conv.prunable and conv.consumers == ("fc1",)
+    cut = next(s for s in trace_groups(model.graph).groups[conv.id].slices if s.consumer)
+    assert (cut.axis, cut.stride) == (1, 6)

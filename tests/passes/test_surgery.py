@@ -9,6 +9,7 @@ from mdp_trt.errors import InputError
 from mdp_trt.graph import initializer_array
 from mdp_trt.graph.constants import constant_array
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+from mdp_trt.passes.plan_edits import physical_keep
 from tests import onnx_graphs as G
 
 GOLDEN = {
@@ -21,6 +22,12 @@ GOLDEN = {
     "middle_output": G.middle_output,
     "constants_depthwise": G.channel_constants_depthwise,
     "concat": G.concat_graph,
+    "dense_concat": G.dense_concat,
+    "concat_with_input": G.concat_with_input,
+    "split_slice": G.split_slice,
+    "channel_last_mlp": G.channel_last_mlp,
+    "grouped_se": G.grouped_se_block,
+    "gathered_pool": G.gathered_pool_head,
     "matmul_gemm_transposed": G.matmul_head,
 }
 
@@ -37,14 +44,18 @@ def test_pruned_matches_masked_original(tmp_path, name, seed):
     assert G.proto_bytes(model) == before, "the input model was modified"
     result = verify(reference, pruned, inputs=2, seed=seed)
     assert result.passed and result.max_rel_diff <= 1e-4
-    # Each producer's weight now has exactly the kept channels.
+    # Each producer's weight now has exactly the kept channels (grouped convs: padded to equal
+    # conv groups).
     for layer in analysis.layers:
         node = next((n for n in pruned.graph if n.name == layer.name), None)
         if node is None or layer.out_group not in keep:
             continue
         weight = constant_array(node.inputs[1])
         out_axis = 1 if layer.op_type == "MatMul" else 0
-        assert weight.shape[out_axis] == len(keep[layer.out_group]), layer.name
+        group = analysis.groups[layer.out_group]
+        physical = physical_keep(keep[layer.out_group], group.channels, group.divisions)
+        assert weight.shape[out_axis] == len(physical), layer.name
+        assert set(keep[layer.out_group]) <= set(physical.tolist())
 
 
 def test_exact_slices_of_a_chain(tmp_path):
@@ -167,3 +178,43 @@ def test_matmul_and_untransposed_gemm_are_cut_on_the_right_axes(tmp_path):
     np.testing.assert_array_equal(initializer_array(pruned, "mm.bias"), initializer_array(model, "mm.bias")[[0, 9]])
     np.testing.assert_array_equal(initializer_array(pruned, "fc.weight"), initializer_array(model, "fc.weight")[[0, 9]])
     verify(mask_model(model, analysis, {0: [1, 2, 5], mm_group: [0, 9]}), pruned)
+
+
+def test_split_sizes_and_slice_bounds_follow_the_kept_channels(tmp_path):
+    model, path = G.load(G.split_slice(), tmp_path)
+    analysis = analyze(model, str(path))
+    keep = {0: [0, 2, 3, 6]}  # split parts [0, 3) and [3, 8) keep 2 and 2; slice [2, 6) keeps 2, 3
+    pruned = apply_plan(model, analysis, keep)
+    split = next(n for n in pruned.graph if n.name == "split")
+    sliced = next(n for n in pruned.graph if n.name == "slice")
+    np.testing.assert_array_equal(constant_array(split.inputs[1]), [2, 2])
+    np.testing.assert_array_equal(constant_array(sliced.inputs[1]), [1])
+    np.testing.assert_array_equal(constant_array(sliced.inputs[2]), [3])
+    conv_c = initializer_array(model, "conv_c.weight")
+    np.testing.assert_array_equal(initializer_array(pruned, "conv_c.weight"), conv_c[:, [0, 1]])
+    verify(mask_model(model, analysis, keep), pruned)
+
+
+def test_concat_consumer_is_cut_at_each_offset(tmp_path):
+    model, path = G.load(G.concat_graph(), tmp_path)
+    analysis = analyze(model, str(path))
+    keep = {0: [1, 3], 1: [0]}
+    pruned = apply_plan(model, analysis, keep)
+    conv3 = initializer_array(model, "conv3.weight")
+    np.testing.assert_array_equal(initializer_array(pruned, "conv3.weight"), conv3[:, [1, 3, 4]])
+    verify(mask_model(model, analysis, keep), pruned)
+
+
+def test_grouped_conv_is_cut_per_conv_group(tmp_path):
+    model, path = G.load(G.grouped_se_block(), tmp_path)
+    analysis = analyze(model, str(path))
+    conv1 = analysis.layer("conv1").out_group
+    # Blocks of 4 channels: keeps 2, 2 and 1 -> the last block is padded with channel 8.
+    keep = {conv1: [0, 3, 5, 6, 11]}
+    pruned = apply_plan(model, analysis, keep)
+    w = initializer_array(model, "conv2.weight")  # [12, 4, 3, 3], rows 4 per conv group
+    expected = np.concatenate([w[0:4][:, [0, 3]], w[4:8][:, [1, 2]], w[8:12][:, [0, 3]]])
+    expected[8:12, 0] = 0  # the padded channel 8 is zeroed at its consumer
+    np.testing.assert_array_equal(initializer_array(pruned, "conv2.weight"), expected)
+    np.testing.assert_array_equal(initializer_array(pruned, "conv1.weight"), initializer_array(model, "conv1.weight")[[0, 3, 5, 6, 8, 11]])
+    verify(mask_model(model, analysis, keep), pruned)
