@@ -143,11 +143,13 @@ def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int)
         in_options: tuple[int, ...] = (0, sig.in_channels)
     else:
         in_group = _group(groups, layer, layer.in_group, "input")
-        if in_group.channels != sig.in_channels:
+        # A Gemm after a Flatten reads in_stride (= H*W) weight columns per channel.
+        if in_group.channels * layer.in_stride != sig.in_channels:
             raise InputError(
                 f"layer {layer.name!r} has {sig.in_channels} input channels but its input group "
-                f"{in_group.name!r} has {in_group.channels}; the analysis is inconsistent")
-        in_options = tuple(in_group.options(group_size))
+                f"{in_group.name!r} has {in_group.channels} x {layer.in_stride}; the analysis is "
+                "inconsistent")
+        in_options = tuple(c * layer.in_stride for c in in_group.options(group_size))
     if sig.conv_group > 1 and not sig.depthwise:
         bad = [c for c in out_options[1:] + in_options[1:] if c % sig.conv_group]
         if bad:

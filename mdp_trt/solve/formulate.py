@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from mdp_trt.analysis import Analysis
 from mdp_trt.importance import Importance
 
@@ -84,6 +86,20 @@ def formulate(
     }
 
 
+def _top_channels(analysis: Analysis, importance: Importance, group, count: int) -> list[int]:
+    """The ``count`` most important channels; for a grouped conv's group, the same number from
+    each of its ``divisions`` blocks (anything else cannot shrink the grouped conv)."""
+    if group.divisions <= 1:
+        return sorted(importance.ranking(analysis, group.id)[:count])
+    scores = importance.group_scores(analysis, group.id)
+    size, per_block = group.channels // group.divisions, count // group.divisions
+    kept: list[int] = []
+    for start in range(0, group.channels, size):
+        block = np.arange(start, start + size)
+        kept += [int(c) for c in block[np.argsort(-scores[block], kind="stable")][:per_block]]
+    return sorted(kept)
+
+
 def removable_blocks(analysis: Analysis):
     return [b for b in analysis.blocks if b.removable]
 
@@ -105,7 +121,7 @@ def decode_plan(analysis: Analysis, importance: Importance, group_size: int,
         channels = group.options(group_size)[options[group.id]]
         counts[group.name] = channels
         if channels < group.channels:
-            keep[group.id] = sorted(importance.ranking(analysis, group.id)[:channels])
+            keep[group.id] = _top_channels(analysis, importance, group, channels)
     removed = [b for i, b in enumerate(removable_blocks(analysis)) if not blocks[i + 1]]
     return Decoded(keep=keep, removed_blocks=frozenset(b.id for b in removed),
                    kept_channels=counts, removed_block_names=tuple(b.name for b in removed))

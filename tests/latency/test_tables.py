@@ -160,3 +160,17 @@ def test_progress_bar_goes_to_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "profiling fake" in captured.err and "cells" in captured.err
+
+
+def test_a_gemm_after_a_flatten_reads_spatial_columns_per_channel(tmp_path):
+    from dataclasses import replace
+
+    from mdp_trt.latency.signature import LayerSignature
+
+    analysis = small_analysis()
+    layers = [replace(l, in_stride=4, signature=LayerSignature("Gemm", 10, 32 * 4))
+              if l.name == "fc" else l for l in analysis.layers]
+    analysis = replace(analysis, layers=tuple(layers))
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile(analysis, FakeBackend(), cache)
+    assert tables.channels["fc"] == [[0, 10], [0, 32, 64, 96, 128]]

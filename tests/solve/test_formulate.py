@@ -82,3 +82,15 @@ def test_infeasible_budget_reports_the_smallest_latency():
     plan = solve(load_problem(_instance(2.0)), "exact")
     assert plan.status == "infeasible"
     assert plan.min_latency == pytest.approx(2750)
+
+
+def test_grouped_conv_group_keeps_the_same_count_in_each_conv_group():
+    from dataclasses import replace
+
+    analysis = _analysis()
+    groups = list(analysis.groups)
+    groups[0] = replace(groups[0], divisions=2)
+    analysis = replace(analysis, groups=tuple(groups))
+    # stream scores (stem + c2): 4, 3, 2, 1.5 -> overall top-2 would be [0, 1], both in block 0
+    decoded = decode_plan(analysis, _importance(), 2, [1, 2, 1], [1, 1])
+    assert decoded.keep[0] == [0, 2]
