@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from mdp_trt.solve.factor_graph import FactorGraph, build_factor_graph
-from mdp_trt.solve.junction_tree import JunctionTree, TreeTooWide, build_junction_tree
+from mdp_trt.solve.junction_tree import JunctionTree, ScalarMessages, TreeTooWide, build_junction_tree
 from mdp_trt.solve.pareto import SearchBounds, SearchTimeout, SearchTooLarge, pareto_search
 from mdp_trt.solve.plan import Plan
 from mdp_trt.solve.problem import Problem
@@ -102,22 +102,34 @@ def _plan(problem: Problem, graph: FactorGraph, assignment: np.ndarray, **fields
     )
 
 
+def _first_lams(scale: float) -> np.ndarray:
+    """The first grid of multipliers of :func:`_dual_search`."""
+    return np.concatenate([[0.0], scale * np.geomspace(1e-3, 1e3, 25)])
+
+
 def _dual_search(
-    tree: JunctionTree, budget: float, scale: float, deadline: float | None
+    tree: JunctionTree,
+    budget: float,
+    scale: float,
+    deadline: float | None,
+    first: ScalarMessages | None = None,
 ) -> tuple[float, float, list[float], list[np.ndarray]]:
     """Minimise the Lagrangian dual over lam >= 0 on refining grids.
 
     Returns (best bound without the constant, best lam, the lams tried in the last grid sorted,
     decoded assignments for the feasible-side lams near the best). ``scale`` is a typical
-    importance-per-latency ratio.
+    importance-per-latency ratio. ``first``, if given, is the upward pass for the first grid.
     """
-    lams = np.concatenate([[0.0], scale * np.geomspace(1e-3, 1e3, 25)])
+    lams = _first_lams(scale)
     best_val = np.inf
     best_lam = 0.0
     for rnd in range(3):
         if rnd and deadline is not None and time.perf_counter() > deadline:
             break
-        msgs = tree.upward(np.stack([np.ones_like(lams), lams], axis=1))
+        if rnd == 0 and first is not None:
+            msgs = first
+        else:
+            msgs = tree.upward(np.stack([np.ones_like(lams), lams], axis=1))
         vals = msgs.total + lams * budget
         k = int(np.argmin(vals))
         if vals[k] < best_val:
@@ -165,7 +177,14 @@ def solve_exact(problem: Problem, time_limit: float | None = None) -> Plan:
     step = _importance_step(problem)
     tol = _tolerance(graph)
 
-    minlat = tree.downward(tree.upward(np.array([[0.0, 1.0]])))
+    # The min-latency pass shares one upward pass with the first grid of the dual search.
+    total_imp = sum(float(f.imp.max()) for f in graph.factors)
+    total_lat = sum(float(f.lat.max()) for f in graph.factors)
+    scale = max(total_imp, 1e-12) / max(total_lat, 1e-12)
+    lams0 = _first_lams(scale)
+    both = tree.upward(np.vstack([[[0.0, 1.0]], np.stack([np.ones_like(lams0), lams0], axis=1)]))
+    minlat = tree.downward(ScalarMessages(both.weights[:1], [u[:1] for u in both.up], both.total[:1]))
+    first = ScalarMessages(both.weights[1:], [u[1:] for u in both.up], both.total[1:])
     fastest = tree.decode(minlat, [0])[0]
     fast_plan_lat, _ = graph.totals(fastest)
     if not problem.fits(fast_plan_lat):
@@ -185,10 +204,7 @@ def solve_exact(problem: Problem, time_limit: float | None = None) -> Plan:
             solve_seconds=time.perf_counter() - t0,
         )
 
-    total_imp = sum(float(f.imp.max()) for f in graph.factors)
-    total_lat = sum(float(f.lat.max()) for f in graph.factors)
-    scale = max(total_imp, 1e-12) / max(total_lat, 1e-12)
-    dual, lam_star, lams, decoded = _dual_search(tree, budget, scale, deadline)
+    dual, lam_star, lams, decoded = _dual_search(tree, budget, scale, deadline, first)
     upper = dual + graph.const_importance
 
     # Incumbent: best feasible of the decoded Lagrangian plans and the fastest plan, polished.

@@ -25,6 +25,8 @@ __all__ = ["Clique", "JunctionTree", "ScalarMessages", "TreeTooWide", "build_jun
 
 # Largest temporary (numbers) a scalar pass builds at once: weightings are chunked to fit.
 _MAX_CELLS = 1 << 22
+# Upward passes over at least this many weightings keep them on the last axis (long inner loops).
+_LAST_AXIS_MIN = 8
 
 
 class TreeTooWide(Exception):
@@ -53,6 +55,8 @@ class Clique:
     lat: np.ndarray | None = None
     imp: np.ndarray | None = None
     _proj: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    _dims: dict[tuple[int, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)
+    _decode: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -64,7 +68,14 @@ class Clique:
 
     def expand(self, arr: np.ndarray, sub_scope: tuple[int, ...], lead: int = 0) -> np.ndarray:
         """Reshape ``arr`` (``lead`` leading axes, then ``sub_scope`` axes) to broadcast over scope."""
-        dims = [arr.shape[i] for i in range(lead)]
+        return arr.reshape(arr.shape[:lead] + self.expand_dims(sub_scope))
+
+    def expand_dims(self, sub_scope: tuple[int, ...]) -> tuple[int, ...]:
+        """The broadcast shape of a ``sub_scope`` table over this clique's scope (cached)."""
+        cached = self._dims.get(sub_scope)
+        if cached is not None:
+            return cached
+        dims = []
         pos = 0
         for var, n in zip(self.scope, self.shape):
             if pos < len(sub_scope) and sub_scope[pos] == var:
@@ -74,7 +85,9 @@ class Clique:
                 dims.append(1)
         if pos != len(sub_scope):
             raise ValueError(f"scope {sub_scope} is not inside clique scope {self.scope}")
-        return arr.reshape(dims)
+        out = tuple(dims)
+        self._dims[sub_scope] = out
+        return out
 
     def projection(self, sub_scope: tuple[int, ...]) -> np.ndarray:
         """For every flat clique assignment, the flat index of its restriction to ``sub_scope``."""
@@ -109,12 +122,20 @@ class ScalarMessages:
     out: list[np.ndarray] | None = None
 
 
+# Per clique, for the passes: flat (1, size) importance and latency tables, shape, var axis, and
+# (child, broadcast shape of its message over this clique) for each child.
+_Prepared = tuple[np.ndarray, np.ndarray, tuple[int, ...], "int | None", list[tuple[int, tuple[int, ...]]]]
+
+
 @dataclass(eq=False)
 class JunctionTree:
     """Cliques in elimination order (children first); the last one is the virtual root."""
 
     graph: FactorGraph
     cliques: list[Clique]
+    # Per-clique data the passes reuse (flat local tables, broadcast shapes); built on first use.
+    _cache: list[_Prepared] | None = field(default=None, init=False, repr=False)
+    _max_size: int | None = field(default=None, init=False, repr=False)
 
     @property
     def root(self) -> int:
@@ -122,25 +143,39 @@ class JunctionTree:
 
     @property
     def max_clique_size(self) -> int:
-        return max((c.size for c in self.cliques), default=1)
+        if self._max_size is None:
+            self._max_size = max((c.size for c in self.cliques), default=1)
+        return self._max_size
 
     def sep_shape(self, c: int) -> tuple[int, ...]:
         sizes = {v: self.graph.variables[v].size for v in self.cliques[c].sep}
         return tuple(sizes[v] for v in self.cliques[c].sep)
 
     # ------------------------------------------------------------------ scalar passes
+    def _prepared(self) -> list[_Prepared]:
+        """Per clique: flat (1, size) importance and latency tables, shape, var axis, child dims."""
+        if self._cache is None:
+            cache = []
+            for clique in self.cliques:
+                assert clique.lat is not None and clique.imp is not None
+                n = clique.size
+                kids = [(ch, clique.expand_dims(self.cliques[ch].sep)) for ch in clique.children]
+                cache.append((clique.imp.reshape(1, n), clique.lat.reshape(1, n), clique.shape, clique.var_axis, kids))
+            self._cache = cache
+        return self._cache
+
     def _local(self, c: int, weights: np.ndarray) -> np.ndarray:
-        clique = self.cliques[c]
-        assert clique.lat is not None and clique.imp is not None
-        w_imp = weights[:, 0].reshape((-1,) + (1,) * len(clique.shape))
-        w_lat = weights[:, 1].reshape((-1,) + (1,) * len(clique.shape))
-        return w_imp * clique.imp[None] - w_lat * clique.lat[None]
+        imp, lat, shape, _, _ = self._prepared()[c]
+        w_imp = weights[:, 0:1]
+        w_lat = weights[:, 1:2]
+        return (w_imp * imp - w_lat * lat).reshape((len(weights),) + shape)
 
     def _full(self, c: int, weights: np.ndarray, up: list[np.ndarray]) -> np.ndarray:
-        clique = self.cliques[c]
-        val = self._local(c, weights)
-        for ch in clique.children:
-            val = val + clique.expand(up[ch], self.cliques[ch].sep, lead=1)
+        imp, lat, shape, _, kids = self._prepared()[c]
+        k = len(weights)
+        val = (weights[:, 0:1] * imp - weights[:, 1:2] * lat).reshape((k,) + shape)
+        for ch, dims in kids:
+            val += up[ch].reshape((k,) + dims)
         return val
 
     def upward(self, weights: np.ndarray) -> ScalarMessages:
@@ -154,12 +189,33 @@ class JunctionTree:
             parts = [self.upward(weights[i : i + rows]) for i in range(0, len(weights), rows)]
             up = [np.concatenate([p.up[c] for p in parts], axis=0) for c in range(len(self.cliques))]
             return ScalarMessages(weights, up, up[self.root].reshape(len(weights)))
-        up: list[np.ndarray] = [np.empty(0)] * len(self.cliques)
-        for c, clique in enumerate(self.cliques):
-            full = self._full(c, weights, up)
-            axis = clique.var_axis
-            up[c] = full if axis is None else full.max(axis=axis + 1)
-        return ScalarMessages(weights, up, up[self.root].reshape(len(weights)))
+        k = len(weights)
+        if k < _LAST_AXIS_MIN:
+            up = [np.empty(0)] * len(self.cliques)
+            for c, (_, _, _, axis, _) in enumerate(self._prepared()):
+                full = self._full(c, weights, up)
+                up[c] = full if axis is None else np.maximum.reduce(full, axis=axis + 1)
+            return ScalarMessages(weights, up, up[self.root].reshape(k))
+        # Computed with the weightings on the LAST axis (contiguous inner loops of length k, not
+        # of a tiny variable domain), then exposed weightings-first as views; same arithmetic.
+        w_imp = weights[:, 0]
+        w_lat = weights[:, 1]
+        unit = bool(np.all(w_imp == 1.0))  # 1.0 * x == x exactly: skip the product
+        maximum = np.maximum.reduce
+        up_t: list[np.ndarray] = [np.empty(0)] * len(self.cliques)
+        for c, (imp, lat, shape, axis, kids) in enumerate(self._prepared()):
+            n = imp.shape[1]
+            val = np.multiply(w_lat, lat.reshape(n, 1))
+            if unit:
+                np.subtract(imp.reshape(n, 1), val, out=val)
+            else:
+                np.subtract(w_imp * imp.reshape(n, 1), val, out=val)
+            val = val.reshape(shape + (k,))
+            for ch, dims in kids:
+                val += up_t[ch].reshape(dims + (k,))
+            up_t[c] = val if axis is None else maximum(val, axis=axis)
+        up = [u.transpose((u.ndim - 1,) + tuple(range(u.ndim - 1))) for u in up_t]
+        return ScalarMessages(weights, up, up[self.root].reshape(k))
 
     def downward(self, msgs: ScalarMessages) -> ScalarMessages:
         """Add outside messages to an upward result (returns the same object, completed)."""
@@ -173,20 +229,38 @@ class JunctionTree:
                 parts.append(self.downward(part))
             msgs.out = [np.concatenate([p.out[c] for p in parts], axis=0) for c in range(len(self.cliques))]  # type: ignore[index]
             return msgs
+        prepared = self._prepared()
+        maximum = np.maximum.reduce
         out: list[np.ndarray] = [np.empty(0)] * len(self.cliques)
         out[self.root] = np.zeros((k,))
         for c in range(len(self.cliques) - 1, -1, -1):
             clique = self.cliques[c]
             if not clique.children:
                 continue
-            full = self._full(c, weights, msgs.up) + clique.expand(out[c], clique.sep, lead=1)
-            for ch in clique.children:
+            full = self._full(c, weights, msgs.up)
+            full += out[c].reshape((k,) + clique.expand_dims(clique.sep))
+            for ch, dims in prepared[c][4]:
+                rest = full - msgs.up[ch].reshape((k,) + dims)
                 child_sep = self.cliques[ch].sep
-                rest = full - clique.expand(msgs.up[ch], child_sep, lead=1)
                 axes = tuple(1 + i for i, v in enumerate(clique.scope) if v not in child_sep)
-                out[ch] = rest.max(axis=axes) if axes else rest
+                out[ch] = maximum(rest, axis=axes) if axes else rest
         msgs.out = out
         return msgs
+
+    def _decode_info(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Separator variables, their flat strides in clique c, and the var's flat offsets (cached)."""
+        clique = self.cliques[c]
+        cached = clique._decode
+        if cached is None:
+            shape = clique.shape
+            axis = clique.var_axis
+            strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+            sep_vars = np.array([v for i, v in enumerate(clique.scope) if i != axis], dtype=np.int64)
+            sep_strides = np.array([st for i, st in enumerate(strides) if i != axis], dtype=np.int64)
+            offsets = (np.arange(shape[axis], dtype=np.int64) * strides[axis])[None, :]  # type: ignore[index]
+            cached = (sep_vars, sep_strides, offsets)
+            clique._decode = cached
+        return cached
 
     def decode(self, msgs: ScalarMessages, rows: list[int] | None = None) -> np.ndarray:
         """Assignments (one row per weighting in ``rows``) attaining ``msgs.total[rows]``."""
@@ -195,22 +269,25 @@ class JunctionTree:
         if len(rows) > chunk:
             return np.concatenate([self.decode(msgs, rows[i : i + chunk]) for i in range(0, len(rows), chunk)])
         weights = msgs.weights[rows]
-        up = [u[rows] for u in msgs.up]
         k = len(rows)
+        w_imp = weights[:, 0:1]
+        w_lat = weights[:, 1:2]
+        prepared = self._prepared()
+        row_idx = np.asarray(rows, dtype=np.int64)[:, None]
         assignment = np.zeros((k, len(self.graph.variables)), dtype=np.int64)
-        r = np.arange(k)[:, None]
         for c in range(len(self.cliques) - 2, -1, -1):
             clique = self.cliques[c]
-            full = self._full(c, weights, up).reshape(k, -1)
-            axis = clique.scope.index(clique.var)
-            n_var = clique.shape[axis]
-            strides = [math.prod(clique.shape[i + 1 :]) for i in range(len(clique.shape))]
-            base = np.zeros(k, dtype=np.int64)
-            for i, v in enumerate(clique.scope):
-                if v != clique.var:
-                    base += assignment[:, v] * strides[i]
-            flat = base[:, None] + np.arange(n_var)[None, :] * strides[axis]
-            assignment[:, clique.var] = np.argmax(full[r, flat], axis=1)
+            imp, lat, shape, axis, kids = prepared[c]
+            assert axis is not None
+            sep_vars, sep_strides, offsets = self._decode_info(c)
+            flat = (assignment[:, sep_vars] @ sep_strides)[:, None] + offsets
+            # Only the entries of the clique table on the decoded separator: the same sums, in the
+            # same order, as the full table (local, then the children's messages).
+            val = w_imp * imp[0][flat] - w_lat * lat[0][flat]
+            for ch, _ in kids:
+                child_flat = clique.projection(self.cliques[ch].sep)[flat]
+                val = val + msgs.up[ch].reshape(len(msgs.weights), -1)[row_idx, child_flat]
+            assignment[:, clique.var] = np.argmax(val, axis=1)
         return assignment
 
 

@@ -36,6 +36,10 @@ __all__ = ["ParetoResult", "SearchBounds", "SearchTimeout", "SearchTooLarge", "p
 
 # Pairs materialised at once when Minkowski-summing two frontiers (memory: ~40 bytes each).
 _MAX_PAIRS = 2_000_000
+# Point sets up to this size are Pareto-filtered in plain Python.
+_SMALL = 24
+# Largest (multipliers x points) bound table that ``_Bounds.keep`` builds in one piece.
+_VECTOR_CELLS = 1 << 12
 
 
 class SearchTimeout(Exception):
@@ -88,20 +92,49 @@ class _Message:
     prov: dict[int, np.ndarray]
 
 
-def _pareto_order(seg: np.ndarray, lat: np.ndarray, imp: np.ndarray) -> np.ndarray:
+def _pareto_order(seg: np.ndarray, lat: np.ndarray, imp: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
     """Indices of the non-dominated points of each segment, sorted by (segment, latency).
 
     Within a segment, a point survives iff its importance is strictly above that of every point
-    sorted before it (lower latency, or equal latency and higher importance).
+    sorted before it (lower latency, or equal latency and higher importance; then lower ``tie``,
+    if given, then lower index).
     """
     if len(seg) == 0:
         return np.zeros(0, dtype=np.int64)
-    order = np.lexsort((-imp, lat, seg))
-    _, rank = np.unique(imp[order], return_inverse=True)
-    rank = rank.astype(np.int64).ravel()
+    n = len(seg)
+    if n <= _SMALL:
+        # The same rule in plain Python (cheaper than a dozen numpy calls on a few points): a
+        # stable sort by (segment, latency, -importance), then keep strictly rising importances.
+        sl, ll, il = seg.tolist(), lat.tolist(), imp.tolist()
+        kept: list[int] = []
+        prev_seg = None
+        best = 0.0
+        if tie is None:
+            ranked = sorted(range(n), key=lambda j: (sl[j], ll[j], -il[j]))
+        else:
+            tl = tie.tolist()
+            ranked = sorted(range(n), key=lambda j: (sl[j], ll[j], -il[j], tl[j]))
+        for i in ranked:
+            if sl[i] != prev_seg:
+                prev_seg, best = sl[i], il[i]
+                kept.append(i)
+            elif il[i] > best:
+                best = il[i]
+                kept.append(i)
+        return np.array(kept, dtype=np.int64)
+    order = np.lexsort((-imp, lat, seg) if tie is None else (tie, -imp, lat, seg))
+    # Dense rank of the importances (equal values share a rank), as np.unique would give.
+    imp_o = imp[order]
+    by_imp = np.argsort(imp_o, kind="stable")
+    sorted_imp = imp_o[by_imp]
+    step = np.empty(n, dtype=np.int64)
+    step[0] = 0
+    np.not_equal(sorted_imp[1:], sorted_imp[:-1], out=step[1:])
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_imp] = np.cumsum(step)
     key = seg[order].astype(np.int64) * (int(rank.max()) + 1) + rank
     best = np.maximum.accumulate(key)
-    keep = np.empty(len(key), dtype=bool)
+    keep = np.empty(n, dtype=bool)
     keep[0] = True
     np.greater(key[1:], best[:-1], out=keep[1:])
     return order[keep]
@@ -121,13 +154,20 @@ class _CliqueBounds:
         k = len(lag.weights)
 
         def flat(arr: np.ndarray, scope: tuple[int, ...], lead: int) -> np.ndarray:
-            return np.broadcast_to(clique.expand(arr, scope, lead=1), (lead,) + clique.shape).reshape(lead, -1)
+            # The value for every flat clique assignment: index by its restriction to ``scope``.
+            return arr.reshape(lead, -1)[:, clique.projection(scope)]
 
         self.child_up = {ch: flat(lag.up[ch], tree.cliques[ch].sep, k) for ch in clique.children}
         # minlat messages hold max(-latency): negate to get the smallest latency.
         self.child_lat = {ch: -flat(minlat.up[ch], tree.cliques[ch].sep, 1)[0] for ch in clique.children}
-        self.rem = flat(lag.out[c], clique.sep, k) + sum(self.child_up.values(), np.zeros((k, clique.size)))
-        self.rem_lat = -flat(minlat.out[c], clique.sep, 1)[0] + sum(self.child_lat.values(), np.zeros(clique.size))
+        self.rem = flat(lag.out[c], clique.sep, k)
+        self.rem_lat = -flat(minlat.out[c], clique.sep, 1)[0]
+        if self.child_up:
+            # (0 + x == x: the same sums as starting the children's total from zeros)
+            ups = list(self.child_up.values())
+            lats = list(self.child_lat.values())
+            self.rem = self.rem + (sum(ups[1:], ups[0]) if len(ups) > 1 else ups[0])
+            self.rem_lat = self.rem_lat + (sum(lats[1:], lats[0]) if len(lats) > 1 else lats[0])
         self.lams = lag.weights[:, 1]
 
 
@@ -147,14 +187,31 @@ class _Bounds:
 
     def keep(self, pts: _Points, budget: float, target: float) -> np.ndarray:
         """Indices of the points that may still be completed into a plan better than ``target``."""
-        idx = np.nonzero(pts.lat + self.rem_lat[pts.a] <= budget)[0]
-        for k, lam in enumerate(self.lams):
-            if len(idx) == 0:
-                break
-            a = pts.a[idx]
-            ub = pts.imp[idx] - lam * pts.lat[idx] + self.rem[k, a] + lam * budget
-            idx = idx[ub >= target]
-        return idx
+        return self.keep_arrays(pts.a, pts.lat, pts.imp, budget, target)
+
+    def keep_arrays(
+        self, a: np.ndarray | None, lat: np.ndarray, imp: np.ndarray, budget: float, target: float
+    ) -> np.ndarray:
+        """:meth:`keep` for points given as arrays; ``a`` None means point i has assignment i."""
+        idx = np.nonzero(lat + (self.rem_lat if a is None else self.rem_lat[a]) <= budget)[0]
+        if len(idx) == 0 or len(self.lams) == 0:
+            return idx
+        if len(idx) * len(self.lams) > _VECTOR_CELLS:
+            # Large: one multiplier at a time, each on the survivors of the previous ones.
+            for k, lam in enumerate(self.lams):
+                if len(idx) == 0:
+                    break
+                ai = idx if a is None else a[idx]
+                ub = imp[idx] - lam * lat[idx] + self.rem[k, ai] + lam * budget
+                idx = idx[ub >= target]
+            return idx
+        # Small: all multipliers at once, (K, n) bounds with the same arithmetic per point.
+        ai = idx if a is None else a[idx]
+        lams = self.lams[:, None]
+        ub = imp[idx][None, :] - lams * lat[idx][None, :]
+        ub += self.rem[:, ai]
+        ub += lams * budget
+        return idx[np.all(ub >= target, axis=0)]
 
 
 class SearchBounds:
@@ -188,21 +245,26 @@ def pareto_search(
         bounds = _Bounds(search_bounds.cliques[c])
         n = clique.size
         assert clique.lat is not None and clique.imp is not None
-        pts = _Points(np.arange(n, dtype=np.int64), clique.lat.reshape(n).copy(), clique.imp.reshape(n).copy(), {})
-        pts = pts.take(bounds.keep(pts, budget, target))
+        lat0 = clique.lat.reshape(n)
+        imp0 = clique.imp.reshape(n)
+        idx = bounds.keep_arrays(None, lat0, imp0, budget, target)
+        pts = _Points(idx, lat0[idx], imp0[idx], {})
         children = sorted(clique.children, key=lambda ch: len(msgs[ch].lat))  # type: ignore[union-attr]
-        for ch in children:
+        for j, ch in enumerate(children):
             child = msgs[ch]
             assert child is not None
             bounds.merged(ch)
             pts = _merge_child(pts, child, clique.projection(tree.cliques[ch].sep), ch, bounds, budget, target, deadline)
-            pts = pts.take(_pareto_order(pts.a, pts.lat, pts.imp))
-        # Eliminate the clique's variable: union over its values, per separator assignment.
+            if j + 1 < len(children):
+                pts = pts.take(_pareto_order(pts.a, pts.lat, pts.imp))
+        # Eliminate the clique's variable: union over its values, per separator assignment. After
+        # the last child this one filter replaces two (per assignment, then per separator): with
+        # ties broken by the assignment it keeps the same points in the same order.
         seg = clique.projection(clique.sep)[pts.a]
-        order = _pareto_order(seg, pts.lat, pts.imp)
+        order = _pareto_order(seg, pts.lat, pts.imp, pts.a if children else None)
         pts = pts.take(order)
         seg = seg[order]
-        nsep = int(np.prod(tree.sep_shape(c), dtype=np.int64)) if clique.sep else 1
+        nsep = clique.size // clique.shape[clique.var_axis] if clique.sep else 1  # type: ignore[index]
         start = np.searchsorted(seg, np.arange(nsep + 1, dtype=np.int64)).astype(np.int64)
         msgs[c] = _Message(seg, pts.lat, pts.imp, start, pts.a, pts.prov)
         peak = max(peak, len(pts))
@@ -245,6 +307,20 @@ def _merge_child(
     first = child.start[s]
     counts = child.start[s + 1] - first
     ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    if 0 < total <= _MAX_PAIRS:
+        # Common case: every pair at once (the loop below would do the same in one piece).
+        if deadline is not None and time.perf_counter() > deadline:
+            raise SearchTimeout
+        rep = np.repeat(np.arange(len(pts), dtype=np.int64), counts)
+        ci = np.arange(total, dtype=np.int64) + np.repeat(first - (ends - counts), counts)
+        lat = pts.lat[rep] + child.lat[ci]
+        imp = pts.imp[rep] + child.imp[ci]
+        a = pts.a[rep]
+        keep = bounds.keep_arrays(a, lat, imp, budget, target)
+        prov = {k: v[rep[keep]] for k, v in pts.prov.items()}
+        prov[ch] = ci[keep]
+        return _Points(a[keep], lat[keep], imp[keep], prov)
     pieces: list[_Points] = []
     lo = 0
     while lo < len(pts):

@@ -33,6 +33,41 @@ def test_pareto_order_keeps_exactly_the_nondominated_points() -> None:
         assert len(kept) == len(expected_pairs)  # duplicates collapse to one point
 
 
+def test_pareto_order_small_and_vectorised_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mdp_trt.solve import pareto as pareto_module
+
+    rng = np.random.default_rng(1)
+    cases = []
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        seg = rng.integers(0, 3, n)
+        lat = rng.integers(0, 4, n).astype(float)
+        imp = rng.integers(-3, 4, n).astype(float) * rng.choice([1.0, 0.1])
+        tie = rng.integers(0, 5, n)
+        cases.append((seg, lat, imp, tie))
+    small = [(_pareto_order(s, l, i), _pareto_order(s, l, i, t)) for s, l, i, t in cases]
+    monkeypatch.setattr(pareto_module, "_SMALL", 0)
+    for (s, l, i, t), (a, b) in zip(cases, small):
+        assert np.array_equal(a, _pareto_order(s, l, i))
+        assert np.array_equal(b, _pareto_order(s, l, i, t))
+
+
+def test_pareto_order_with_tie_equals_filtering_per_assignment_first() -> None:
+    # The search's one-step elimination after the last child: per-separator filtering with ties
+    # broken by the assignment keeps what per-assignment then per-separator filtering keeps.
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        n = int(rng.integers(1, 80))
+        a = rng.integers(0, 6, n)
+        seg = a // 2
+        lat = rng.integers(0, 4, n).astype(float)
+        imp = rng.integers(0, 4, n).astype(float)
+        first = _pareto_order(a, lat, imp)
+        two = first[_pareto_order(seg[first], lat[first], imp[first])]
+        one = _pareto_order(seg, lat, imp, a)
+        assert np.array_equal(one, two)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_search_with_no_incumbent_finds_the_optimum(seed: int) -> None:
     p = load_problem(random_instance(seed, budget_fraction=0.6))
