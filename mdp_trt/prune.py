@@ -2,10 +2,9 @@
 
 Everything is written into a temporary directory beside ``out_dir`` and moved into place only
 when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
-If the measured latency of the pruned model misses the budget by more than ``tolerance``, the
-offset (latency outside the tables) is recalibrated at the measured operating point and the
-problem re-solved, at most ``max_rounds`` times: the tables predict *changes* well, the constant
-part is what drifts between the dense and the pruned network.
+The pruned model is measured; when it misses the budget (over by more than ``tolerance``, or
+under by more than twice that), the target handed to the solver is adjusted from the measured
+points and the problem re-solved, at most ``max_rounds`` times (see ``_closed_loop``).
 """
 
 from __future__ import annotations

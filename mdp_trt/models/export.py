@@ -83,6 +83,10 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
     import torch
 
     output = Path(output)
+    shape = options.input_shape
+    if len(shape) != 4 or shape[1] != 3:
+        raise InputError(f"--input-shape {'x'.join(map(str, shape))}: torchvision classification "
+                         "models take images, give Nx3xHxW, e.g. 1x3x224x224")
     if options.opset < 17:
         raise InputError(f"opset {options.opset} is too old: mdp-trt needs opset >= 17")
     model = _build(arch, options)
@@ -90,8 +94,13 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".export-") as tmp:
         staged = Path(tmp) / output.name
-        with _quiet():
-            _torch_export(model, example, staged, options)
+        try:
+            with _quiet():
+                _torch_export(model, example, staged, options)
+        except Exception as exc:  # the exporter's errors come from the user's arch/shape choice
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"exporting {arch} at {'x'.join(map(str, shape))} failed: {reason}; "
+                             "a larger --input-shape or the other --exporter may work") from exc
         written = sorted(Path(tmp).iterdir())
         for path in written:
             os.replace(path, output.parent / path.name)

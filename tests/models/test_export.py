@@ -48,3 +48,17 @@ def test_unknown_architecture_names_the_choices(tmp_path):
     with pytest.raises(InputError, match="unknown architecture 'resnet19'.*resnet18"):
         export_architecture("resnet19", tmp_path / "x.onnx")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 1, 32, 32)])
+def test_a_shape_that_is_not_an_rgb_image_is_refused(tmp_path, shape):
+    with pytest.raises(InputError, match="Nx3xHxW"):
+        export_architecture("resnet18", tmp_path / "x.onnx", ExportOptions(input_shape=shape))
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_the_architecture_cannot_do_is_a_clear_input_error(tmp_path):
+    with pytest.raises(InputError, match="exporting alexnet at 1x3x8x8 failed.*too small"):
+        export_architecture("alexnet", tmp_path / "a.onnx",
+                            ExportOptions(input_shape=(1, 3, 8, 8), exporter="torchscript"))
+    assert not list(tmp_path.iterdir())
