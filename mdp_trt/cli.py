@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from mdp_trt.errors import InputError, MdpTrtError
+from mdp_trt.latency.registry import DEFAULT_BACKEND, backend_names
 
 __all__ = ["app", "main"]
 
@@ -25,6 +26,12 @@ out = Console()
 err = Console(stderr=True)
 
 DEFAULT_DEMO_DIR = Path("mdp-trt-demo")
+
+
+BACKEND_HELP = f"latency backend: {', '.join(backend_names())}"
+RAY_HELP = ("measure table cells on Ray workers: 'local' starts a cluster on this machine, "
+            "'auto' joins the running one, or ray://HOST:PORT")
+WORKERS_HELP = "Ray workers (default: one per GPU, or one per --threads CPUs)"
 
 
 def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
@@ -83,16 +90,22 @@ def analyze(
 @app.command()
 def profile(
     model: Path = typer.Argument(..., help="ONNX model"),
-    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the tables as JSON"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+    interpolate: Optional[int] = typer.Option(
+        None, metavar="K", help="measure every K-th width per axis (plus held-back cells that "
+        "report the error) and interpolate the rest; default: measure every cell"),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
     from mdp_trt.graph.model import load_model
     from mdp_trt.latency.cache import LatencyCache
+    from mdp_trt.latency.ray_runner import cells_option
     from mdp_trt.latency.registry import get_backend
     from mdp_trt.latency.tables import profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
@@ -102,9 +115,19 @@ def profile(
     analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
     with get_backend(backend, threads=threads) as runtime, LatencyCache(cache) as store:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
-                                progress=True)
+                                progress=True, interpolate=interpolate,
+                                measure_cells=cells_option(ray, workers, runtime,
+                                                           {"threads": threads}))
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
+    report = tables.interpolation
+    if report and report["held_back"]:
+        out.print(f"interpolated {report['cells_interpolated']} cells from {report['cells_grid']}; "
+                  f"error on {report['held_back']} held-back cells: mean "
+                  f"{100 * report['mean_rel_error']:.1f}%, max {100 * report['max_rel_error']:.1f}%")
+    if tables.drift and tables.drift["max_drift"] > 0:
+        out.print(f"reference cell drift during profiling: up to {100 * tables.drift['max_drift']:.0f}%"
+                  f", {tables.drift['remeasured_cells']} cell timings repeated")
     if json_out:
         json_out.write_text(json.dumps(tables.to_json()))
         out.print(f"wrote {json_out}")
@@ -134,7 +157,7 @@ def solve(
 @app.command()
 def bench(
     model: Path = typer.Argument(..., help="ONNX model"),
-    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     threads: int = typer.Option(1, help="runtime threads"),
     batch: Optional[int] = typer.Option(None, help="batch size for a dynamic leading dimension"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON"),
@@ -157,12 +180,15 @@ def build(
     model: Path = typer.Argument(..., help="ONNX model"),
     output: Path = typer.Option(..., "-o", "--output", help="engine file to write"),
     fp16: bool = typer.Option(False, "--fp16"),
-    int8: bool = typer.Option(False, "--int8"),
+    int8: bool = typer.Option(False, "--int8", help="needs Q/DQ nodes in the model"),
+    workspace_mib: int = typer.Option(4096, help="scratch memory tactics may use, MiB"),
+    optimization_level: int = typer.Option(3, help="builder optimisation level 0-5"),
 ) -> None:
     """Build a TensorRT engine (needs the tensorrt package and an NVIDIA GPU)."""
     from mdp_trt.deploy.tensorrt import build_engine
 
-    build_engine(model, output, fp16=fp16, int8=int8)
+    build_engine(model, output, fp16=fp16, int8=int8, workspace_mib=workspace_mib,
+                 optimization_level=optimization_level)
     out.print(f"wrote {output}")
 
 
@@ -178,15 +204,25 @@ def prune(
     output: Path = typer.Option(..., "-o", "--output", help="output directory"),
     budget: Optional[float] = typer.Option(None, help="latency budget as a fraction of the measured baseline"),
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms"),
-    backend: str = typer.Option("ort-cpu", help="latency backend"),
+    backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
-    importance: str = typer.Option("magnitude", help="channel importance: magnitude"),
+    importance: str = typer.Option("magnitude", help="channel importance: magnitude (data-free) "
+                                   "or taylor (gradients on --calib data)"),
+    calib: Optional[Path] = typer.Option(None, help="calibration data for --importance taylor: an "
+                                         ".npz (x, optional y) or a folder of images"),
+    method: str = typer.Option("mdp", help="mdp (channels + blocks), or a baseline: mdp-channels, "
+                               "halp (output-only latency, greedy), uniform (same fraction everywhere)"),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
+    interpolate: Optional[int] = typer.Option(
+        None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
+        "(default: every cell measured)"),
     solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
     time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     force: bool = typer.Option(False, help="replace an existing output directory"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Prune MODEL to a latency budget and write pruned.onnx, plan.json, problem.json, report.json."""
     from mdp_trt.prune import prune as run_prune
@@ -194,10 +230,83 @@ def prune(
 
     report = run_prune(model, output, _prune_options(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
-        importance=importance, group_size=group_size, solver=solver, time_limit=time_limit,
-        cache=cache, input_shape=parse_shape(input_shape), force=force))
+        importance=importance, calib=calib, method=method, group_size=group_size,
+        interpolate=interpolate,
+        solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
+        force=force, ray=ray, workers=workers))
     out.print(format_summary(report))
     out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
+
+
+@app.command()
+def finetune(
+    model: Path = typer.Argument(..., help="the pruned ONNX model (the student)"),
+    teacher: Path = typer.Option(..., help="the original ONNX model it was pruned from"),
+    data: Path = typer.Option(..., help="training data: an .npz (x, optional y) or a folder of "
+                              "images (class sub-folders give labels)"),
+    output: Path = typer.Option(..., "-o", "--output", help="fine-tuned ONNX model to write"),
+    epochs: int = typer.Option(1, help="passes over the data"),
+    batch_size: int = typer.Option(64, help="samples per optimizer step"),
+    lr: float = typer.Option(1e-3, help="Adam learning rate"),
+    checkpoint: Optional[Path] = typer.Option(
+        None, help="state saved after every epoch; an existing one is resumed"),
+    seed: int = typer.Option(0, help="seeds the batch order"),
+) -> None:
+    """Recover a pruned model's accuracy: distil the teacher into it on DATA, write OUTPUT."""
+    from mdp_trt.data import load_dataset
+    from mdp_trt.finetune import FinetuneOptions, finetune as run_finetune
+    from mdp_trt.graph import load_model
+
+    dataset = load_dataset(data, tuple(load_model(model).graph.inputs[0].shape))
+    result = run_finetune(model, teacher, dataset, output, FinetuneOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, checkpoint=checkpoint, seed=seed))
+    losses = ", ".join(f"{loss:.4f}" for loss in result.losses)
+    out.print(f"{result.epochs} epochs in {result.seconds:.1f} s (resumed after "
+              f"{result.resumed_from}); loss per epoch: {losses}")
+    out.print(f"wrote {output}")
+
+
+@app.command()
+def progressive(
+    model: Path = typer.Argument(..., help="ONNX model"),
+    output: Path = typer.Option(..., "-o", "--output", help="output directory"),
+    budget: float = typer.Option(..., help="final latency as a fraction of MODEL's measured latency"),
+    steps: int = typer.Option(3, help="prune + fine-tune steps; step k aims at budget^(k/steps)"),
+    data: Path = typer.Option(..., help="fine-tuning data: an .npz (x, optional y) or a folder of images"),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", help="labelled data: accuracy per step"),
+    epochs: int = typer.Option(1, help="fine-tuning epochs per step"),
+    method: str = typer.Option("mdp", help="mdp, mdp-channels, halp or uniform (see prune)"),
+    importance: str = typer.Option("magnitude", help="magnitude or taylor (gradients on --data)"),
+    group_size: int = typer.Option(16, help="channels per pruning unit"),
+    threads: int = typer.Option(1, help="runtime threads"),
+    cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
+    input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
+    seed: int = typer.Option(0, help="seeds the fine-tuning batch order"),
+    force: bool = typer.Option(False, help="replace an existing output directory"),
+) -> None:
+    """Prune in STEPS steps with fine-tuning between (the original is the teacher); writes
+    step1..stepN/, final.onnx and summary.json."""
+    from mdp_trt.data import load_dataset
+    from mdp_trt.finetune import FinetuneOptions
+    from mdp_trt.graph import load_model
+    from mdp_trt.progressive import ProgressiveOptions, progressive as run_progressive
+
+    shape = tuple(load_model(model, parse_shape(input_shape)).graph.inputs[0].shape)
+    train = load_dataset(data, shape)
+    evaluate = load_dataset(eval_data, shape) if eval_data is not None else None
+    summary = run_progressive(model, output, train, ProgressiveOptions(
+        budget=budget, steps=steps, force=force,
+        prune=_prune_options(threads=threads, importance=importance,
+                             calib=data if importance == "taylor" else None, method=method,
+                             group_size=group_size, cache=cache,
+                             input_shape=parse_shape(input_shape)),
+        finetune=FinetuneOptions(epochs=epochs, seed=seed)), evaluate)
+    for step in summary.steps:
+        accuracy = ("" if step.accuracy_finetuned is None else
+                    f"; accuracy {step.accuracy_pruned:.2%} pruned, {step.accuracy_finetuned:.2%} fine-tuned")
+        out.print(f"step {step.step}: {step.measured_ms:.3f} ms for a {step.budget_ms:.3f} ms budget "
+                  f"({step.fraction:.0%} of {summary.baseline_latency_ms:.3f} ms){accuracy}")
+    out.print(f"wrote {output}/final.onnx, summary.json, step1..step{steps}/")
 
 
 @app.command()

@@ -97,3 +97,85 @@ def test_analyze_prints_tables_and_writes_json(tmp_path, capsys):
     analysis = json.loads((tmp_path / "a.json").read_text())
     assert len(analysis["layers"]) == 21
     assert sum(b["removable"] for b in analysis["blocks"]) == 5
+
+
+@pytest.mark.parametrize("command", ["bench", "profile"])
+def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path, capsys, command):
+    from mdp_trt.latency.tensorrt_backend import TensorRTBackend
+
+    if TensorRTBackend().available() is None:
+        pytest.skip("TensorRT and a GPU are present: the refusal cannot be exercised")
+    model = tmp_path / "m.onnx"
+    _tiny_onnx(model)
+    argv = [command, str(model), "--backend", "tensorrt"]
+    if command == "profile":
+        argv += ["--cache", str(tmp_path / "c.sqlite")]
+    code, text = run(argv, capsys)
+    assert code == 2 and "Traceback" not in text
+    assert "'tensorrt' cannot run here" in text and "install" in text.lower()
+
+
+def test_workers_need_ray_and_backend_help_lists_the_registry(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    _tiny_onnx(model)
+    code, text = run(["profile", str(model), "--workers", "2", "--cache",
+                      str(tmp_path / "c.sqlite")], capsys)
+    assert code == 2 and "--workers needs --ray" in text
+    code, text = run(["profile", "--help"], capsys)
+    assert code == 0 and "torch-cuda" in text and "tensorrt" in text and "--ray" in text
+
+
+def test_taylor_importance_needs_calibration_data(tmp_path, capsys):
+    code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "--importance",
+                      "taylor", "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "pass --calib" in text and "Traceback" not in text
+
+
+def test_finetune_writes_a_model_and_resumes_its_checkpoint(tmp_path, capsys):
+    import numpy as np
+    import onnxruntime as ort
+
+    from mdp_trt.graph import save_model
+    from mdp_trt.passes import analyze, apply_plan
+    from tests import onnx_graphs as G
+
+    teacher, teacher_path = G.load(G.conv_bn_relu_chain(), tmp_path, "teacher.onnx")
+    analysis = analyze(teacher, str(teacher_path))
+    keep = {g.id: list(range(0, g.channels, 2)) for g in analysis.groups if g.prunable}
+    student = save_model(apply_plan(teacher, analysis, keep, set()), tmp_path / "student.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
+             y=rng.integers(0, 5, 40))
+    argv = ["finetune", str(student), "--teacher", str(teacher_path), "--data",
+            str(tmp_path / "d.npz"), "--batch-size", "16", "--checkpoint",
+            str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "tuned.onnx")]
+    code, text = run(argv, capsys)
+    assert code == 0 and "1 epochs" in text and "resumed after 0" in text, text
+    session = ort.InferenceSession(str(tmp_path / "tuned.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"image": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)})[0].shape == (1, 5)
+    code, text = run(argv + ["--epochs", "2"], capsys)
+    assert code == 0 and "resumed after 1" in text, text
+
+    code, text = run(argv[:4] + ["--data", str(tmp_path / "missing.npz"), "-o",
+                                 str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and "missing.npz" in text and "Traceback" not in text
+
+
+def test_prune_refuses_an_unknown_method(tmp_path, capsys):
+    code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "--method", "random",
+                      "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--method" in text and "halp" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_progressive_refuses_a_budget_above_one_and_writes_nothing(tmp_path, capsys):
+    import numpy as np
+
+    from tests import onnx_graphs as G
+
+    _, model = G.load(G.conv_bn_relu_chain(), tmp_path)
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3, 8, 8), np.float32))
+    code, text = run(["progressive", str(model), "--budget", "1.5", "--data",
+                      str(tmp_path / "d.npz"), "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "fraction" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()

@@ -108,3 +108,62 @@ def test_interrupt_leaves_no_output_directory(resnet18, cold_run, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         prune(resnet18, tmp_path / "out", _options(cold_run[1]))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- methods: MDP and the baselines through the same pipeline -----------------------------------
+
+
+def _two_block_resnet():
+    """stem(16) -> two identity-skip blocks of 16 -> head, at 32x32: small enough to profile in
+    seconds, with blocks to remove and a bilayer interaction inside each block."""
+    from tests.onnx_graphs import GraphBuilder, head
+
+    b = GraphBuilder((1, 3, 32, 32), seed=3)
+    x = b.node("Relu", [b.conv("image", 3, 16, "stem")], "stem_relu")
+    for i in range(2):
+        y = b.node("Relu", [b.conv(x, 16, 16, f"block{i}.conv_a")], f"block{i}.relu_a")
+        y = b.conv(y, 16, 16, f"block{i}.conv_b")
+        x = b.node("Relu", [b.node("Add", [y, x], f"block{i}.add")], f"block{i}.relu")
+    head(b, x, 16)
+    return b.model()
+
+
+@pytest.fixture(scope="module")
+def small_resnet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    path = folder / "small.onnx"
+    onnx.save_model(_two_block_resnet(), path)
+    return path, folder / "cache.sqlite"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mdp", "mdp-channels", "halp", "uniform"])
+def test_every_method_gives_a_verified_model_within_its_predicted_target(small_resnet, tmp_path,
+                                                                         method):
+    path, cache = small_resnet
+    report = prune(path, tmp_path / "out", _options(cache, budget=0.7, group_size=4, method=method))
+    assert report.solver["method"] == method
+    assert report.verification["max_rel_diff"] <= 1e-4
+    (adopted,) = [r for r in report.rounds if r["adopted"]]
+    assert report.predicted_latency_ms <= adopted["target_ms"] * (1 + 1e-6)
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["solver"]["method"] == method
+    problem = json.loads((tmp_path / "out" / "problem.json").read_text())
+    kept = {name: k for name, (k, _) in report.kept_channels.items()}
+    if method != "mdp":
+        assert report.removed_blocks == []
+        assert sorted(problem["constraints"]["block_forced_kept"]) == list(range(len(problem["blocks"])))
+    if method == "uniform":
+        fractions = {k / total for k, total in report.kept_channels.values()
+                     if total != 5}  # the logits group is not prunable
+        assert len(fractions) == 1, kept
+    if method == "halp":
+        assert all(len({*row}) == 1 for layer in problem["layers"] if layer["prev_group"] is not None
+                   for row in layer["latency"])
+
+
+def test_an_unknown_method_is_refused_before_any_work(tmp_path):
+    from mdp_trt.errors import InputError
+
+    with pytest.raises(InputError, match="--method"):
+        prune(tmp_path / "missing.onnx", tmp_path / "out", PruneOptions(budget=0.5, method="random"))
+    assert list(tmp_path.iterdir()) == []

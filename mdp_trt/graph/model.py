@@ -160,8 +160,11 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
             # into the new data file, so the result never depends on the source file.
             ir.save(model, staged, external_data=data_name)
         else:
-            proto = ir.to_proto(model)
-            onnx.save_model(proto, staged)
+            # Unchanged weights may still be read lazily from the source's data file; a
+            # single-file model must carry them itself.
+            inline = model.clone()
+            ir.external_data.load_to_model(inline)
+            onnx.save_model(ir.to_proto(inline), staged)
         try:
             onnx.checker.check_model(str(staged))
         except onnx.checker.ValidationError as err:

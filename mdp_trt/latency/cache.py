@@ -1,17 +1,21 @@
 """The persistent latency cache: one SQLite file holding every measured table cell.
 
 A row's meaning never depends on the file name: its key is (backend, fingerprint key, runtime
-version, signature key, out_channels, in_channels), where the fingerprint records the device,
-thread count and precision and the signature the op, shapes, batch and dtype (``batch`` and
-``precision`` are also stored as plain columns for inspection). Rows are written in autocommit
+version, signature key, weights, out_channels, in_channels), where the fingerprint records the
+device, thread count and precision, the signature the op, shapes, batch and dtype (``batch`` and
+``precision`` are also stored as plain columns for inspection), and ``weights`` whether the cell
+was timed with its weights hot in cache or streamed from memory (``WEIGHTS``). Every row keeps
+its spread (p10/p90) and the machine drift seen by the reference cell when it was timed
+(``drift``: relative excess over the fastest reference timing; NULL when unguarded). Rows are written in autocommit
 mode, so each cell is durable as soon as ``put`` returns: an interrupted profile keeps every
 finished cell. WAL journaling lets a reader (e.g. a second ``profile``) coexist with a writer.
 
-Schema version 1::
+Schema version 2 (version 1 files, which lacked ``weights`` and ``drift``, are migrated in
+place on opening: their cells were timed hot)::
 
-    meta(key TEXT PRIMARY KEY, value TEXT)          -- ('schema_version', '1')
-    cells(backend, fingerprint, runtime_version, signature, out_channels, in_channels,
-          median_ms, spread, repeats, p10_ms, p90_ms, batch, precision, measured_at)
+    meta(key TEXT PRIMARY KEY, value TEXT)          -- ('schema_version', '2')
+    cells(backend, fingerprint, runtime_version, signature, weights, out_channels, in_channels,
+          median_ms, spread, repeats, p10_ms, p90_ms, batch, precision, measured_at, drift)
 """
 
 from __future__ import annotations
@@ -20,28 +24,32 @@ import logging
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from mdp_trt.errors import InputError
 from mdp_trt.latency.protocol import DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["LatencyCache", "SCHEMA_VERSION", "default_cache_path"]
+__all__ = ["LatencyCache", "SCHEMA_VERSION", "WEIGHTS", "Weights", "default_cache_path"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+Weights = Literal["hot", "cold"]
+WEIGHTS: tuple[str, ...] = ("hot", "cold")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_CELL_COLUMNS = (
+_V1_COLUMNS = (
     "backend", "fingerprint", "runtime_version", "signature", "out_channels", "in_channels",
     "median_ms", "spread", "repeats", "p10_ms", "p90_ms", "batch", "precision", "measured_at",
 )
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+_CELL_COLUMNS = _V1_COLUMNS + ("weights", "drift")
+_CELLS = """
 CREATE TABLE IF NOT EXISTS cells (
     backend TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     runtime_version TEXT NOT NULL,
     signature TEXT NOT NULL,
+    weights TEXT NOT NULL,
     out_channels INTEGER NOT NULL,
     in_channels INTEGER NOT NULL,
     median_ms REAL NOT NULL,
@@ -52,9 +60,12 @@ CREATE TABLE IF NOT EXISTS cells (
     batch INTEGER NOT NULL,
     precision TEXT NOT NULL,
     measured_at TEXT NOT NULL,
-    PRIMARY KEY (backend, fingerprint, runtime_version, signature, out_channels, in_channels)
-);
+    drift REAL,
+    PRIMARY KEY (backend, fingerprint, runtime_version, signature, weights, out_channels,
+                 in_channels)
+)
 """
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
 
 def default_cache_path() -> Path:
@@ -118,9 +129,8 @@ class LatencyCache:
                 # IMMEDIATE takes the write lock first and IF NOT EXISTS tolerates a concurrent
                 # creator, so two processes opening a new cache at once both succeed.
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.strip().split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                conn.execute(_META)
+                conn.execute(_CELLS)
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                              (str(SCHEMA_VERSION),))
                 conn.execute("COMMIT")
@@ -141,7 +151,9 @@ class LatencyCache:
                     f"mdp-trt (this one reads version {SCHEMA_VERSION}); upgrade mdp-trt, or pass "
                     "--cache with another path"
                 )
-            if version != SCHEMA_VERSION:
+            if version == 1 and "cells" in tables:
+                self._migrate_v1(conn)
+            elif version != SCHEMA_VERSION:
                 raise self._corrupt(f"unknown schema version {version}")
             if "cells" not in tables:
                 raise self._corrupt("no 'cells' table")
@@ -150,6 +162,30 @@ class LatencyCache:
                 raise self._corrupt(f"its 'cells' table has columns {sorted(columns)}")
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(str(exc)) from exc
+
+    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
+        """Version 1 -> 2 in one transaction (SQLite cannot widen a primary key in place)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while this one waited for the write lock.
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row[0] == "1":
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(cells)")}
+                if columns != set(_V1_COLUMNS):
+                    raise self._corrupt(f"its version-1 'cells' table has columns {sorted(columns)}")
+                conn.execute("ALTER TABLE cells RENAME TO cells_v1")
+                conn.execute(_CELLS)
+                conn.execute(f"INSERT INTO cells ({', '.join(_CELL_COLUMNS)}) "
+                             f"SELECT {', '.join(_V1_COLUMNS)}, 'hot', NULL FROM cells_v1")
+                conn.execute("DROP TABLE cells_v1")
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                             (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("migrated latency cache %s to schema %d (old cells: timed with hot weights)",
+                 self.path, SCHEMA_VERSION)
 
     @staticmethod
     def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -168,36 +204,52 @@ class LatencyCache:
         self.close()
 
     @staticmethod
-    def _key(fp: DeviceFingerprint, sig: LayerSignature) -> tuple[str, str, str, str]:
-        return fp.backend, fp.key(), fp.runtime_version, sig.key()
+    def _key(fp: DeviceFingerprint, sig: LayerSignature,
+             weights: str) -> tuple[str, str, str, str, str]:
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+        return fp.backend, fp.key(), fp.runtime_version, sig.key(), weights
+
+    _WHERE = ("backend = ? AND fingerprint = ? AND runtime_version = ? AND signature = ? AND "
+              "weights = ?")
 
     def get(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
-            in_channels: int) -> Measurement | None:
+            in_channels: int, *, weights: Weights = "hot") -> Measurement | None:
         row = self._conn.execute(
-            "SELECT median_ms, spread, repeats, p10_ms, p90_ms FROM cells WHERE backend = ? AND "
-            "fingerprint = ? AND runtime_version = ? AND signature = ? AND out_channels = ? AND "
-            "in_channels = ?", (*self._key(fp, sig), out_channels, in_channels)).fetchone()
+            f"SELECT median_ms, spread, repeats, p10_ms, p90_ms FROM cells WHERE {self._WHERE} "
+            "AND out_channels = ? AND in_channels = ?",
+            (*self._key(fp, sig, weights), out_channels, in_channels)).fetchone()
         return None if row is None else Measurement(*row)
 
-    def get_many(self, fp: DeviceFingerprint,
-                 sig: LayerSignature) -> dict[tuple[int, int], Measurement]:
+    def get_many(self, fp: DeviceFingerprint, sig: LayerSignature, *,
+                 weights: Weights = "hot") -> dict[tuple[int, int], Measurement]:
         """Every cached cell of ``sig`` on ``fp``, by (out_channels, in_channels)."""
         rows = self._conn.execute(
             "SELECT out_channels, in_channels, median_ms, spread, repeats, p10_ms, p90_ms "
-            "FROM cells WHERE backend = ? AND fingerprint = ? AND runtime_version = ? AND "
-            "signature = ?", self._key(fp, sig))
+            f"FROM cells WHERE {self._WHERE}", self._key(fp, sig, weights))
         return {(row[0], row[1]): Measurement(*row[2:]) for row in rows}
 
+    def drift(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
+              in_channels: int, *, weights: Weights = "hot") -> float | None:
+        """The reference-cell drift recorded with a cell (None: unguarded or absent)."""
+        row = self._conn.execute(
+            f"SELECT drift FROM cells WHERE {self._WHERE} AND out_channels = ? AND "
+            "in_channels = ?", (*self._key(fp, sig, weights), out_channels, in_channels)).fetchone()
+        return None if row is None else row[0]
+
     def put(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
-            in_channels: int, m: Measurement) -> None:
+            in_channels: int, m: Measurement, *, weights: Weights = "hot",
+            drift: float | None = None) -> None:
         """Store (or replace) a cell; durable when this returns."""
         measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        backend, fingerprint, version, signature, weights = self._key(fp, sig, weights)
         try:
             self._conn.execute(
                 f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_CELL_COLUMNS))})",
-                (*self._key(fp, sig), out_channels, in_channels, m.median_ms, m.spread, m.repeats,
-                 m.p10_ms, m.p90_ms, sig.batch, fp.precision, measured_at))
+                (backend, fingerprint, version, signature, out_channels, in_channels, m.median_ms,
+                 m.spread, m.repeats, m.p10_ms, m.p90_ms, sig.batch, fp.precision, measured_at,
+                 weights, drift))
         except sqlite3.OperationalError as exc:  # read-only file or directory, disk full
             raise InputError(f"{self.path}: cannot write to the latency cache ({exc}); pass "
                              "--cache with a writable path") from exc

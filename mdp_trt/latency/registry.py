@@ -1,8 +1,10 @@
 """The latency backends this build provides, by CLI name.
 
 ``BACKENDS`` maps a name to a factory taking keyword options (``threads`` and backend-specific
-ones); the CLI offers exactly its keys. A backend is registered only once it really measures:
-GPU runtimes will join here with their own module, imported lazily by their factory.
+ones); the CLI offers exactly its keys. Each factory imports its module lazily, so a backend
+whose runtime is missing (onnxruntime-gpu, TensorRT, a GPU) costs nothing until it is asked for,
+and then ``get_backend`` says what is missing. ``GPU_BACKENDS`` are those that need one GPU per
+measuring process (the Ray runner reserves one per worker).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from mdp_trt.errors import BackendUnavailable
 from mdp_trt.latency.protocol import LatencyBackend
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "get_backend", "backend_names"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend", "backend_names"]
 
 
 def _ort_cpu(**options) -> LatencyBackend:
@@ -21,10 +23,36 @@ def _ort_cpu(**options) -> LatencyBackend:
     return OrtCpuBackend(**options)
 
 
+def _ort_cuda(**options) -> LatencyBackend:
+    from mdp_trt.latency.ort_cuda import OrtCudaBackend
+
+    return OrtCudaBackend(**options)
+
+
+def _torch(device: str) -> Callable[..., LatencyBackend]:
+    def factory(**options) -> LatencyBackend:
+        from mdp_trt.latency.torch_backend import TorchBackend
+
+        return TorchBackend(device=device, **options)
+
+    return factory
+
+
+def _tensorrt(**options) -> LatencyBackend:
+    from mdp_trt.latency.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(**options)
+
+
 BACKENDS: dict[str, Callable[..., LatencyBackend]] = {
     "ort-cpu": _ort_cpu,
+    "ort-cuda": _ort_cuda,
+    "torch-cpu": _torch("cpu"),
+    "torch-cuda": _torch("cuda"),
+    "tensorrt": _tensorrt,
 }
 DEFAULT_BACKEND = "ort-cpu"
+GPU_BACKENDS = frozenset({"ort-cuda", "torch-cuda", "tensorrt"})
 
 
 def backend_names() -> list[str]:

@@ -13,22 +13,27 @@ usual case) only the diagonal is ever selected and no off-diagonal cell costs a 
 
 ``profile_tables`` measures only the cells the cache lacks, after deduplicating cells across
 layers with equal signatures. The cell list is deterministic: layers in analysis order, then
-rows, then columns, first occurrence wins.
+rows, then columns, first occurrence wins. With ``interpolate=k`` it measures only a coarse grid
+(every k-th width) plus a few held-back cells and interpolates the rest (``interpolate.py``);
+cells are timed under the reference-cell drift guard (``drift.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.errors import InputError
 from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.protocol import LatencyBackend
+from mdp_trt.latency.drift import DriftPolicy, measure_guarded
+from mdp_trt.latency.interpolate import CoarsePlan
+from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["LatencyTables", "Cell", "LayerCells", "plan_cells", "required_cells",
+__all__ = ["LatencyTables", "Cell", "LayerCells", "MeasureCells", "plan_cells", "required_cells",
            "profile_tables", "FORMAT"]
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,10 @@ class Cell:
 
     def key(self) -> tuple[str, int, int]:
         return self.signature.key(), self.out_channels, self.in_channels
+
+
+# Measures cells elsewhere (e.g. on Ray workers), yielding each with its measurement when done.
+MeasureCells = Callable[[Sequence[Cell]], Iterator[tuple[Cell, Measurement]]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,8 @@ class LatencyTables:
     columns when the layer reads a graph input). ``channels[name]`` = [channel count per output
     option, channel count per input option]. ``cells_measured``/``cells_cached`` count distinct
     cells measured by this run / found in the cache; ``seconds`` is the wall time of the run.
+    ``interpolation`` is the ``InterpolationReport`` (JSON) of coarse tables, None for full
+    ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run.
     """
 
     backend: str
@@ -80,6 +91,8 @@ class LatencyTables:
     cells_cached: int = 0
     seconds: float = 0.0
     channels: dict[str, list[list[int]]] = field(default_factory=dict)
+    interpolation: dict | None = None
+    drift: dict | None = None
 
     def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
         """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
@@ -104,6 +117,8 @@ class LatencyTables:
             "cells_measured": self.cells_measured,
             "cells_cached": self.cells_cached,
             "seconds": self.seconds,
+            "interpolation": self.interpolation,
+            "drift": self.drift,
         }
 
     @classmethod
@@ -120,6 +135,8 @@ class LatencyTables:
             seconds=float(data.get("seconds", 0.0)),
             channels={k: [list(map(int, axis)) for axis in v]
                       for k, v in data.get("channels", {}).items()},
+            interpolation=data.get("interpolation"),
+            drift=data.get("drift"),
         )
 
 
@@ -204,54 +221,94 @@ def _progress(enabled: bool):
 
 
 def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBackend,
-                   cache: LatencyCache, progress: bool = True) -> LatencyTables:
+                   cache: LatencyCache, progress: bool = True, interpolate: int | None = None,
+                   holdout: int = 2, drift: DriftPolicy | None = DriftPolicy(),
+                   measure_cells: MeasureCells | None = None) -> LatencyTables:
     """Fill every layer's table, measuring only the cells ``cache`` lacks.
 
     Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
     (an exception, Ctrl-C) keeps every finished cell and a re-run resumes where it stopped.
+    ``interpolate``: measure every k-th width per axis (plus ``holdout`` held-back cells per
+    signature) and interpolate the rest; None measures every cell. ``drift``: the reference-cell
+    guard (None: none). A backend with a ``weights`` attribute ("hot"/"cold") keys its cells by it.
+    ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``), yielding each
+    ``(cell, measurement)`` as it finishes, on backends whose fingerprint is ``backend``'s; None
+    measures them here on ``backend``. Cells measured elsewhere carry no drift record.
     """
     start = time.perf_counter()
     plan = plan_cells(analysis, group_size)
     cells = required_cells(plan)
     fp = backend.fingerprint()
-    values: dict[tuple[str, int, int], float] = {}
+    weights = getattr(backend, "weights", "hot")
     by_signature: dict[str, dict] = {}
-    missing: list[Cell] = []
-    for cell in cells:
+
+    def cached(cell: Cell):
         sig_key = cell.signature.key()
         if sig_key not in by_signature:
-            by_signature[sig_key] = cache.get_many(fp, cell.signature)
-        hit = by_signature[sig_key].get((cell.out_channels, cell.in_channels))
-        if hit is None:
-            missing.append(cell)
-        else:
-            values[cell.key()] = hit.median_ms
-    cached = len(cells) - len(missing)
-    log.info("%d layers need %d distinct cells: %d cached, %d to measure on %s", len(plan),
-             len(cells), cached, len(missing), backend.name)
+            by_signature[sig_key] = cache.get_many(fp, cell.signature, weights=weights)
+        return by_signature[sig_key].get((cell.out_channels, cell.in_channels))
+
+    medians = {cell.key(): hit.median_ms for cell in cells if (hit := cached(cell)) is not None}
+    coarse = None
+    wanted = cells
+    if interpolate is not None:
+        coarse = CoarsePlan(cells, step=interpolate, holdout=holdout, cached=medians)
+        wanted = coarse.to_measure()
+        medians.update({c.key(): hit.median_ms for c in wanted
+                        if c.key() not in medians and (hit := cached(c)) is not None})
+    missing = [cell for cell in wanted if cell.key() not in medians]
+    cached_count = len(wanted) - len(missing)
+    log.info("%d layers need %d distinct cells (%d to time%s): %d cached, %d to measure on %s",
+             len(plan), len(cells), len(wanted),
+             "" if coarse is None else f", interpolation step {interpolate}", cached_count,
+             len(missing), backend.name)
+    drift_log = None
     if missing:
         bar = _progress(progress)
         with backend:
             if bar is not None:
                 bar.start()
                 task = bar.add_task(f"profiling {backend.name}", total=len(missing))
+
+            def store(index: int, m, cell_drift: float | None) -> None:
+                cell = missing[index]
+                cache.put(fp, cell.signature, cell.out_channels, cell.in_channels, m,
+                          weights=weights, drift=cell_drift)
+                if bar is not None and cell.key() not in medians:
+                    bar.advance(task)
+                medians[cell.key()] = m.median_ms
+
             try:
-                for cell in missing:
-                    m = backend.measure_layer(cell.signature, cell.out_channels,
-                                              cell.in_channels)
-                    cache.put(fp, cell.signature, cell.out_channels, cell.in_channels, m)
-                    values[cell.key()] = m.median_ms
-                    if bar is not None:
-                        bar.advance(task)
+                if measure_cells is None:
+                    drift_log = measure_guarded(
+                        backend, [(c.signature, c.out_channels, c.in_channels) for c in missing],
+                        store, policy=drift).to_json()
+                else:
+                    index = {cell.key(): i for i, cell in enumerate(missing)}
+                    for cell, m in measure_cells(missing):
+                        store(index[cell.key()], m, None)
+                    absent = [c for c in missing if c.key() not in medians]
+                    if absent:
+                        raise RuntimeError(f"measure_cells returned {len(missing) - len(absent)} "
+                                           f"of {len(missing)} cells; first missing: {absent[0]}")
             finally:
                 if bar is not None:
                     bar.stop()
+    values = medians if coarse is None else coarse.fill(medians)
     tables = {
         layer.layer: [[0.0 if cell is None else values[cell.key()] for cell in row]
                       for row in layer.cells]
         for layer in plan
     }
     channels = {layer.layer: [list(layer.out_options), list(layer.in_options)] for layer in plan}
+    report = None if coarse is None else coarse.report(medians)
+    if report is not None and report.held_back:
+        log.info("interpolated tables (step %d): %d cells timed, %d interpolated; error on %d "
+                 "held-back cells: mean %.1f%%, max %.1f%%", interpolate, report.cells_grid,
+                 report.cells_interpolated, report.held_back, 100 * report.mean_rel_error,
+                 100 * report.max_rel_error)
     return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
-                         tables=tables, cells_measured=len(missing), cells_cached=cached,
-                         seconds=time.perf_counter() - start, channels=channels)
+                         tables=tables, cells_measured=len(missing), cells_cached=cached_count,
+                         seconds=time.perf_counter() - start, channels=channels,
+                         interpolation=None if report is None else report.to_json(),
+                         drift=drift_log)

@@ -4,7 +4,8 @@ Nothing is downloaded: weights are torchvision's seeded random initialisation. W
 ``weights=None`` every BatchNorm is the identity (gamma 1, beta 0, mean 0, var 1), which would
 make BN folding and BN-scaled importance trivially uniform; ``bn_stats="random"`` (the default)
 draws the BN parameters and statistics from the same seed so exported models look like trained
-ones to every pass.
+ones to every pass. It also draws ConvNeXt's layer scales (initialised to 1e-6, which would make
+every block invisible in the output, so a wrong cut inside one would pass verification).
 """
 
 from __future__ import annotations
@@ -56,11 +57,11 @@ def _build(arch: str, options: ExportOptions):
     torch.manual_seed(options.seed)
     model = torchvision.models.get_model(arch, weights=None)
     if options.bn_stats == "random":
-        _randomise_batchnorm(model, options.seed)
+        _randomise_statistics(model, options.seed)
     return model.eval()
 
 
-def _randomise_batchnorm(model, seed: int) -> None:
+def _randomise_statistics(model, seed: int) -> None:
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
@@ -72,6 +73,9 @@ def _randomise_batchnorm(model, seed: int) -> None:
                 module.bias.copy_(0.1 * torch.randn(n, generator=generator))
                 module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
                 module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+        for name, param in model.named_parameters():
+            if name.endswith("layer_scale"):
+                param.copy_(0.5 + torch.rand(param.shape, generator=generator))
 
 
 def export_architecture(arch: str, output: str | Path, options: ExportOptions = ExportOptions()) -> Path:
@@ -98,7 +102,8 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
             with _quiet():
                 _torch_export(model, example, staged, options)
         except Exception as exc:  # the exporter's errors come from the user's arch/shape choice
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            # The first line says what failed; TorchScript appends a dump of the whole graph.
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise InputError(f"exporting {arch} at {'x'.join(map(str, shape))} failed: {reason}; "
                              "a larger --input-shape or the other --exporter may work") from exc
         written = sorted(Path(tmp).iterdir())

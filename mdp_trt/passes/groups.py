@@ -785,6 +785,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
     # Facts collected per seed, merged per union-find root at the end.
     facts: dict[int, dict[str, list]] = {}
     unsupported: list[str] = []
+    rejected: dict[ir.Node, str] = {}  # first reason each rejecting node gave
 
     def fact(seed: int, kind: str, item) -> None:
         facts.setdefault(seed, {}).setdefault(kind, []).append(item)
@@ -831,6 +832,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
             if isinstance(outcome, Reject):
                 fact(seed, "reasons", outcome.reason)
                 unsupported.append(_where(node))
+                rejected.setdefault(node, outcome.reason)
             elif isinstance(outcome, Consume):
                 fact(seed, "consumers", outcome.layer)
                 fact(seed, "slices", (outcome.slice,))
@@ -854,9 +856,14 @@ def trace_groups(graph: ir.Graph) -> Trace:
         if producer is None:
             what = "graph input" if value.is_graph_input() else "constant"
             fact(seed, "reasons", f"channels also come from {what} {value.name!r}")
+        elif (origin := _stopped_at(producer, rejected)) is not None and origin in rejected:
+            # E.g. ConvNeXt's stem: LayerNorm stops its group, so the Transpose after it
+            # carries channels no group explains; the LayerNorm is the cause worth naming.
+            fact(seed, "reasons", f"channels also come from {_where(producer)}, after {rejected[origin]}")
         else:
-            fact(seed, "reasons", f"channels also come from unsupported op {_where(producer)}")
-            unsupported.append(_where(producer))
+            origin = origin or producer
+            fact(seed, "reasons", f"channels also come from unsupported op {_where(origin)}")
+            unsupported.append(_where(origin))
 
     roots = sorted({uf.find(s) for s in seed_of.values()}, key=lambda r: order[layers[r]])
     group_of_root = {root: gid for gid, root in enumerate(roots)}
@@ -903,6 +910,20 @@ def trace_groups(graph: ir.Graph) -> Trace:
         single = parts.complete and parts.fixed == 0 and len(parts.groups) == 1
         in_group[layer] = parts.groups[0] if single else None
     return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts)
+
+
+def _stopped_at(node: ir.Node, rejected: dict[ir.Node, str]) -> ir.Node | None:
+    """Up the first data inputs from ``node``: the first node that rejected channels or has no
+    handler (where tracing stopped), or None when the walk reaches an input or a constant."""
+    seen: set[ir.Node] = set()
+    current: ir.Node | None = node
+    while current is not None and current not in seen:
+        seen.add(current)
+        if current in rejected or current.domain not in ("", "ai.onnx") or current.op_type not in HANDLERS:
+            return current
+        data = [v for v in current.inputs if v is not None and not is_constant(v)]
+        current = data[0].producer() if data else None
+    return None
 
 
 def _input_parts(layer: ir.Node, places: list[tuple[int, Layout]], groups: list[GroupTrace]) -> InputParts:

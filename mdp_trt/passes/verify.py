@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -35,17 +37,28 @@ class Verification:
         return cls(**data)
 
 
+# A protobuf message cannot exceed 2 GiB; above this many weight bytes (leaving room for the
+# graph) ORT reads the model from a file with external data instead of from bytes.
+IN_MEMORY_LIMIT_BYTES = 3 << 29
+
+
 def _session(model: ir.Model):
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    if weights > IN_MEMORY_LIMIT_BYTES:
+        # ORT has read every initializer once the session exists, so the files can go.
+        with tempfile.TemporaryDirectory(prefix="mdp-verify-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            ir.save(model, path, external_data="model.onnx.data")
+            return ort.InferenceSession(str(path), options, providers=providers)
     # External data is read into memory on a copy (ORT gets bytes, not a path).
     copy = model.clone()
     ir.external_data.load_to_model(copy)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        ir.to_proto(copy).SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(ir.to_proto(copy).SerializeToString(), options, providers=providers)
 
 
 def _feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -161,3 +161,20 @@ def test_run_time_shapes_of_static_tensors_are_folded(tmp_path):
     loaded = load_model(tmp_path / "s.onnx")
     assert [n.op_type for n in loaded.graph] == ["Resize", "Mul"]
     assert static_shape(loaded.graph.outputs[0]) == (1, 2, 8, 8)
+
+
+def test_a_single_file_save_carries_weights_read_lazily_from_elsewhere(tmp_path, monkeypatch):
+    # A pruned model can fall under the external-data threshold while its unchanged weights
+    # are still read lazily from the original's data file: the saved file must hold them.
+    import mdp_trt.graph.model as model_module
+
+    model, _ = G.load(_big_model(), tmp_path)
+    source = save_model(model, tmp_path / "src" / "m.onnx")
+    reloaded = load_model(source)
+    monkeypatch.setattr(model_module, "EXTERNAL_DATA_THRESHOLD_BYTES", 1 << 40)
+    out = save_model(reloaded, tmp_path / "out" / "single.onnx")
+    (tmp_path / "src" / "m.onnx.data").unlink()
+    assert [p.name for p in out.parent.iterdir()] == ["single.onnx"]
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    np.testing.assert_array_equal(got, G.run(model, x)[0])

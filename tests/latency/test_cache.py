@@ -110,7 +110,7 @@ def test_default_path_is_in_the_user_cache_dir(monkeypatch, tmp_path):
     with LatencyCache() as cache:
         assert cache.path == tmp_path / "mdp-trt" / "latency.sqlite"
         assert cache.path.is_file()
-    assert cache_module.SCHEMA_VERSION == 1
+    assert cache_module.SCHEMA_VERSION == 2
 
 
 def test_two_open_caches_on_one_file_share_rows(tmp_path):
@@ -120,3 +120,60 @@ def test_two_open_caches_on_one_file_share_rows(tmp_path):
         assert b.get(FP, SIG, 16, 8) == Measurement(1.0, 0.0, 5, 1.0, 1.0)
         mode = sqlite3.connect(str(path)).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_hot_and_cold_weight_cells_are_distinct_rows_with_their_drift(tmp_path):
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        hot, cold = Measurement(1.0, 0.0, 5, 1.0, 1.0), Measurement(3.0, 0.2, 5, 2.8, 3.4)
+        cache.put(FP, SIG, 16, 8, hot)
+        cache.put(FP, SIG, 16, 8, cold, weights="cold", drift=0.04)
+        assert cache.get(FP, SIG, 16, 8) == hot
+        assert cache.get_many(FP, SIG, weights="cold") == {(16, 8): cold}
+        assert cache.drift(FP, SIG, 16, 8, weights="cold") == pytest.approx(0.04)
+        assert cache.drift(FP, SIG, 16, 8) is None
+        with pytest.raises(ValueError, match="weights"):
+            cache.get(FP, SIG, 16, 8, weights="lukewarm")
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cells (backend TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    runtime_version TEXT NOT NULL, signature TEXT NOT NULL, out_channels INTEGER NOT NULL,
+    in_channels INTEGER NOT NULL, median_ms REAL NOT NULL, spread REAL NOT NULL,
+    repeats INTEGER NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL, batch INTEGER NOT NULL,
+    precision TEXT NOT NULL, measured_at TEXT NOT NULL,
+    PRIMARY KEY (backend, fingerprint, runtime_version, signature, out_channels, in_channels));
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+
+
+def test_a_version_1_cache_is_migrated_keeping_its_cells_as_hot(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(str(path))
+    conn.executescript(V1_SCHEMA)
+    conn.execute("INSERT INTO cells VALUES (?, ?, ?, ?, 16, 8, 1.5, 0.1, 9, 1.4, 1.6, 1, 'fp32', "
+                 "'2026-01-01T00:00:00+00:00')", (FP.backend, FP.key(), FP.runtime_version,
+                                                  SIG.key()))
+    conn.commit()
+    conn.close()
+    with LatencyCache(path) as cache:
+        assert cache.get(FP, SIG, 16, 8) == Measurement(1.5, 0.1, 9, 1.4, 1.6)
+        assert cache.get(FP, SIG, 16, 8, weights="cold") is None
+        cache.put(FP, SIG, 16, 8, Measurement(4.0, 0.1, 9, 3.9, 4.1), weights="cold")
+        assert len(cache) == 2
+    version = sqlite3.connect(str(path)).execute(
+        "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert version == str(SCHEMA_VERSION)
+    with LatencyCache(path) as cache:  # a second opening finds it current
+        assert len(cache) == 2
+
+
+def test_a_version_1_cache_with_foreign_columns_is_refused(tmp_path):
+    path = tmp_path / "odd.sqlite"
+    conn = sqlite3.connect(str(path))
+    conn.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                       "CREATE TABLE cells (x INTEGER);"
+                       "INSERT INTO meta VALUES ('schema_version', '1');")
+    conn.close()
+    with pytest.raises(InputError, match=r"odd.sqlite.*version-1 'cells' table.*delete the file"):
+        LatencyCache(path)

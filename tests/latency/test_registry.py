@@ -15,8 +15,8 @@ def test_get_backend_builds_ort_cpu_with_threads():
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(BackendUnavailable, match="unknown latency backend 'tensorrt'.*ort-cpu"):
-        registry.get_backend("tensorrt")
+    with pytest.raises(BackendUnavailable, match="unknown latency backend 'cudnn'.*ort-cpu.*tensorrt"):
+        registry.get_backend("cudnn")
 
 
 def test_known_but_unusable_backend_says_why(monkeypatch):
@@ -27,3 +27,14 @@ def test_known_but_unusable_backend_says_why(monkeypatch):
     monkeypatch.setitem(registry.BACKENDS, "fake", lambda **kw: Missing(**kw))
     with pytest.raises(BackendUnavailable, match="'fake' cannot run here.*pip install fakert"):
         registry.get_backend("fake")
+
+
+def test_every_registered_backend_builds_and_answers_available():
+    # Constructing must not need the runtime (it is imported on activation); available() is the
+    # one place that says whether it can run, as a reason string.
+    for name in registry.backend_names():
+        backend = registry.BACKENDS[name](threads=1)
+        assert backend.name == name
+        reason = backend.available()
+        assert reason is None or (isinstance(reason, str) and reason)
+    assert registry.GPU_BACKENDS < set(registry.backend_names())

@@ -62,3 +62,22 @@ def test_an_export_the_architecture_cannot_do_is_a_clear_input_error(tmp_path):
         export_architecture("alexnet", tmp_path / "a.onnx",
                             ExportOptions(input_shape=(1, 3, 8, 8), exporter="torchscript"))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_torchscript_failure_is_named_by_its_first_line(tmp_path):
+    # TorchScript appends the whole graph to its message; the cause is on the first line.
+    with pytest.raises(InputError, match="exporting alexnet at 1x3x64x64 failed: .*adaptive_avg_pool2d"):
+        export_architecture("alexnet", tmp_path / "a.onnx",
+                            ExportOptions(input_shape=(1, 3, 64, 64), exporter="torchscript"))
+
+
+def test_convnext_layer_scales_are_drawn_like_trained_ones(tmp_path):
+    # At their 1e-6 initialisation the blocks would not show in the output at all.
+    import numpy as np
+    from onnx import numpy_helper
+
+    path = export_architecture("convnext_tiny", tmp_path / "c.onnx",
+                               ExportOptions(input_shape=SMALL, exporter="torchscript"))
+    scales = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if "layer_scale" in t.name]
+    assert len(scales) == 18
+    assert all(s.min() >= 0.5 and s.max() <= 1.5 for s in scales)

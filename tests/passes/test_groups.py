@@ -199,3 +199,21 @@ def test_gathers_off_the_channel_axis_carry_the_group(tmp_path):
     assert conv.prunable and conv.consumers == ("fc1",)
     cut = next(s for s in trace_groups(model.graph).groups[conv.id].slices if s.consumer)
     assert (cut.axis, cut.stride) == (1, 6)
+
+
+def test_channels_behind_a_rejecting_op_name_that_op(tmp_path):
+    # ConvNeXt's stem: conv -> channel-last LayerNorm -> back; the residual stream after it is
+    # pinned because of the LayerNorm, not because of the (supported) Transpose before the Add.
+    import numpy as np
+
+    b = G.GraphBuilder((1, 3, 8, 8))
+    x = b.node("Transpose", [b.conv("image", 3, 8, "conv1")], "t1", perm=[0, 2, 3, 1])
+    x = b.node("LayerNormalization", [x, b.const("ln.scale", np.ones(8, np.float32))], "ln", axis=-1)
+    y = b.node("Transpose", [x], "t2", perm=[0, 3, 1, 2])
+    x = b.node("Relu", [b.node("Add", [y, b.conv(y, 8, 8, "conv2")], "add")], "relu")
+    G.head(b, x, 8)
+    a = _analyze(b.model(), tmp_path)
+    conv1, conv2 = _group_of(a, "conv1"), _group_of(a, "conv2")
+    assert conv1.reason == "LayerNormalization (node 'ln') normalises over the channel axis"
+    assert conv2.reason == ("channels also come from Transpose (node 't2'), after "
+                            "LayerNormalization (node 'ln') normalises over the channel axis")

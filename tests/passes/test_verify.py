@@ -53,3 +53,15 @@ def test_seeded_inputs_are_reproducible(tmp_path):
     b = verify(model, other, seed=7, rtol=1.0)
     assert a == b
     assert np.isfinite(a.max_rel_diff)
+
+
+def test_models_over_the_protobuf_limit_run_from_a_file(tmp_path, monkeypatch):
+    # Models above 2 GiB cannot be handed to ORT as bytes; the file route must agree exactly.
+    import importlib
+
+    verify_module = importlib.import_module("mdp_trt.passes.verify")  # the package re-exports verify()
+    model, _ = G.load(G.conv_bn_relu_chain(), tmp_path)
+    other = _perturbed(model, 1e-3)
+    in_memory = verify(model, other, rtol=1.0)
+    monkeypatch.setattr(verify_module, "IN_MEMORY_LIMIT_BYTES", 0)
+    assert verify(model, other, rtol=1.0) == in_memory

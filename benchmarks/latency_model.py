@@ -1,0 +1,223 @@
+"""Latency-model accuracy: predicted vs measured end-to-end latency of pruned ResNets on ORT CPU.
+
+For each architecture and thread count: export the model, measure it, fill its bilayer tables,
+then build pruned models for solver plans (budgets spread over ``--budgets``) and random valid
+plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
+each with ``benchmark_model`` on the same backend. Four predictions per plan:
+
+  bilayer   sum of the plan's table cells + a constant calibrated on the measured original (ours)
+  out-only  the same with every layer at its full input width (HALP-style output-channel model)
+  flops     baseline latency x FLOPs(plan) / FLOPs(original) (proportional, calibrated on the
+            original)
+  affine    a x FLOPs + b, least-squares fitted on this run's own plans (a reference that sees
+            the answers)
+
+Prints mean and max absolute percentage error per (model, threads) and writes a PNG of predicted
+vs measured. FLOPs (2 x MACs of Conv/Gemm/MatMul) are counted on the pruned ONNX files.
+
+    .venv/bin/python benchmarks/latency_model.py [--archs resnet18 resnet50] [--threads 1 2]
+        [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K] [--weights hot|cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from mdp_trt.bench.measure import benchmark_model
+from mdp_trt.graph import load_model, save_model
+from mdp_trt.latency.cache import LatencyCache
+from mdp_trt.latency.drift import DriftPolicy
+from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.tables import profile_tables
+from mdp_trt.models.export import ExportOptions, export_architecture
+from mdp_trt.passes import analyze, apply_plan
+from mdp_trt.prune import _importance, _table_sum
+from mdp_trt.solve import load_problem, solve
+from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
+
+MODELS = ("bilayer", "out-only", "flops", "affine")
+
+
+def count_flops(path: Path) -> float:
+    """2 x multiply-accumulates of every Conv, Gemm and MatMul, from inferred shapes."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.value_info, *model.graph.input, *model.graph.output)}
+    shapes.update({init.name: list(init.dims) for init in model.graph.initializer})
+    total = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            weight, out = shapes[node.input[1]], shapes[node.output[0]]
+            total += 2 * np.prod(out, dtype=np.float64) * np.prod(weight[1:], dtype=np.float64)
+        elif node.op_type in ("Gemm", "MatMul"):
+            out, a = shapes[node.output[0]], shapes[node.input[0]]
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            inner = a[-2] if trans_a else a[-1]
+            total += 2 * np.prod(out, dtype=np.float64) * inner
+    return total
+
+
+def plans_for(analysis, importance, tables, offset_ms, baseline_ms, args, rng):
+    """(label, options, blocks) of the solver plans then the random valid plans."""
+    K = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
+    n_blocks = len(removable_blocks(analysis))
+    plans = []
+    n_solver = args.plans // 2
+    for budget in np.linspace(args.budgets[0], args.budgets[1], n_solver):
+        instance = formulate(analysis, importance, tables.tables, group_size=args.group_size,
+                             budget_ms=budget * baseline_ms, offset_ms=offset_ms, name="bench")
+        plan = solve(load_problem(instance), "exact")
+        if plan.status == "infeasible" or not plan.options:
+            print(f"  solver: budget {budget:.2f} infeasible, skipped", flush=True)
+            continue
+        plans.append((f"solver@{budget:.2f}", list(plan.options), list(plan.blocks)))
+    for k in range(args.plans - len(plans)):
+        # A target keep fraction per plan, so random plans spread over light to heavy pruning.
+        keep = rng.uniform(0.3, 1.0)
+        options = [int(np.clip(round(keep * n + rng.normal(0, 0.15 * n)), 1, n))
+                   if g.prunable else n for g, n in zip(analysis.groups, K)]
+        blocks = [1] + [int(rng.random() > 0.15) for _ in range(n_blocks)]
+        plans.append((f"random{k}", options, blocks))
+    return plans
+
+
+def out_only_sum(analysis, tables, options, removed) -> float:
+    """Table sum with each layer at its full input width (the last column)."""
+    total = 0.0
+    for layer in analysis.layers:
+        if layer.block is not None and layer.block in removed:
+            continue
+        total += tables.tables[layer.name][options[layer.out_group]][-1]
+    return total
+
+
+def run_one(arch, threads, args, root, rng) -> dict:
+    shape = (1, 3, args.resolution, args.resolution)
+    onnx_path = export_architecture(arch, root / f"{arch}.onnx", ExportOptions(input_shape=shape))
+    model = load_model(onnx_path)
+    analysis = analyze(model, str(onnx_path))
+    importance = _importance(model, analysis)
+    original = save_model(model, root / f"{arch}-original.onnx")
+    backend = get_backend("ort-cpu", threads=threads, weights=args.weights)
+    measure = lambda p: benchmark_model(p, backend, rounds=args.rounds).latency_ms  # noqa: E731
+    with backend, LatencyCache(args.cache or root / "cache.sqlite") as cache:
+        baseline_ms = measure(original)
+        start = time.perf_counter()
+        tables = profile_tables(analysis, group_size=args.group_size, backend=backend, cache=cache,
+                                progress=False, interpolate=args.interpolate,
+                                drift=None if args.no_drift else DriftPolicy())
+        profile_s = time.perf_counter() - start
+        full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
+        offset_ms = baseline_ms - _table_sum(analysis, tables, full, frozenset())
+        out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
+        flops0 = count_flops(original)
+        rows = []
+        for label, options, blocks in plans_for(analysis, importance, tables, offset_ms,
+                                                baseline_ms, args, rng):
+            decoded = decode_plan(analysis, importance, args.group_size, options, blocks)
+            removed = decoded.removed_blocks
+            path = save_model(apply_plan(model, analysis, decoded.keep, removed),
+                              root / f"{arch}-{threads}t-{label}.onnx")
+            flops = count_flops(path)
+            rows.append({
+                "plan": label, "measured_ms": measure(path), "flops": flops,
+                "bilayer": _table_sum(analysis, tables, options, removed) + offset_ms,
+                "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
+                "flops_prop": baseline_ms * flops / flops0,
+            })
+            print(f"  {label}: measured {rows[-1]['measured_ms']:.2f} ms, bilayer "
+                  f"{rows[-1]['bilayer']:.2f}, out-only {rows[-1]['out-only']:.2f}, flops "
+                  f"{rows[-1]['flops_prop']:.2f}", flush=True)
+    measured = np.array([r["measured_ms"] for r in rows])
+    fit = np.linalg.lstsq(np.stack([[r["flops"] for r in rows], np.ones(len(rows))], axis=1),
+                          measured, rcond=None)[0]
+    for r in rows:
+        r["affine"] = float(fit[0] * r["flops"] + fit[1])
+        r["flops"] = r.pop("flops")
+    predictions = {"bilayer": "bilayer", "out-only": "out-only", "flops": "flops_prop",
+                   "affine": "affine"}
+    errors = {}
+    for name, key in predictions.items():
+        ape = np.abs(np.array([r[key] for r in rows]) - measured) / measured
+        errors[name] = {"mean_ape": float(ape.mean()), "max_ape": float(ape.max())}
+    return {"arch": arch, "threads": threads, "resolution": args.resolution,
+            "group_size": args.group_size, "baseline_ms": baseline_ms, "offset_ms": offset_ms,
+            "profile_s": profile_s, "cells_measured": tables.cells_measured,
+            "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
+            "drift": tables.drift, "weights": args.weights, "errors": errors, "plans": rows}
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5), squeeze=False)
+    for ax, res in zip(axes[0], results):
+        measured = [r["measured_ms"] for r in res["plans"]]
+        for name, key, marker in (("bilayer", "bilayer", "o"), ("out-only", "out-only", "s"),
+                                  ("flops", "flops_prop", "^"), ("affine", "affine", "x")):
+            ax.scatter(measured, [r[key] for r in res["plans"]], marker=marker, label=(
+                f"{name} ({100 * res['errors'][name]['mean_ape']:.1f}% mean)"))
+        lo, hi = min(measured) * 0.9, max(measured) * 1.1
+        ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
+        ax.set(xlabel="measured ms", ylabel="predicted ms",
+               title=f"{res['arch']} {res['resolution']}px, {res['threads']} thread(s)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--plans", type=int, default=12, help="plans per (arch, threads); half "
+                        "from the solver, the rest random")
+    parser.add_argument("--budgets", nargs=2, type=float, default=[0.3, 0.9])
+    parser.add_argument("--group-size", type=int, default=16)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--interpolate", type=int, default=None, metavar="K",
+                        help="coarse tables: every K-th width, the rest interpolated")
+    parser.add_argument("--weights", choices=["hot", "cold"], default="hot")
+    parser.add_argument("--no-drift", action="store_true", help="no reference-cell guard")
+    parser.add_argument("--rounds", type=int, default=3, help="whole-model timing rounds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=None, help="latency cache (default: a "
+                        "fresh one in the output directory)")
+    parser.add_argument("--out", type=Path, default=None, help="keep models and results here")
+    parser.add_argument("--png", type=Path, default=Path("latency_model.png"))
+    args = parser.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="mdp-latency-model-"))
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    results = []
+    for arch in args.archs:
+        for threads in args.threads:
+            print(f"{arch} {args.resolution}px, {threads} thread(s):", flush=True)
+            res = run_one(arch, threads, args, root, rng)
+            results.append(res)
+            print(f"  baseline {res['baseline_ms']:.2f} ms, offset {res['offset_ms']:.2f} ms, "
+                  f"{res['cells_measured']} cells measured in {res['profile_s']:.0f} s "
+                  f"({res['cells_cached']} cached); interpolation {res['interpolation']}; "
+                  f"reference drift {res['drift'] and round(res['drift']['max_drift'], 3)}")
+            print("  model     mean APE  max APE")
+            for name in MODELS:
+                e = res["errors"][name]
+                print(f"  {name:9s} {100 * e['mean_ape']:7.2f}% {100 * e['max_ape']:7.2f}%",
+                      flush=True)
+    (root / "latency_model.json").write_text(json.dumps(results, indent=1))
+    plot(results, args.png)
+    print(f"results: {root / 'latency_model.json'}, plot: {args.png}")
+
+
+if __name__ == "__main__":
+    main()
