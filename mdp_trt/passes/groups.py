@@ -479,9 +479,10 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Pass(outputs=((node.outputs[0], new),), counts=(CountFix(node, 1, 1, new),))
     if (layout.axis == 1 and len(shape_out) == len(shape_in) + 1
             and shape_out[1] * shape_out[2] == shape_in[1] and shape_out[3:] == shape_in[2:]):
-        # [N, g, C/g, H, W]: the first half of a channel shuffle, which interleaves the groups
-        # it mixes channel by channel (not expressible as offsets).
-        return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x {shape_out[2]} (channel shuffle)")
+        # [N, g, C/g, ...]: the first half of a channel shuffle or of an attention head split;
+        # what follows mixes channels index by index (not expressible as offsets).
+        return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x "
+                      f"{shape_out[2]} (channel shuffle or attention heads)")
     return Reject(f"{_where(node)} from {shape_in} to {shape_out} mixes the channel axis")
 
 
