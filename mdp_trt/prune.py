@@ -216,15 +216,15 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
         folder.mkdir()
         solve_at = partial(_solve_and_cut, model, analysis, importance, tables, folder, options,
                            clock, offset_ms=offset_ms, baseline_ms=baseline_ms, name=name)
+        narrowest = False
         try:
             result = solve_at(budget_ms=target)
         except InfeasibleBudget as exc:
-            result = solve_at(budget_ms=exc.min_latency)  # the narrowest plan is all that is left
-            # A method's own latency model may over-estimate (HALP's output-only one ignores
-            # pruned inputs), so its narrowest plan is measured unless the bilayer tables too
-            # put it over the budget; for MDP the two models are the same and this raises.
-            if not rounds and result["predicted_ms"] > budget_ms:
-                raise exc
+            # The model says no plan fits, but the model can over-estimate (a constant that
+            # does not shrink with the network, HALP's output-only view), so the narrowest plan
+            # is measured: only the measurement decides that a budget is out of reach.
+            target, narrowest = exc.min_latency, True
+            result = solve_at(budget_ms=target)
         if any(result["options"] == r["result"]["options"] for r in rounds):
             shutil.rmtree(folder)  # the new target gives a plan already measured: converged
             break
@@ -232,6 +232,13 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
             measured = measure(folder / "pruned.onnx").latency_ms
         rounds.append({"folder": folder, "result": result, "measured_ms": measured,
                        "target_ms": target})
+        if narrowest and measured > high:
+            raise InfeasibleBudget(
+                f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency is "
+                f"{measured:.2f} ms measured ({measured / baseline_ms:.0%} of the measured "
+                f"{baseline_ms:.2f} ms; the latency model predicted {result['predicted_ms']:.2f} "
+                f"ms for it); raise --budget to at least {measured / baseline_ms:.2f}",
+                min_latency=measured)
         if low <= measured <= high:
             break
         if measured <= high:

@@ -167,3 +167,52 @@ def test_an_unknown_method_is_refused_before_any_work(tmp_path):
     with pytest.raises(InputError, match="--method"):
         prune(tmp_path / "missing.onnx", tmp_path / "out", PruneOptions(budget=0.5, method="random"))
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_round(min_latency_ms: float, calls: list):
+    """A stand-in for solve-and-cut whose latency model says nothing below ``min_latency_ms``
+    fits: plans are identified by their target, so each target is a distinct plan."""
+
+    def solve_and_cut(*args, budget_ms, **kwargs):
+        calls.append(budget_ms)
+        if budget_ms < min_latency_ms:
+            raise InfeasibleBudget("model says infeasible", min_latency=min_latency_ms)
+        work = args[4]
+        (work / "pruned.onnx").write_text(str(budget_ms))
+        return {"options": [round(budget_ms, 6)], "predicted_ms": budget_ms,
+                "objective": budget_ms}
+
+    return solve_and_cut
+
+
+def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, budget_ms):
+    from mdp_trt import prune as prune_module
+
+    calls: list[float] = []
+    monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
+    measure = lambda path: type("M", (), {"latency_ms": measured_of(float(path.read_text()))})
+    rounds = prune_module._closed_loop(
+        None, None, None, None, tmp_path, PruneOptions(budget=0.5), prune_module._Stopwatch(),
+        measure, budget_ms=budget_ms, offset_ms=0.0, baseline_ms=10.0, name="m")
+    return rounds, calls
+
+
+def test_a_budget_the_model_calls_infeasible_is_met_when_the_measurement_allows_it(
+        monkeypatch, tmp_path):
+    # The model's floor is 7 ms, but it is exact only for the full 10 ms network and pruning
+    # saves twice what it predicts, so the 5 ms budget is reachable: the narrowest plan is
+    # measured (4 ms) and the target raised again until the measurement meets the budget.
+    rounds, calls = _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
+                                      measured_of=lambda target: 10 - 2 * (10 - target),
+                                      budget_ms=5.0)
+    assert calls[:2] == [5.0, 7.0]
+    assert len(rounds) >= 2 and rounds[0]["measured_ms"] == 4.0
+    assert any(4.7 <= r["measured_ms"] <= 5.15 for r in rounds)
+
+
+def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_floor(
+        monkeypatch, tmp_path):
+    with pytest.raises(InfeasibleBudget) as exc:
+        _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
+                          measured_of=lambda target: target, budget_ms=5.0)
+    assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
