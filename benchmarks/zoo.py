@@ -180,7 +180,7 @@ def main() -> None:
         import onnxruntime
 
         print(f"Latency: ONNX Runtime {onnxruntime.__version__} CPU, 1 thread, batch 1, budget "
-              f"{args.prune}; timed on a machine shared with other jobs, so the figures are noisy.\n")
+              f"{args.prune}; short measurements (2 rounds of 1 s), so expect a few % of noise.\n")
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in rows:
