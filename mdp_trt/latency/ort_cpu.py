@@ -24,7 +24,7 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from mdp_trt.errors import BackendUnavailable, InputError, UnsupportedGraph
+from mdp_trt.errors import InputError, UnsupportedGraph
 from mdp_trt.latency.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.layer_model import build_layer_model, layer_input_shape
 from mdp_trt.latency.cache import Weights
@@ -179,10 +179,6 @@ class OrtCpuBackend(BackendBase):
         return None
 
     def _activate_impl(self) -> None:
-        reason = self.available()
-        if reason is not None:
-            # get_backend checks first; this guards direct construction.
-            raise BackendUnavailable(f"backend {self.name!r} cannot run here: {reason}")
         import onnxruntime as ort
 
         self._ort = ort

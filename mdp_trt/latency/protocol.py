@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from mdp_trt.errors import BackendUnavailable
 from mdp_trt.latency.signature import LayerSignature
 
 __all__ = ["DeviceFingerprint", "Measurement", "LatencyBackend", "BackendBase"]
@@ -114,8 +115,16 @@ class BackendBase:
     def active(self) -> bool:
         return self._depth > 0
 
+    def available(self) -> str | None:
+        """None when the backend can run here; otherwise why not and what to install."""
+        return None
+
     def activate(self) -> None:
         if self._depth == 0:
+            # get_backend checks first; this guards direct construction.
+            reason = self.available()
+            if reason is not None:
+                raise BackendUnavailable(f"backend {self.name!r} cannot run here: {reason}")
             self._activate_impl()
         self._depth += 1
 

@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mdp_trt.deploy.tensorrt import build_serialized, tensorrt_unavailable_reason
-from mdp_trt.errors import BackendUnavailable, InputError
+from mdp_trt.errors import InputError
 from mdp_trt.latency.gpu import DeviceClock, gpu_description, time_device_runs
 from mdp_trt.latency.inputs import model_inputs, random_feeds
 from mdp_trt.latency.layer_model import build_layer_model, layer_input_shape
@@ -126,9 +126,6 @@ class TensorRTBackend(BackendBase):
         return tensorrt_unavailable_reason()
 
     def _activate_impl(self) -> None:
-        reason = self.available()
-        if reason is not None:
-            raise BackendUnavailable(f"backend {self.name!r} cannot run here: {reason}")
         import tensorrt as trt
         from cuda.bindings import runtime as cudart
 

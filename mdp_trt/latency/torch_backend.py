@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdp_trt.errors import BackendUnavailable, InputError, UnsupportedGraph
+from mdp_trt.errors import InputError, UnsupportedGraph
 from mdp_trt.latency.gpu import DeviceClock, gpu_description, time_device_runs
 from mdp_trt.latency.inputs import model_inputs, random_feeds
 from mdp_trt.latency.layer_model import ACTIVATIONS, layer_input_shape
@@ -194,9 +194,6 @@ class TorchBackend(BackendBase):
         return None
 
     def _activate_impl(self) -> None:
-        reason = self.available()
-        if reason is not None:
-            raise BackendUnavailable(f"backend {self.name!r} cannot run here: {reason}")
         # Process-wide torch settings: restored when the outermost ``with`` exits.
         self._saved = (torch.get_num_threads(), torch.backends.cudnn.benchmark)
         torch.set_num_threads(self.threads)
