@@ -151,9 +151,11 @@ class CoarsePlan:
 
     def __init__(self, cells: Iterable["Cell"], *, step: int, holdout: int = 2,
                  cached: Iterable[CellKey] = ()) -> None:
-        if step < 1 or holdout < 0:
-            raise InputError(f"--interpolate must be >= 1 (got {step}) and the held-back cell "
-                             f"count >= 0 (got {holdout})")
+        if step < 1:
+            raise InputError(f"--interpolate K measures every K-th width: K must be >= 1, got "
+                             f"{step}")
+        if holdout < 0:
+            raise InputError(f"the held-back cell count must be >= 0, got {holdout}")
         self.step = step
         cached = set(cached)
         by_sig: dict[str, list["Cell"]] = {}
