@@ -132,6 +132,15 @@ class PadResize(nn.Module):
         return nn.functional.interpolate(x, scale_factor=0.5, mode="nearest")
 
 
+def _bottleneck(draw, c: int, mid: int, groups: int, act) -> nn.Module:
+    """1x1 expand, grouped 3x3 (optionally squeeze-excited), 1x1 project, around an identity."""
+    body = [_cba(c, mid, 1, act=act), _cba(mid, mid, 3, groups=groups, act=act)]
+    if draw(st.booleans()):
+        body.append(SqueezeExcite(mid))
+    body += [nn.Conv2d(mid, c, 1, bias=False), _bn(c)]
+    return Residual(nn.Sequential(*body))
+
+
 def _block(kind: str, c: int, draw, act: str) -> tuple[nn.Module, int]:
     """A block of ``kind`` reading ``c`` channels, and its output width."""
     if kind == "plain":
@@ -140,21 +149,12 @@ def _block(kind: str, c: int, draw, act: str) -> tuple[nn.Module, int]:
     if kind == "residual":
         mid = draw(st.integers(3, 10))
         return Residual(nn.Sequential(_cba(c, mid, 3, act=act), nn.Conv2d(mid, c, 3, padding=1), _bn(c))), c
-    if kind == "inverted":
+    if kind == "inverted":  # MobileNetV2: expand, depthwise, project
         mid = c * draw(st.integers(2, 3))
-        layers = [_cba(c, mid, 1, act=act), _cba(mid, mid, 3, groups=mid, act=act)]
-        if draw(st.booleans()):
-            layers.append(SqueezeExcite(mid))
-        layers += [nn.Conv2d(mid, c, 1, bias=False), _bn(c)]
-        return Residual(nn.Sequential(*layers)), c
-    if kind == "grouped":
+        return _bottleneck(draw, c, mid, mid, act), c
+    if kind == "grouped":  # ResNeXt: the 3x3 conv in a few channel groups
         groups = draw(st.sampled_from([2, 4]))
-        mid = groups * draw(st.integers(1, 3))
-        body = [_cba(c, mid, 1, act=act), _cba(mid, mid, 3, groups=groups, act=act)]
-        if draw(st.booleans()):
-            body.append(SqueezeExcite(mid))
-        body += [nn.Conv2d(mid, c, 1, bias=False), _bn(c)]
-        return Residual(nn.Sequential(*body)), c
+        return _bottleneck(draw, c, groups * draw(st.integers(1, 3)), groups, act), c
     if kind == "dense":
         growth = draw(st.integers(2, 6))
         return Dense(c, growth, act), c + growth
