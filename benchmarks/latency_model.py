@@ -1,6 +1,8 @@
-"""Latency-model accuracy: predicted vs measured end-to-end latency of pruned ResNets on ORT CPU.
+"""Latency-model accuracy: predicted vs measured end-to-end latency of pruned ResNets.
 
-For each architecture and thread count: export the model, measure it, fill its bilayer tables,
+On ORT CPU by default; ``--backend torch-cuda`` (with ``--precision``, ``--channels-last`` and
+``--batch``) runs the same benchmark on a GPU, where the whole model is timed through
+TorchGraph with CUDA events. For each architecture and thread count: export the model, measure it, fill its bilayer tables,
 then build pruned models for solver plans (budgets spread over ``--budgets``) and random valid
 plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
 each with ``benchmark_model`` on the same backend. Four predictions per plan:
@@ -17,6 +19,7 @@ vs measured. FLOPs (2 x MACs of Conv/Gemm/MatMul) are counted on the pruned ONNX
 
     .venv/bin/python benchmarks/latency_model.py [--archs resnet18 resnet50] [--threads 1 2]
         [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K] [--weights hot|cold]
+        [--backend torch-cuda --precision fp16 --channels-last --batch 32 --threads 1]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +38,12 @@ from mdp_trt.bench.measure import benchmark_model
 from mdp_trt.graph import load_model, save_model
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.drift import DriftPolicy
-from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.registry import backend_options, get_backend
 from mdp_trt.latency.tables import profile_tables
+from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.prune import _importance, _table_sum
+from mdp_trt.prune import PruneOptions, _importance, _table_sum
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
@@ -99,21 +104,29 @@ def out_only_sum(analysis, tables, options, removed) -> float:
 
 
 def run_one(arch, threads, args, root, rng) -> dict:
-    shape = (1, 3, args.resolution, args.resolution)
+    shape = (args.batch, 3, args.resolution, args.resolution)
     onnx_path = export_architecture(arch, root / f"{arch}.onnx", ExportOptions(input_shape=shape))
     model = load_model(onnx_path)
     analysis = analyze(model, str(onnx_path))
-    importance = _importance(model, analysis)
+    importance = _importance(model, analysis, PruneOptions(progress=False))
     original = save_model(model, root / f"{arch}-original.onnx")
-    backend = get_backend("ort-cpu", threads=threads, weights=args.weights)
+    options = backend_options(args.backend, threads=threads, precision=args.precision,
+                              channels_last=args.channels_last)
+    if args.backend == "ort-cpu":
+        options["weights"] = args.weights
+    backend = get_backend(args.backend, **options,
+                          cell_policy=replace(CELL_POLICY, budget_s=args.cell_seconds),
+                          model_policy=replace(MODEL_POLICY, budget_s=args.model_seconds))
     measure = lambda p: benchmark_model(p, backend, rounds=args.rounds).latency_ms  # noqa: E731
     with backend, LatencyCache(args.cache or root / "cache.sqlite") as cache:
-        baseline_ms = measure(original)
         start = time.perf_counter()
         tables = profile_tables(analysis, group_size=args.group_size, backend=backend, cache=cache,
                                 progress=False, interpolate=args.interpolate,
                                 drift=None if args.no_drift else DriftPolicy())
         profile_s = time.perf_counter() - start
+        # After profiling, not before: a GPU idles at low clocks until work ramps it up, and a
+        # baseline timed first would calibrate the constant on a slower device.
+        baseline_ms = measure(original)
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
         offset_ms = baseline_ms - _table_sum(analysis, tables, full, frozenset())
         out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
@@ -148,6 +161,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
         ape = np.abs(np.array([r[key] for r in rows]) - measured) / measured
         errors[name] = {"mean_ape": float(ape.mean()), "max_ape": float(ape.max())}
     return {"arch": arch, "threads": threads, "resolution": args.resolution,
+            "backend": backend.name, "device": backend.fingerprint().device,
+            "batch": args.batch, "precision": args.precision,
             "group_size": args.group_size, "baseline_ms": baseline_ms, "offset_ms": offset_ms,
             "profile_s": profile_s, "cells_measured": tables.cells_measured,
             "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
@@ -170,7 +185,9 @@ def plot(results: list[dict], path: Path) -> None:
         lo, hi = min(measured) * 0.9, max(measured) * 1.1
         ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
         ax.set(xlabel="measured ms", ylabel="predicted ms",
-               title=f"{res['arch']} {res['resolution']}px, {res['threads']} thread(s)")
+               title=f"{res['arch']} {res['resolution']}px, {res['backend']}, "
+                     + (f"{res['threads']} thread(s)" if res["backend"].endswith("cpu") else
+                        f"batch {res['batch']} {res['precision']}"))
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -187,9 +204,20 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--interpolate", type=int, default=None, metavar="K",
                         help="coarse tables: every K-th width, the rest interpolated")
-    parser.add_argument("--weights", choices=["hot", "cold"], default="hot")
+    parser.add_argument("--weights", choices=["hot", "cold"], default="hot",
+                        help="ort-cpu: weights in cache (hot) or rotated copies (cold)")
+    parser.add_argument("--backend", default="ort-cpu",
+                        choices=["ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda"])
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                        help="torch backends only")
+    parser.add_argument("--channels-last", action="store_true", help="torch backends only")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of the exported models")
     parser.add_argument("--no-drift", action="store_true", help="no reference-cell guard")
     parser.add_argument("--rounds", type=int, default=3, help="whole-model timing rounds")
+    parser.add_argument("--model-seconds", type=float, default=MODEL_POLICY.budget_s,
+                        help="timed seconds per whole-model round")
+    parser.add_argument("--cell-seconds", type=float, default=CELL_POLICY.budget_s,
+                        help="timed seconds per table cell (GPU cells are steady: 0.02 will do)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None, help="latency cache (default: a "
                         "fresh one in the output directory)")
@@ -202,7 +230,8 @@ def main() -> None:
     results = []
     for arch in args.archs:
         for threads in args.threads:
-            print(f"{arch} {args.resolution}px, {threads} thread(s):", flush=True)
+            print(f"{arch} {args.resolution}px batch {args.batch} on {args.backend}, {threads} "
+                  "thread(s):", flush=True)
             res = run_one(arch, threads, args, root, rng)
             results.append(res)
             print(f"  baseline {res['baseline_ms']:.2f} ms, offset {res['offset_ms']:.2f} ms, "

@@ -34,6 +34,15 @@ RAY_HELP = ("measure table cells on Ray workers: 'local' starts a cluster on thi
 WORKERS_HELP = "Ray workers (default: one per GPU, or one per --threads CPUs)"
 
 
+def _precision_option():
+    return typer.Option("fp32", help="fp32, or fp16/int8 where the backend supports it "
+                        "(torch-cpu/torch-cuda: fp16; tensorrt: fp16, int8)")
+
+
+def _channels_last_option():
+    return typer.Option(False, "--channels-last", help="torch backends: NHWC memory layout")
+
+
 def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -93,6 +102,8 @@ def profile(
     backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
+    precision: str = _precision_option(),
+    channels_last: bool = _channels_last_option(),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the tables as JSON"),
@@ -106,18 +117,19 @@ def profile(
     from mdp_trt.graph.model import load_model
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
-    from mdp_trt.latency.registry import get_backend
+    from mdp_trt.latency.registry import backend_options, get_backend
     from mdp_trt.latency.tables import profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
 
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
+    options = backend_options(backend, threads=threads, precision=precision,
+                              channels_last=channels_last)
     analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
-    with get_backend(backend, threads=threads) as runtime, LatencyCache(cache) as store:
+    with get_backend(backend, **options) as runtime, LatencyCache(cache) as store:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
                                 progress=True, interpolate=interpolate,
-                                measure_cells=cells_option(ray, workers, runtime,
-                                                           {"threads": threads}))
+                                measure_cells=cells_option(ray, workers, runtime, options))
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
     report = tables.interpolation
@@ -159,16 +171,20 @@ def bench(
     model: Path = typer.Argument(..., help="ONNX model"),
     backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     threads: int = typer.Option(1, help="runtime threads"),
+    precision: str = _precision_option(),
+    channels_last: bool = _channels_last_option(),
     batch: Optional[int] = typer.Option(None, help="batch size for a dynamic leading dimension"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON"),
 ) -> None:
     """Measure end-to-end latency and FPS of a model."""
     from mdp_trt.bench.measure import benchmark_model
-    from mdp_trt.latency.registry import get_backend
+    from mdp_trt.latency.registry import backend_options, get_backend
 
     if not model.is_file():
         raise InputError(f"{model}: no such file")
-    with get_backend(backend, threads=threads) as runtime:
+    options = backend_options(backend, threads=threads, precision=precision,
+                              channels_last=channels_last)
+    with get_backend(backend, **options) as runtime:
         result = benchmark_model(model, runtime, batch=batch)
     out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS ({backend})")
     if json_out:
@@ -206,6 +222,8 @@ def prune(
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms"),
     backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
+    precision: str = _precision_option(),
+    channels_last: bool = _channels_last_option(),
     importance: str = typer.Option("magnitude", help="channel importance: magnitude (data-free) "
                                    "or taylor (gradients on --calib data)"),
     calib: Optional[Path] = typer.Option(None, help="calibration data for --importance taylor: an "
@@ -230,6 +248,7 @@ def prune(
 
     report = run_prune(model, output, _prune_options(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
+        precision=precision, channels_last=channels_last,
         importance=importance, calib=calib, method=method, group_size=group_size,
         interpolate=interpolate,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),

@@ -29,7 +29,7 @@ from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.ray_runner import cells_option
-from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.registry import backend_options, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.latency.timing import MODEL_POLICY
 from mdp_trt.bench.measure import benchmark_model
@@ -50,6 +50,8 @@ class PruneOptions:
     budget_ms: float | None = None
     backend: str = "ort-cpu"
     threads: int = 1
+    precision: str = "fp32"  # fp16/int8 on backends that support them (torch-*, tensorrt)
+    channels_last: bool = False  # torch backends only
     importance: Literal["magnitude", "taylor"] = "magnitude"
     calib: Path | None = None  # calibration data for taylor importance (.npz or image folder)
     method: Method = "mdp"  # mdp, or a baseline: mdp-channels, halp, uniform (solve/methods.py)
@@ -147,7 +149,10 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
     with clock.stage("importance"):
         importance = _importance(model, analysis, options)
         importance.save(work / "importance.json")
-    backend = get_backend(options.backend, threads=options.threads,
+    runtime_options = backend_options(options.backend, threads=options.threads,
+                                      precision=options.precision,
+                                      channels_last=options.channels_last)
+    backend = get_backend(options.backend, **runtime_options,
                           model_policy=replace(MODEL_POLICY, budget_s=options.measure_seconds))
     measure = partial(benchmark_model, backend=backend, rounds=options.measure_rounds)
     with backend:
@@ -161,7 +166,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
                                         interpolate=options.interpolate,
                                         measure_cells=cells_option(
                                             options.ray, options.workers, backend,
-                                            {"threads": options.threads}))
+                                            runtime_options))
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         full = [len(g.options(options.group_size)) - 1 for g in analysis.groups]
         offset_ms = baseline.latency_ms - _table_sum(analysis, tables, full, frozenset())

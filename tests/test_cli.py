@@ -179,3 +179,15 @@ def test_progressive_refuses_a_budget_above_one_and_writes_nothing(tmp_path, cap
                       str(tmp_path / "d.npz"), "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and "fraction" in text and "Traceback" not in text
     assert not (tmp_path / "out").exists()
+
+
+def test_precision_and_layout_flags_reach_the_backend(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    _tiny_onnx(model)
+    code, text = run(["bench", str(model), "--backend", "ort-cpu", "--channels-last"], capsys)
+    assert code == 2 and "--channels-last is a torch-cpu/torch-cuda option" in text
+    code, text = run(["bench", str(model), "--backend", "ort-cpu", "--precision", "fp16"], capsys)
+    assert code == 2 and "only 'fp32'" in text and "Traceback" not in text
+    code, text = run(["bench", str(model), "--backend", "torch-cpu", "--channels-last",
+                      "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0 and "FPS (torch-cpu)" in text

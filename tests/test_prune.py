@@ -216,3 +216,20 @@ def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_flo
         _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
                           measured_of=lambda target: target, budget_ms=5.0)
     assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
+
+
+def _cuda_reason():
+    from mdp_trt.latency.torch_backend import TorchBackend
+
+    return TorchBackend(device="cuda").available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_reason() is not None, reason=f"torch-cuda: {_cuda_reason()}")
+def test_prunes_on_a_gpu_with_torch_cuda_end_to_end(resnet18, tmp_path):
+    report = prune(resnet18, tmp_path / "out", _options(
+        tmp_path / "cache.sqlite", budget=0.7, backend="torch-cuda", precision="fp16",
+        channels_last=True)).to_json()
+    assert report["backend"] == "torch-cuda" and "cuDNN" in json.dumps(report["device"])
+    assert 0 < report["measured_latency_ms"] and report["verification"]["max_rel_diff"] < 1e-3
+    assert (tmp_path / "out" / "pruned.onnx").is_file()

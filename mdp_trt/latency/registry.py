@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mdp_trt.errors import BackendUnavailable
+from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.latency.protocol import LatencyBackend
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend", "backend_names"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend", "backend_names",
+           "backend_options"]
 
 
 def _ort_cpu(**options) -> LatencyBackend:
@@ -57,6 +58,22 @@ GPU_BACKENDS = frozenset({"ort-cuda", "torch-cuda", "tensorrt"})
 
 def backend_names() -> list[str]:
     return sorted(BACKENDS)
+
+
+def backend_options(name: str, *, threads: int = 1, precision: str = "fp32",
+                    channels_last: bool = False) -> dict:
+    """The keyword options that the CLI's ``--threads/--precision/--channels-last`` give backend
+    ``name`` (each backend checks the precisions it supports; ``channels_last`` is a memory
+    layout of the torch backends only, so asking another backend for it is an input error)."""
+    options: dict = {"threads": threads}
+    if precision != "fp32":
+        options["precision"] = precision
+    if channels_last:
+        if not name.startswith("torch-"):
+            raise InputError(f"--channels-last is a torch-cpu/torch-cuda option; backend {name!r} "
+                             "chooses its own memory layout")
+        options["channels_last"] = True
+    return options
 
 
 def get_backend(name: str, *, threads: int = 1, **options) -> LatencyBackend:

@@ -1,6 +1,6 @@
 import pytest
 
-from mdp_trt.errors import BackendUnavailable
+from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.latency import registry
 from mdp_trt.latency.ort_cpu import OrtCpuBackend
 
@@ -38,3 +38,14 @@ def test_every_registered_backend_builds_and_answers_available():
         reason = backend.available()
         assert reason is None or (isinstance(reason, str) and reason)
     assert registry.GPU_BACKENDS < set(registry.backend_names())
+
+
+def test_cli_options_map_to_backend_keywords():
+    assert registry.backend_options("ort-cpu", threads=2) == {"threads": 2}
+    assert registry.backend_options("torch-cuda", precision="fp16", channels_last=True) == {
+        "threads": 1, "precision": "fp16", "channels_last": True}
+    with pytest.raises(InputError, match="--channels-last.*'ort-cpu'"):
+        registry.backend_options("ort-cpu", channels_last=True)
+    # A precision the backend lacks is refused by the backend itself, naming the flag.
+    with pytest.raises(InputError, match="fp32"):
+        registry.get_backend("ort-cpu", **registry.backend_options("ort-cpu", precision="fp16"))

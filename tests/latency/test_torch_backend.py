@@ -147,6 +147,7 @@ def test_cuda_cells_are_timed_with_events():
     assert 0 < small.median_ms and small.repeats >= 7
     assert big.median_ms > small.median_ms  # 64x the multiply-adds
     assert backend.fingerprint().runtime_version.startswith(torch.__version__ + ", cuDNN")
+    assert "cuda graphs" in backend.fingerprint().runtime
 
 
 def test_cuda_is_refused_with_the_reason_where_there_is_none():
@@ -155,3 +156,29 @@ def test_cuda_is_refused_with_the_reason_where_there_is_none():
     assert "CUDA" in CUDA_REASON
     with pytest.raises(BackendUnavailable, match="torch-cuda.*CUDA"):
         TorchBackend(device="cuda").activate()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(CUDA_REASON is not None, reason=f"torch-cuda: {CUDA_REASON}")
+def test_cuda_runs_the_model_that_onnx_runtime_runs(tmp_path, caplog):
+    from mdp_trt.graph.model import load_model
+    from mdp_trt.graph.torch_graph import TorchGraph
+    from mdp_trt.models.export import ExportOptions, export_architecture
+
+    path = export_architecture("mobilenet_v3_small", tmp_path / "m.onnx",
+                               ExportOptions(input_shape=(2, 3, 64, 64)))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})[0]
+    module = TorchGraph.from_model(load_model(path)).eval().cuda()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.inference_mode():
+            got = module(torch.from_numpy(x).cuda()).cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())
+    with TorchBackend(device="cuda", precision="fp16", model_policy=FAST) as backend:
+        assert backend.measure_model(path).median_ms > 0
+    assert "cannot capture" not in caplog.text  # the whole TorchGraph replays as one CUDA graph
