@@ -7,7 +7,10 @@ then build pruned models for solver plans (budgets spread over ``--budgets``) an
 plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
 each with ``benchmark_model`` on the same backend. Four predictions per plan:
 
-  bilayer   sum of the plan's table cells + a constant calibrated on the measured original (ours)
+  bilayer   the plan's table cells summed, then calibrated as ``prune`` does by default
+            (latency/calibration.py): the affine map through the measured original and a
+            measured half-width probe (ours)
+  bilayer-const  the same sum + a constant calibrated on the measured original alone
   out-only  the same with every layer at its full input width (HALP-style output-channel model)
   flops     baseline latency x FLOPs(plan) / FLOPs(original) (proportional, calibrated on the
             original)
@@ -43,11 +46,11 @@ from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.prune import PruneOptions, _importance, _table_sum
+from mdp_trt.prune import PruneOptions, _importance, _table_sum, calibrate
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
-MODELS = ("bilayer", "out-only", "flops", "affine")
+MODELS = ("bilayer", "bilayer-const", "out-only", "flops", "affine")
 
 
 def count_flops(path: Path) -> float:
@@ -129,6 +132,9 @@ def run_one(arch, threads, args, root, rng) -> dict:
         baseline_ms = measure(original)
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
         offset_ms = baseline_ms - _table_sum(analysis, tables, full, frozenset())
+        calibration = calibrate(model, analysis, importance, tables, group_size=args.group_size,
+                                baseline_ms=baseline_ms, measure=measure,
+                                folder=Path(tempfile.mkdtemp(dir=root)) / "probe")
         out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
         flops0 = count_flops(original)
         rows = []
@@ -141,12 +147,14 @@ def run_one(arch, threads, args, root, rng) -> dict:
             flops = count_flops(path)
             rows.append({
                 "plan": label, "measured_ms": measure(path), "flops": flops,
-                "bilayer": _table_sum(analysis, tables, options, removed) + offset_ms,
+                "bilayer": calibration.predict(_table_sum(analysis, tables, options, removed)),
+                "bilayer-const": _table_sum(analysis, tables, options, removed) + offset_ms,
+                "options": options, "blocks": blocks,
                 "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
                 "flops_prop": baseline_ms * flops / flops0,
             })
             print(f"  {label}: measured {rows[-1]['measured_ms']:.2f} ms, bilayer "
-                  f"{rows[-1]['bilayer']:.2f}, out-only {rows[-1]['out-only']:.2f}, flops "
+                  f"{rows[-1]['bilayer']:.2f} (const {rows[-1]['bilayer-const']:.2f}), out-only {rows[-1]['out-only']:.2f}, flops "
                   f"{rows[-1]['flops_prop']:.2f}", flush=True)
     measured = np.array([r["measured_ms"] for r in rows])
     fit = np.linalg.lstsq(np.stack([[r["flops"] for r in rows], np.ones(len(rows))], axis=1),
@@ -154,8 +162,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
     for r in rows:
         r["affine"] = float(fit[0] * r["flops"] + fit[1])
         r["flops"] = r.pop("flops")
-    predictions = {"bilayer": "bilayer", "out-only": "out-only", "flops": "flops_prop",
-                   "affine": "affine"}
+    predictions = {"bilayer": "bilayer", "bilayer-const": "bilayer-const",
+                   "out-only": "out-only", "flops": "flops_prop", "affine": "affine"}
     errors = {}
     for name, key in predictions.items():
         ape = np.abs(np.array([r[key] for r in rows]) - measured) / measured
@@ -164,6 +172,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
             "backend": backend.name, "device": backend.fingerprint().device,
             "batch": args.batch, "precision": args.precision,
             "group_size": args.group_size, "baseline_ms": baseline_ms, "offset_ms": offset_ms,
+            "calibration": calibration.to_json(),
             "profile_s": profile_s, "cells_measured": tables.cells_measured,
             "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
             "drift": tables.drift, "weights": args.weights, "errors": errors, "plans": rows}
@@ -178,7 +187,9 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5), squeeze=False)
     for ax, res in zip(axes[0], results):
         measured = [r["measured_ms"] for r in res["plans"]]
-        for name, key, marker in (("bilayer", "bilayer", "o"), ("out-only", "out-only", "s"),
+        for name, key, marker in (("bilayer", "bilayer", "o"), ("bilayer-const", "bilayer-const",
+                                                                  "D"),
+                                  ("out-only", "out-only", "s"),
                                   ("flops", "flops_prop", "^"), ("affine", "affine", "x")):
             ax.scatter(measured, [r[key] for r in res["plans"]], marker=marker, label=(
                 f"{name} ({100 * res['errors'][name]['mean_ape']:.1f}% mean)"))

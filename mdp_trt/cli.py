@@ -234,6 +234,9 @@ def prune(
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
         "(default: every cell measured)"),
+    calibration: str = typer.Option("two-point", help="map from table sums to model latency: "
+                                    "two-point (the original and a half-width probe, measured) "
+                                    "or constant (the original only)"),
     solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
     time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
@@ -250,7 +253,7 @@ def prune(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last,
         importance=importance, calib=calib, method=method, group_size=group_size,
-        interpolate=interpolate,
+        interpolate=interpolate, calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
         force=force, ray=ray, workers=workers))
     out.print(format_summary(report))

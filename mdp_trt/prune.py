@@ -28,6 +28,7 @@ from mdp_trt.graph import initializer_array, layer_output_scale, load_model, sav
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
+from mdp_trt.latency.calibration import Calibration, fit_calibration, probe_options
 from mdp_trt.latency.ray_runner import cells_option
 from mdp_trt.latency.registry import backend_options, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
@@ -36,7 +37,7 @@ from mdp_trt.bench.measure import benchmark_model
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from mdp_trt.report import Report
 from mdp_trt.solve import load_problem
-from mdp_trt.solve.formulate import decode_plan, formulate
+from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 from mdp_trt.solve.methods import METHODS, Method, method_problem, solve_method
 
 __all__ = ["PruneOptions", "prune", "staged_output"]
@@ -65,6 +66,7 @@ class PruneOptions:
     input_shape: tuple[int, ...] | None = None
     verify_inputs: int = 3
     rtol: float = 1e-4
+    calibration: Literal["two-point", "constant"] = "two-point"  # latency/calibration.py
     tolerance: float = 0.03  # re-solve when measured > budget * (1 + tolerance)
     max_rounds: int = 4
     measure_seconds: float = 3.0  # timed runs per whole-model measurement round (at least 30 runs)
@@ -102,6 +104,8 @@ def _check_options(options: PruneOptions) -> None:
                          "PATH (an .npz with x and optionally y, or a folder of images)")
     if options.method not in METHODS:
         raise InputError(f"--method {options.method!r}: choose one of {', '.join(METHODS)}")
+    if options.calibration not in ("two-point", "constant"):
+        raise InputError(f"--calibration {options.calibration!r}: choose two-point or constant")
 
 
 def _prepare_out_dir(out_dir: Path, force: bool) -> None:
@@ -168,10 +172,14 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
                                             options.ray, options.workers, backend,
                                             runtime_options))
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
-        full = [len(g.options(options.group_size)) - 1 for g in analysis.groups]
-        offset_ms = baseline.latency_ms - _table_sum(analysis, tables, full, frozenset())
+        with clock.stage("calibrate"):
+            calibration = calibrate(
+                model, analysis, importance, tables, group_size=options.group_size,
+                baseline_ms=baseline.latency_ms, measure=lambda path: measure(path).latency_ms,
+                folder=work / "calibration", two_point=options.calibration == "two-point")
+        tables = tables.scaled(calibration.scale)
         rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, measure,
-                              budget_ms=budget_ms, offset_ms=offset_ms,
+                              budget_ms=budget_ms, offset_ms=calibration.offset_ms,
                               baseline_ms=baseline.latency_ms, name=model_path.stem)
         best = _adopt_best_round(rounds, work, budget_ms * (1 + options.tolerance))
         fingerprint = backend.fingerprint().to_json()
@@ -191,12 +199,38 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
         profile={"cells_measured": tables.cells_measured, "cells_cached": tables.cells_cached,
                  "seconds": tables.seconds},
         verification=result["verification"], timings=clock.seconds,
+        calibration=calibration.to_json(),
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
                  "adopted": r is best} for r in rounds],
     )
     report.save(work / "report.json")
     return report
+
+
+def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
+              group_size: int, baseline_ms: float, measure, folder: Path,
+              two_point: bool = True) -> Calibration:
+    """The map from table sums to measured latency: through the original model alone, or (with
+    ``two_point``) also through a probe cut to about half width, measured with ``measure(path)``
+    (ms) from a scratch ``folder`` that is removed afterwards."""
+    full = [len(g.options(group_size)) - 1 for g in analysis.groups]
+    points = [(_table_sum(analysis, tables, full, frozenset()), baseline_ms)]
+    probe = probe_options(analysis, group_size) if two_point else None
+    if probe is not None:
+        keep_blocks = [1] * (len(removable_blocks(analysis)) + 1)
+        decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
+        folder.mkdir()
+        try:
+            path = save_model(apply_plan(model, analysis, decoded.keep, frozenset()),
+                              folder / "probe.onnx")
+            points.append((_table_sum(analysis, tables, probe, frozenset()), measure(path)))
+        finally:
+            shutil.rmtree(folder)
+    calibration = fit_calibration(points)
+    if calibration.note:
+        log.warning("latency calibration fell back to a constant: %s", calibration.note)
+    return calibration
 
 
 def _closed_loop(model, analysis, importance, tables, work, options, clock, measure, *,

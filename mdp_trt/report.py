@@ -23,8 +23,8 @@ class Report:
     budget_ms: float
     budget_fraction: float
     predicted_latency_ms: float
-    predicted_tables_ms: float  # sum of the bilayer table entries of the kept layers
-    predicted_offset_ms: float  # calibrated constant for the rest of the graph
+    predicted_tables_ms: float  # calibration scale x sum of the kept layers' table entries
+    predicted_offset_ms: float  # calibration offset (latency/calibration.py)
     measured_latency_ms: float
     fps_before: float
     fps_after: float
@@ -36,6 +36,7 @@ class Report:
     verification: dict  # max_abs_diff, max_rel_diff, inputs
     timings: dict[str, float]  # seconds per stage
     rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
+    calibration: dict = field(default_factory=dict)  # latency/calibration.Calibration as JSON
 
     @property
     def within_budget(self) -> bool:
@@ -62,7 +63,8 @@ def format_summary(report: Report) -> str:
         f"FPS      {report.fps_before:8.1f}    -> {report.fps_after:8.1f}    "
         f"(x{report.fps_after / report.fps_before:.2f})",
         f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "
-        f"+ offset {report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
+        f"(x{report.calibration.get('scale', 1.0):.3f} calibrated) + offset "
+        f"{report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
         f"removed  {len(report.removed_blocks)} block(s){': ' if report.removed_blocks else ''}"
         f"{', '.join(report.removed_blocks)}; channels {channels_after}/{channels_before} kept",
         f"solver   {report.solver['name']} {report.solver['status']} in "

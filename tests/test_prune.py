@@ -12,6 +12,7 @@ from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.prune import PruneOptions, prune
 
 REPORT_FIELDS = {"backend", "device", "baseline_latency_ms", "budget_ms", "predicted_latency_ms",
+                 "calibration",
                  "measured_latency_ms", "fps_before", "fps_after", "removed_blocks",
                  "kept_channels", "objective", "solver", "profile", "verification", "timings"}
 PLAN_FIELDS = {"format", "solver", "status", "objective", "bound", "latency", "options", "blocks",
@@ -64,6 +65,11 @@ def test_prune_writes_a_verified_smaller_model_and_a_complete_report(cold_run):
     total = sum(v[1] for v in report.kept_channels.values())
     assert kept < total or report.removed_blocks
     assert report.profile["cells_measured"] > 0
+    # calibrated through the original and the measured half-width probe (whose files are gone)
+    (original, probe) = report.calibration["points"]
+    assert original[1] == report.baseline_latency_ms and probe[0] < original[0]
+    assert report.predicted_offset_ms == report.calibration["offset_ms"]
+    assert not (out / "calibration").exists()
     # nothing but the declared artefacts (no staging directories) next to the output
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("cache.sqlite")] == ["out"]
 

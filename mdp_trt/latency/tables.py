@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.errors import InputError
@@ -105,6 +105,11 @@ class LatencyTables:
                 f"option ({out_option}, {in_option}) outside the {len(table)} x {len(table[0])} "
                 f"latency table of layer {name!r}")
         return table[out_option][in_option]
+
+    def scaled(self, factor: float) -> "LatencyTables":
+        """The same tables with every cell multiplied by ``factor`` (a calibration's scale)."""
+        return replace(self, tables={name: [[factor * v for v in row] for row in table]
+                                     for name, table in self.tables.items()})
 
     def to_json(self) -> dict:
         return {

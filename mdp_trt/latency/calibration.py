@@ -1,0 +1,83 @@
+"""From a plan's table sum to its whole-model latency: the calibration of the bilayer model.
+
+Tables time each layer alone. In the model the same layers run back to back (their inputs come
+from the previous layer, not from a warm cache) and next to ops no table covers (residual Adds,
+pooling, layout reorders). A constant calibrated on the original model (measured minus table sum)
+treats all of that as fixed; on ONNX Runtime CPU it is not: ResNet-18 at 224 px measured its
+layers about 6% slower in the model than alone, so the constant (10% of the model) stayed while
+the layers it stood for were pruned away, and pruned plans came out over-predicted by 13% on
+average (up to 36%). Measuring one more model, a probe with every prunable group at about half
+its width, gives a second point; the affine map ``measured = scale x tables + offset`` through
+both points is the calibration (its error on the same plans: about 4%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from mdp_trt.analysis import Analysis
+
+__all__ = ["Calibration", "fit_calibration", "probe_options", "SCALE_LIMITS"]
+
+# A scale outside these means the two measurements disagree with the tables far beyond what
+# in-model effects explain (a disturbed measurement): the constant is the safer model then.
+SCALE_LIMITS = (0.5, 2.0)
+# The probe's table sum must differ from the original's by this fraction for a slope to mean
+# anything over the measurement noise.
+MIN_SPAN = 0.2
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``predict(tables_ms) = scale * tables_ms + offset_ms``, fitted on ``points``
+    ((table sum, measured) in ms per measured model); ``note`` says why a fit fell back to the
+    constant, if it did."""
+
+    scale: float
+    offset_ms: float
+    points: tuple[tuple[float, float], ...]
+    note: str | None = None
+
+    def predict(self, tables_ms: float) -> float:
+        return self.scale * tables_ms + self.offset_ms
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "points": [list(p) for p in self.points]}
+
+
+def _constant(points, note: str | None = None) -> Calibration:
+    tables_ms, measured_ms = points[0]
+    return Calibration(1.0, measured_ms - tables_ms, tuple(points), note)
+
+
+def fit_calibration(points: list[tuple[float, float]]) -> Calibration:
+    """The calibration through ``points``; the first is the original model, whose measurement
+    the constant model matches exactly. One point gives the constant; more give the least-squares
+    affine map, unless their table sums span too little or the slope leaves ``SCALE_LIMITS``."""
+    if not points:
+        raise ValueError("calibration needs at least the original model's measurement")
+    if len(points) == 1:
+        return _constant(points)
+    xs = [t for t, _ in points]
+    ys = [m for _, m in points]
+    span = (max(xs) - min(xs)) / max(xs)
+    if span < MIN_SPAN:
+        return _constant(points, f"probe table sums span {span:.0%} (< {MIN_SPAN:.0%})")
+    n = len(points)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    scale = (sum((x - mean_x) * (y - mean_y) for x, y in points)
+             / sum((x - mean_x) ** 2 for x in xs))
+    if not SCALE_LIMITS[0] <= scale <= SCALE_LIMITS[1]:
+        return _constant(points, f"fitted scale {scale:.2f} outside {SCALE_LIMITS}")
+    return Calibration(scale, mean_y - scale * mean_x, tuple(points))
+
+
+def probe_options(analysis: Analysis, group_size: int, fraction: float = 0.5) -> list[int] | None:
+    """Per-group option indices of the probe: every prunable group at about ``fraction`` of its
+    units, the others whole; None when no group is prunable (nothing to probe)."""
+    options = []
+    for group in analysis.groups:
+        full = len(group.options(group_size)) - 1
+        options.append(max(1, round(fraction * full)) if group.prunable else full)
+    full_options = [len(g.options(group_size)) - 1 for g in analysis.groups]
+    return None if options == full_options else options

@@ -1,0 +1,57 @@
+import pytest
+
+from mdp_trt.latency.calibration import SCALE_LIMITS, fit_calibration, probe_options
+from mdp_trt.latency.tables import LatencyTables
+from mdp_trt.passes import analyze
+from tests.onnx_graphs import load, projection_skip, residual_identity
+
+
+def test_one_point_is_the_constant_through_the_original():
+    cal = fit_calibration([(40.0, 50.0)])
+    assert (cal.scale, cal.offset_ms) == (1.0, 10.0) and cal.predict(20.0) == 30.0
+
+
+def test_two_points_give_the_line_through_both():
+    # Layers 10% slower in the model than alone, plus 2 ms the tables never see.
+    cal = fit_calibration([(40.0, 46.0), (20.0, 24.0)])
+    assert cal.scale == pytest.approx(1.1) and cal.offset_ms == pytest.approx(2.0)
+    assert cal.predict(40.0) == pytest.approx(46.0) and cal.note is None
+
+
+@pytest.mark.parametrize("points, reason", [
+    ([(40.0, 50.0), (39.0, 30.0)], "span"),          # probe too close to the original
+    ([(40.0, 50.0), (20.0, 49.0)], "outside"),       # slope 0.05: a disturbed measurement
+    ([(40.0, 50.0), (20.0, 5.0)], "outside"),        # slope 2.25
+])
+def test_implausible_fits_fall_back_to_the_constant_and_say_why(points, reason):
+    cal = fit_calibration(points)
+    assert cal.scale == 1.0 and cal.offset_ms == pytest.approx(10.0) and reason in cal.note
+    assert SCALE_LIMITS[0] < 1.0 < SCALE_LIMITS[1]
+
+
+def test_calibration_needs_a_point():
+    with pytest.raises(ValueError, match="at least"):
+        fit_calibration([])
+
+
+def test_tables_scale_cell_by_cell():
+    tables = LatencyTables("fake", {}, 4, {"a": [[0.0, 1.0], [2.0, 4.0]]})
+    assert tables.scaled(1.5).tables == {"a": [[0.0, 1.5], [3.0, 6.0]]}
+    assert tables.tables == {"a": [[0.0, 1.0], [2.0, 4.0]]}
+
+
+def test_the_probe_halves_prunable_groups_and_keeps_the_rest(tmp_path):
+    model, path = load(projection_skip(), tmp_path)
+    analysis = analyze(model, str(path))
+    options = probe_options(analysis, group_size=2)
+    for group, option in zip(analysis.groups, options):
+        full = len(group.options(2)) - 1
+        assert option == (max(1, round(full / 2)) if group.prunable else full)
+    assert options != [len(g.options(2)) - 1 for g in analysis.groups]
+
+
+def test_no_probe_where_nothing_is_prunable(tmp_path):
+    model, path = load(residual_identity(), tmp_path)
+    analysis = analyze(model, str(path))
+    group_size = max(g.channels for g in analysis.groups)  # one unit per group: nothing to cut
+    assert probe_options(analysis, group_size) is None
