@@ -27,7 +27,7 @@ log() { echo "== $* ($(date +%T))"; }
     IFS=: read -r arch gs limit <<<"$spec"
     log latency model $arch gs $gs; timeout "$limit" $PY benchmarks/latency_model.py \
       --backend "$BACKEND" --archs "$arch" --threads 1 --precision fp16 --channels-last \
-      --batch $BATCH --resolution $RES --group-size "$gs" --plans $PLANS --rounds 1 \
+      --batch $BATCH --resolution $RES --group-size "$gs" --plans $PLANS --passes 2 \
       --model-seconds 1 --cell-seconds 0.02 --out "/tmp/lm_$arch" --png "$OUT/lm_$arch.png" \
       && cp "/tmp/lm_$arch/latency_model.json" "$OUT/lm_$arch.json"
   done

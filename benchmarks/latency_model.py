@@ -46,7 +46,8 @@ from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.prune import PruneOptions, _importance, _table_sum, calibrate
+from mdp_trt.latency.calibration import fit_calibration
+from mdp_trt.prune import PruneOptions, _importance, _table_sum, probe_model
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
@@ -96,6 +97,19 @@ def plans_for(analysis, importance, tables, offset_ms, baseline_ms, args, rng):
     return plans
 
 
+def timing_passes(paths: dict[str, Path], measure, passes: int) -> dict[str, list[float]]:
+    """Every model timed once per pass, passes in rotated order: a slow spell of the machine
+    then hits different models in different passes instead of all timings of one model, and
+    each model's fastest pass is its figure (interference only adds time)."""
+    names = list(paths)
+    timings: dict[str, list[float]] = {k: [] for k in names}
+    for index in range(passes):
+        shift = index * len(names) // passes
+        for name in names[shift:] + names[:shift]:
+            timings[name].append(measure(paths[name]))
+    return timings
+
+
 def out_only_sum(analysis, tables, options, removed) -> float:
     """Table sum with each layer at its full input width (the last column)."""
     total = 0.0
@@ -120,42 +134,55 @@ def run_one(arch, threads, args, root, rng) -> dict:
     backend = get_backend(args.backend, **options,
                           cell_policy=replace(CELL_POLICY, budget_s=args.cell_seconds),
                           model_policy=replace(MODEL_POLICY, budget_s=args.model_seconds))
-    measure = lambda p: benchmark_model(p, backend, rounds=args.rounds).latency_ms  # noqa: E731
     with backend, LatencyCache(args.cache or root / "cache.sqlite") as cache:
         start = time.perf_counter()
         tables = profile_tables(analysis, group_size=args.group_size, backend=backend, cache=cache,
                                 progress=False, interpolate=args.interpolate,
                                 drift=None if args.no_drift else DriftPolicy())
         profile_s = time.perf_counter() - start
-        # After profiling, not before: a GPU idles at low clocks until work ramps it up, and a
-        # baseline timed first would calibrate the constant on a slower device.
-        baseline_ms = measure(original)
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
-        offset_ms = baseline_ms - _table_sum(analysis, tables, full, frozenset())
-        calibration = calibrate(model, analysis, importance, tables, group_size=args.group_size,
-                                baseline_ms=baseline_ms, measure=measure,
-                                folder=Path(tempfile.mkdtemp(dir=root)) / "probe")
-        out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
-        flops0 = count_flops(original)
-        rows = []
-        for label, options, blocks in plans_for(analysis, importance, tables, offset_ms,
-                                                baseline_ms, args, rng):
+        probe, probe_tables_ms = probe_model(model, analysis, importance, tables, args.group_size)
+        paths = {"original": original, "probe": save_model(probe, root / f"{arch}-probe.onnx")}
+        # A first timing of the two calibration models places the solver's budgets; the figures
+        # below come from the timing passes over every model.
+        first = {k: benchmark_model(p, backend).latency_ms for k, p in paths.items()}
+        sums = {"original": _table_sum(analysis, tables, full, frozenset()),
+                "probe": probe_tables_ms}
+        offset0 = first["original"] - sums["original"]
+        plans = {}
+        for label, options, blocks in plans_for(analysis, importance, tables, offset0,
+                                                first["original"], args, rng):
             decoded = decode_plan(analysis, importance, args.group_size, options, blocks)
             removed = decoded.removed_blocks
-            path = save_model(apply_plan(model, analysis, decoded.keep, removed),
-                              root / f"{arch}-{threads}t-{label}.onnx")
-            flops = count_flops(path)
-            rows.append({
-                "plan": label, "measured_ms": measure(path), "flops": flops,
-                "bilayer": calibration.predict(_table_sum(analysis, tables, options, removed)),
-                "bilayer-const": _table_sum(analysis, tables, options, removed) + offset_ms,
-                "options": options, "blocks": blocks,
-                "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
-                "flops_prop": baseline_ms * flops / flops0,
-            })
-            print(f"  {label}: measured {rows[-1]['measured_ms']:.2f} ms, bilayer "
-                  f"{rows[-1]['bilayer']:.2f} (const {rows[-1]['bilayer-const']:.2f}), out-only {rows[-1]['out-only']:.2f}, flops "
-                  f"{rows[-1]['flops_prop']:.2f}", flush=True)
+            paths[label] = save_model(apply_plan(model, analysis, decoded.keep, removed),
+                                      root / f"{arch}-{threads}t-{label}.onnx")
+            plans[label] = (options, blocks, removed)
+        timings = timing_passes(paths, lambda p: benchmark_model(p, backend, rounds=1).latency_ms,
+                                args.passes)
+    measured_of = {k: min(v) for k, v in timings.items()}
+    baseline_ms = measured_of["original"]
+    offset_ms = baseline_ms - sums["original"]
+    calibration = fit_calibration([(sums[k], measured_of[k]) for k in ("original", "probe")])
+    out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
+    flops0 = count_flops(original)
+    rows = []
+    for label, (options, blocks, removed) in plans.items():
+        table_ms = _table_sum(analysis, tables, options, removed)
+        rows.append({
+            "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
+            "flops": count_flops(paths[label]),
+            "bilayer": calibration.predict(table_ms), "bilayer-const": table_ms + offset_ms,
+            "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
+            "flops_prop": baseline_ms * count_flops(paths[label]) / flops0,
+            "options": options, "blocks": blocks,
+        })
+        r = rows[-1]
+        print(f"  {label}: measured {r['measured_ms']:.2f} ms (passes "
+              f"{', '.join(f'{t:.2f}' for t in r['timings_ms'])}), bilayer {r['bilayer']:.2f} "
+              f"(const {r['bilayer-const']:.2f}), out-only {r['out-only']:.2f}, flops "
+              f"{r['flops_prop']:.2f}", flush=True)
+    # How far apart the passes put the same model: no prediction can be trusted below this.
+    repeat = float(np.median([max(v) / min(v) - 1 for v in timings.values()]))
     measured = np.array([r["measured_ms"] for r in rows])
     fit = np.linalg.lstsq(np.stack([[r["flops"] for r in rows], np.ones(len(rows))], axis=1),
                           measured, rcond=None)[0]
@@ -172,7 +199,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
             "backend": backend.name, "device": backend.fingerprint().device,
             "batch": args.batch, "precision": args.precision,
             "group_size": args.group_size, "baseline_ms": baseline_ms, "offset_ms": offset_ms,
-            "calibration": calibration.to_json(),
+            "calibration": calibration.to_json(), "repeatability": repeat,
+            "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
             "profile_s": profile_s, "cells_measured": tables.cells_measured,
             "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
             "drift": tables.drift, "weights": args.weights, "errors": errors, "plans": rows}
@@ -224,7 +252,8 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="torch backends only")
     parser.add_argument("--batch", type=int, default=1, help="batch size of the exported models")
     parser.add_argument("--no-drift", action="store_true", help="no reference-cell guard")
-    parser.add_argument("--rounds", type=int, default=3, help="whole-model timing rounds")
+    parser.add_argument("--passes", type=int, default=3, help="timing passes over all models "
+                        "(each model's fastest counts; their spread is printed)")
     parser.add_argument("--model-seconds", type=float, default=MODEL_POLICY.budget_s,
                         help="timed seconds per whole-model round")
     parser.add_argument("--cell-seconds", type=float, default=CELL_POLICY.budget_s,
@@ -248,7 +277,9 @@ def main() -> None:
             print(f"  baseline {res['baseline_ms']:.2f} ms, offset {res['offset_ms']:.2f} ms, "
                   f"{res['cells_measured']} cells measured in {res['profile_s']:.0f} s "
                   f"({res['cells_cached']} cached); interpolation {res['interpolation']}; "
-                  f"reference drift {res['drift'] and round(res['drift']['max_drift'], 3)}")
+                  f"reference drift {res['drift'] and round(res['drift']['max_drift'], 3)}; "
+                  f"calibration scale {res['calibration']['scale']:.3f}; the same model's "
+                  f"timings differ by {100 * res['repeatability']:.1f}% between passes (median)")
             print("  model     mean APE  max APE")
             for name in MODELS:
                 e = res["errors"][name]

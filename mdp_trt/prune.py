@@ -208,23 +208,32 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
     return report
 
 
+def probe_model(model, analysis: Analysis, importance: Importance, tables: LatencyTables,
+                group_size: int):
+    """The calibration probe (latency/calibration.probe_options: prunable groups at half width,
+    every block kept) as (cut model, its table sum), or None when nothing is prunable."""
+    probe = probe_options(analysis, group_size)
+    if probe is None:
+        return None
+    keep_blocks = [1] * (len(removable_blocks(analysis)) + 1)
+    decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
+    return (apply_plan(model, analysis, decoded.keep, frozenset()),
+            _table_sum(analysis, tables, probe, frozenset()))
+
+
 def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
               group_size: int, baseline_ms: float, measure, folder: Path,
               two_point: bool = True) -> Calibration:
     """The map from table sums to measured latency: through the original model alone, or (with
-    ``two_point``) also through a probe cut to about half width, measured with ``measure(path)``
-    (ms) from a scratch ``folder`` that is removed afterwards."""
+    ``two_point``) also through the probe, measured with ``measure(path)`` (ms) from a scratch
+    ``folder`` that is removed afterwards."""
     full = [len(g.options(group_size)) - 1 for g in analysis.groups]
     points = [(_table_sum(analysis, tables, full, frozenset()), baseline_ms)]
-    probe = probe_options(analysis, group_size) if two_point else None
+    probe = probe_model(model, analysis, importance, tables, group_size) if two_point else None
     if probe is not None:
-        keep_blocks = [1] * (len(removable_blocks(analysis)) + 1)
-        decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
         folder.mkdir()
         try:
-            path = save_model(apply_plan(model, analysis, decoded.keep, frozenset()),
-                              folder / "probe.onnx")
-            points.append((_table_sum(analysis, tables, probe, frozenset()), measure(path)))
+            points.append((probe[1], measure(save_model(probe[0], folder / "probe.onnx"))))
         finally:
             shutil.rmtree(folder)
     calibration = fit_calibration(points)

@@ -1,14 +1,15 @@
 """From a plan's table sum to its whole-model latency: the calibration of the bilayer model.
 
-Tables time each layer alone. In the model the same layers run back to back (their inputs come
-from the previous layer, not from a warm cache) and next to ops no table covers (residual Adds,
-pooling, layout reorders). A constant calibrated on the original model (measured minus table sum)
-treats all of that as fixed; on ONNX Runtime CPU it is not: ResNet-18 at 224 px measured its
-layers about 6% slower in the model than alone, so the constant (10% of the model) stayed while
-the layers it stood for were pruned away, and pruned plans came out over-predicted by 13% on
-average (up to 36%). Measuring one more model, a probe with every prunable group at about half
-its width, gives a second point; the affine map ``measured = scale x tables + offset`` through
-both points is the calibration (its error on the same plans: about 4%).
+Tables time each layer alone, as a one-layer model. In the whole model the same layers run back
+to back (inputs arrive from the previous layer, the runtime picks layouts and fusions for the
+whole graph) next to ops no table covers (residual Adds, pooling, reorders). So the tables and
+the model's layers differ by a factor, not by a constant: on ONNX Runtime CPU, ResNet-18 at
+224 px (1 thread, benchmarks/latency_model.py) measured 0.88 x its table sum plus 5 ms. A
+constant calibrated on the original alone (measured minus table sum) then keeps the original's
+error at every plan: 20% mean and 41% max error on 10 pruned plans. Measuring one more model, a
+probe with every prunable group at about half its width, gives a second point; the affine map
+``measured = scale x tables + offset`` through both points is the calibration: 2.0% mean and
+6.2% max error on the same plans.
 """
 
 from __future__ import annotations

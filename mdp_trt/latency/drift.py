@@ -6,12 +6,14 @@ the machine for part of that time, and every cell timed then comes out inflated 
 ``timing.time_runs`` catches disturbances within one cell's series, not a slowdown lasting
 minutes. So a fixed reference cell (``REFERENCE``) is timed before the first cell and after
 every batch of ``every_cells`` cells or ``every_s`` seconds. Interference only ever adds time,
-so the fastest reference timing seen is the machine's quiet speed. A batch is accepted when the
-references on both its sides are within the tolerance of that speed: ``tolerance``, or the
-relative spread (p90 - p10) / median of that fastest timing's own runs when larger, because a
-machine whose runs scatter that much on their own (a VM: 20-30% here, seen with nothing else
-running) moves a median by as much between two quiet series, and re-measuring cannot beat
-that. Otherwise a warning gives
+so the machine's quiet speed is read from the fastest reference timings: the fastest one while
+fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile, because one timing can catch a
+state the machine does not keep (a VM here timed its first reference 15-25% faster than every
+later one for a whole profile, with nothing else running: measured against that one, every batch
+was "slowed" and re-timed three times for nothing). A batch is accepted when the references on
+both its sides are within the tolerance of that speed: ``tolerance``, or the relative spread
+(p90 - p10) / median of the quiet reference's own runs when larger, since a series that
+scatters that much moves its median by as much between two quiet timings. Otherwise a warning gives
 the figure and the batch is measured again between fresh references, keeping each cell's
 fastest timing, up to
 ``max_attempts`` times in all (a machine that stays loaded cannot be waited out forever; the
@@ -28,12 +30,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["DriftPolicy", "DriftLog", "REFERENCE", "measure_guarded"]
+__all__ = ["DriftPolicy", "DriftLog", "REFERENCE", "QUIET_MIN_REFS", "measure_guarded"]
 
 log = logging.getLogger(__name__)
+
+QUIET_MIN_REFS = 5
 
 # A mid-sized 3x3 conv (about 60 MFLOP, ~1 ms on one CPU core): long enough to time steadily,
 # short enough to repeat often, and dominated by the same kernels as most table cells.
@@ -91,7 +97,7 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
 
     ``on_measured(index, measurement, drift)`` is called as soon as cell ``index`` is timed
     (so an interrupted run keeps it), and again whenever a re-measurement is faster. ``drift``
-    is the relative excess of the latest reference timing over the fastest one (None when the
+    is the relative excess of the latest reference timing over the quiet one (None when the
     profile is too short to be guarded, or ``policy`` is None: no guard).
     """
     if policy is None or len(cells) <= policy.every_cells:
@@ -102,12 +108,20 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
     def time_reference() -> float:
         m = backend.measure_layer(reference, reference.out_channels, reference.in_channels)
         refs.append(m.median_ms)
-        if m.median_ms <= min(refs):
-            quiet_spread[0] = m.spread
+        spreads.append(m.spread)
         return refs[-1]
 
+    def quiet() -> tuple[float, float]:
+        """The machine's quiet reference time and that timing's spread (see module doc)."""
+        if len(refs) < QUIET_MIN_REFS:
+            index = int(np.argmin(refs))
+        else:
+            target = np.quantile(refs, 0.2, method="inverted_cdf")
+            index = refs.index(float(target))
+        return refs[index], spreads[index]
+
     refs: list[float] = []
-    quiet_spread = [0.0]  # spread of the fastest reference series
+    spreads: list[float] = []
     best: dict[int, Measurement] = {}
 
     def measure(index: int, drift: float) -> None:
@@ -122,7 +136,7 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
     while start < len(cells):
         # The first pass decides the batch's extent (count or time); repeats redo exactly it.
         batch_start, stop = clock(), start
-        drift = opening / min(refs) - 1
+        drift = opening / quiet()[0] - 1
         while stop < len(cells) and stop - start < policy.every_cells and (
                 stop == start or clock() - batch_start < policy.every_s):
             measure(stop, drift)
@@ -132,26 +146,26 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
                 # The last closing reference was disturbed: only a fresh one tells whether the
                 # repeat starts on a quiet machine.
                 opening = time_reference()
-                drift = opening / min(refs) - 1
+                drift = opening / quiet()[0] - 1
                 for index in range(start, stop):
                     measure(index, drift)
                 remeasured += stop - start
             closing = time_reference()
-            quiet = min(refs)
-            worst = max(opening, closing) / quiet - 1
-            tolerance = max(policy.tolerance, quiet_spread[0])
+            quiet_ms, quiet_spread = quiet()
+            worst = max(opening, closing) / quiet_ms - 1
+            tolerance = max(policy.tolerance, quiet_spread)
             if worst <= tolerance:
                 break
             if attempt < policy.max_attempts:
                 log.warning("reference cell took %.3f ms around cells %d-%d, %.0f%% above its "
-                            "fastest %.3f ms: the machine is loaded; measuring those %d cells "
-                            "again", max(opening, closing), start + 1, stop, 100 * worst, quiet,
+                            "quiet %.3f ms: the machine is loaded; measuring those %d cells "
+                            "again", max(opening, closing), start + 1, stop, 100 * worst, quiet_ms,
                             stop - start)
             else:
                 unresolved += 1
-                log.warning("reference cell still %.0f%% above its fastest %.3f ms after %d "
+                log.warning("reference cell still %.0f%% above its quiet %.3f ms after %d "
                             "timings of cells %d-%d: the machine stays loaded, keeping each "
                             "cell's fastest timing (re-profile on a quiet machine for exact "
-                            "tables)", 100 * worst, quiet, attempt, start + 1, stop)
+                            "tables)", 100 * worst, quiet_ms, attempt, start + 1, stop)
         start, opening = stop, closing
     return DriftLog(tuple(refs), remeasured, unresolved)
