@@ -263,7 +263,17 @@ def main() -> None:
                         "fresh one in the output directory)")
     parser.add_argument("--out", type=Path, default=None, help="keep models and results here")
     parser.add_argument("--png", type=Path, default=Path("latency_model.png"))
+    parser.add_argument("--md", type=Path, default=None, help="write the error table as markdown")
+    parser.add_argument("--render", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="no run: draw --png and write --md from saved latency_model.json "
+                        "files (runs of several invocations side by side)")
     args = parser.parse_args()
+    if args.render:
+        results = [r for path in args.render for r in json.loads(path.read_text())]
+        plot(results, args.png)
+        if args.md:
+            args.md.write_text(markdown(results))
+        return
     root = args.out or Path(tempfile.mkdtemp(prefix="mdp-latency-model-"))
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -287,7 +297,26 @@ def main() -> None:
                       flush=True)
     (root / "latency_model.json").write_text(json.dumps(results, indent=1))
     plot(results, args.png)
+    if args.md:
+        args.md.write_text(markdown(results))
     print(f"results: {root / 'latency_model.json'}, plot: {args.png}")
+
+
+def markdown(results: list[dict]) -> str:
+    """One row per (model, threads): error of each latency model, calibration and noise."""
+    head = ("| arch | backend | threads/batch | plans | " + " | ".join(
+        f"{m} mean / max" for m in MODELS) + " | scale | pass-to-pass spread | cells | profile s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        where = (f"{r['threads']} thread(s)" if r["backend"].endswith("cpu")
+                 else f"batch {r['batch']} {r['precision']}")
+        errors = " | ".join(f"{100 * r['errors'][m]['mean_ape']:.1f}% / "
+                            f"{100 * r['errors'][m]['max_ape']:.1f}%" for m in MODELS)
+        lines.append(f"| {r['arch']} {r['resolution']}px | {r['backend']} | {where} | "
+                     f"{len(r['plans'])} | {errors} | {r['calibration']['scale']:.3f} | "
+                     f"{100 * r['repeatability']:.1f}% | {r['cells_measured'] + r['cells_cached']}"
+                     f" | {r['profile_s']:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

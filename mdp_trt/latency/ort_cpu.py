@@ -149,13 +149,10 @@ class OrtCpuBackend(BackendBase):
                  cell_policy: TimingPolicy = CELL_POLICY,
                  model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0,
                  weights: Weights = "hot") -> None:
-        super().__init__()
-        if threads < 1:
-            raise InputError(f"--threads must be at least 1, got {threads}")
+        super().__init__(threads)
         if precision != "fp32":
             raise InputError(f"{self.name} runs models in their own precision; only 'fp32' is "
                              f"supported as --precision, got {precision!r}")
-        self.threads = threads
         self.precision = precision
         self.cell_policy = cell_policy
         self.model_policy = model_policy

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from mdp_trt.errors import BackendUnavailable
+from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.latency.signature import LayerSignature
 
 __all__ = ["DeviceFingerprint", "Measurement", "LatencyBackend", "BackendBase"]
@@ -104,11 +104,15 @@ class LatencyBackend(Protocol):
 
 
 class BackendBase:
-    """Reentrant activation with state checks; subclasses implement the ``*_impl`` hooks."""
+    """Reentrant activation with state checks; subclasses implement the ``*_impl`` hooks.
+    ``threads``: the runtime's intra-op threads (host threads for GPU runtimes)."""
 
     name: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        if threads < 1:
+            raise InputError(f"--threads must be at least 1, got {threads}")
+        self.threads = threads
         self._depth = 0
 
     @property

@@ -99,18 +99,15 @@ class TensorRTBackend(BackendBase):
                  workspace_mib: int = 4096, optimization_level: int = 3, device_id: int = 0,
                  cell_policy: TimingPolicy = CELL_POLICY,
                  model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(threads)
         if precision not in ("fp32", "fp16", "int8"):
             raise InputError(f"--precision must be fp32, fp16 or int8 for tensorrt, got "
                              f"{precision!r}")
-        if threads < 1:
-            raise InputError(f"--threads must be at least 1, got {threads}")
         if workspace_mib < 1 or not 0 <= optimization_level <= 5:
             raise InputError(f"tensorrt needs workspace_mib >= 1 and optimization_level 0-5, got "
                              f"{workspace_mib} and {optimization_level}")
         # Host threads do not change an engine's GPU time; recorded only so that fingerprints
         # of all backends have the same fields.
-        self.threads = threads
         self.precision = precision
         self.workspace_mib = workspace_mib
         self.optimization_level = optimization_level

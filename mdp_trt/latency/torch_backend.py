@@ -191,16 +191,13 @@ class TorchBackend(BackendBase):
                  channels_last: bool = False, cuda_graphs: bool = True,
                  cell_policy: TimingPolicy = CELL_POLICY,
                  model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(threads)
         if device not in ("cpu", "cuda"):
             raise InputError(f"torch backend device must be 'cpu' or 'cuda', got {device!r}")
-        if threads < 1:
-            raise InputError(f"--threads must be at least 1, got {threads}")
         if precision not in ("fp32", "fp16"):
             raise InputError(f"--precision must be fp32 or fp16 for torch, got {precision!r}")
         self.name = f"torch-{device}"
         self.device = device
-        self.threads = threads
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.channels_last = channels_last
