@@ -6,11 +6,12 @@ the machine for part of that time, and every cell timed then comes out inflated 
 ``timing.time_runs`` catches disturbances within one cell's series, not a slowdown lasting
 minutes. So a fixed reference cell (``REFERENCE``) is timed before the first cell and after
 every batch of ``every_cells`` cells or ``every_s`` seconds. Interference only ever adds time,
-so the machine's quiet speed is read from the fastest reference timings: the fastest one while
-fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile, because one timing can catch a
-state the machine does not keep (a VM here timed its first reference 15-25% faster than every
-later one for a whole profile, with nothing else running: measured against that one, every batch
-was "slowed" and re-timed three times for nothing). A batch is accepted when the references on
+so the machine's quiet speed is read from the fastest reference timings taken between batches:
+the fastest while fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile. Not from the
+opening one, and not from a single outlier: a timing can catch a state that sustained profiling
+does not keep (this VM timed its opening reference, after the idle set-up, 15-25% faster than
+every later one in every profile, with nothing else running; measured against it, every batch
+looked "slowed" and was re-timed three times for nothing). A batch is accepted when the references on
 both its sides are within the tolerance of that speed: ``tolerance``, or the relative spread
 (p90 - p10) / median of the quiet reference's own runs when larger, since a series that
 scatters that much moves its median by as much between two quiet timings. Otherwise a warning gives
@@ -113,11 +114,14 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
 
     def quiet() -> tuple[float, float]:
         """The machine's quiet reference time and that timing's spread (see module doc)."""
-        if len(refs) < QUIET_MIN_REFS:
-            index = int(np.argmin(refs))
+        # The opening reference follows the idle set-up, not a batch of cells: once a closing
+        # one exists, only those count.
+        first = 1 if len(refs) > 1 else 0
+        pool = refs[first:]
+        if len(pool) < QUIET_MIN_REFS:
+            index = first + int(np.argmin(pool))
         else:
-            target = np.quantile(refs, 0.2, method="inverted_cdf")
-            index = refs.index(float(target))
+            index = first + pool.index(float(np.quantile(pool, 0.2, method="inverted_cdf")))
         return refs[index], spreads[index]
 
     refs: list[float] = []
