@@ -32,7 +32,8 @@ from mdp_trt.errors import InputError
 if TYPE_CHECKING:  # tables.py imports this module to build coarse tables
     from mdp_trt.latency.tables import Cell
 
-__all__ = ["CoarsePlan", "InterpolationReport", "coarse_axis", "monotone_grid", "bilinear"]
+__all__ = ["CoarsePlan", "InterpolationReport", "coarse_axis", "monotone_grid", "monotone_values",
+           "bilinear"]
 
 CellKey = tuple[str, int, int]
 
@@ -57,6 +58,34 @@ def monotone_grid(values: np.ndarray) -> np.ndarray:
         upper = np.maximum.accumulate(upper, axis=axis)
         lower = np.flip(np.minimum.accumulate(np.flip(lower, axis), axis=axis), axis)
     return (upper + lower) / 2
+
+
+def monotone_values(cells: Iterable["Cell"], medians: Mapping[CellKey, float]) -> dict[CellKey, float]:
+    """``medians`` of ``cells`` made non-decreasing in both widths, per signature
+    (``monotone_grid`` over its out x in grid; over its widths for a depthwise signature). A
+    signature whose cells do not fill their grid (a layer that needs only some pairs) keeps its
+    medians as measured."""
+    by_sig: dict[str, list["Cell"]] = {}
+    for cell in cells:
+        by_sig.setdefault(cell.signature.key(), []).append(cell)
+    values = {cell.key(): medians[cell.key()] for group in by_sig.values() for cell in group}
+    for group in by_sig.values():
+        if group[0].signature.depthwise:
+            ordered = sorted(group, key=lambda c: c.out_channels)
+            smooth = monotone_grid(np.array([medians[c.key()] for c in ordered]))
+            values.update({c.key(): float(v) for c, v in zip(ordered, smooth)})
+            continue
+        outs = sorted({c.out_channels for c in group})
+        ins = sorted({c.in_channels for c in group})
+        if len(group) != len(outs) * len(ins):
+            continue
+        grid = np.zeros((len(outs), len(ins)))
+        for c in group:
+            grid[outs.index(c.out_channels), ins.index(c.in_channels)] = medians[c.key()]
+        smooth = monotone_grid(grid)
+        values.update({c.key(): float(smooth[outs.index(c.out_channels), ins.index(c.in_channels)])
+                       for c in group})
+    return values
 
 
 def _bracket(grid: np.ndarray, x: float) -> tuple[int, float]:

@@ -144,6 +144,7 @@ class OrtCpuBackend(BackendBase):
     """Times one-layer models and whole ONNX models on ONNX Runtime's CPU provider."""
 
     name = "ort-cpu"
+    monotone_latency = True  # on a CPU a wider layer is never faster (tables.profile_tables)
 
     def __init__(self, *, threads: int = 1, precision: Precision = "fp32",
                  cell_policy: TimingPolicy = CELL_POLICY,

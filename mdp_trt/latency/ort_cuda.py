@@ -33,6 +33,7 @@ class OrtCudaBackend(OrtCpuBackend):
     """Times one-layer models and whole ONNX models on ONNX Runtime's CUDA provider."""
 
     name = "ort-cuda"
+    monotone_latency = False  # GPU kernels tile channels: a wider layer can be faster
 
     def __init__(self, *, device_id: int = 0, **options) -> None:
         if options.get("weights", "hot") != "hot":

@@ -108,6 +108,9 @@ class BackendBase:
     ``threads``: the runtime's intra-op threads (host threads for GPU runtimes)."""
 
     name: str = ""
+    # Whether latency never falls as channels grow on this device (CPUs: True); then table
+    # cells that dip below a narrower neighbour are noise and are smoothed away.
+    monotone_latency: bool = False
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:

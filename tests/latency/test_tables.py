@@ -174,3 +174,52 @@ def test_a_gemm_after_a_flatten_reads_spatial_columns_per_channel(tmp_path):
     with LatencyCache(tmp_path / "c.sqlite") as cache:
         tables = profile(analysis, FakeBackend(), cache)
     assert tables.channels["fc"] == [[0, 10], [0, 32, 64, 96, 128]]
+
+
+class DippingBackend(FakeBackend):
+    """fake_latency, except that every cell at out=16 reads 60% fast (noise a solver would
+    exploit); monotone_latency as a CPU backend declares it."""
+
+    monotone_latency = True
+
+    def measure_layer(self, sig, out_channels, in_channels):
+        m = super().measure_layer(sig, out_channels, in_channels)
+        if out_channels != 16:
+            return m
+        value = 0.4 * m.median_ms
+        return type(m)(value, m.spread, m.repeats, value, value)
+
+
+def _is_monotone(matrix):
+    rows = [row[1:] for row in matrix[1:]]
+    return (all(a <= b for row in rows for a, b in zip(row, row[1:]))
+            and all(a <= b for col in zip(*rows) for a, b in zip(col, col[1:])))
+
+
+def test_a_cpu_backend_gets_tables_without_dips_and_the_cache_keeps_the_raw_cells(tmp_path):
+    analysis = small_analysis()
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        smooth = profile(analysis, DippingBackend(), cache)
+        raw = profile_tables(analysis, group_size=8, backend=DippingBackend(), cache=cache,
+                             progress=False, monotone=False)
+    assert smooth.monotone and not raw.monotone
+    assert not _is_monotone(raw.tables["b0.conv2"]) and _is_monotone(smooth.tables["b0.conv2"])
+    sig = analysis.layer("b0.conv2").signature
+    assert raw.layer_latency("b0.conv2", 2, 2) == pytest.approx(0.4 * fake_latency(sig, 16, 16))
+    # Away from the dip the envelope leaves monotone cells as measured.
+    assert smooth.layer_latency("b0.conv2", 4, 4) == pytest.approx(fake_latency(sig, 32, 32))
+    # Depthwise tables are smoothed along their single width, never mixed with empty cells.
+    dw = analysis.layer("dw").signature
+    assert smooth.tables["dw"][4][4] == pytest.approx(fake_latency(dw, 32, 32))
+    assert smooth.tables["dw"][1][1] >= 0.4 * fake_latency(dw, 16, 16) > 0
+    assert all(smooth.tables["dw"][k][k] <= smooth.tables["dw"][k + 1][k + 1] for k in range(1, 4))
+    assert LatencyTables.from_json(smooth.to_json()).monotone
+
+
+def test_a_gpu_backend_keeps_the_dips_it_measures(tmp_path):
+    class GpuDipping(DippingBackend):
+        monotone_latency = False
+
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile(small_analysis(), GpuDipping(), cache)
+    assert not tables.monotone and not _is_monotone(tables.tables["b0.conv2"])
