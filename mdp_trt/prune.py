@@ -2,8 +2,9 @@
 
 Everything is written into a temporary directory beside ``out_dir`` and moved into place only
 when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
-The pruned model is measured; when it misses the budget (over by more than ``tolerance``, or
-under by more than twice that), the target handed to the solver is adjusted from the measured
+The pruned model is measured right after the original, and its time scaled to the machine state
+of the baseline measurement (``_paired``); when it misses the budget (over by more than
+``tolerance``, or under by more than twice that), the target handed to the solver is adjusted from the measured
 points and the problem re-solved, at most ``max_rounds`` times (see ``_closed_loop``).
 """
 
@@ -173,12 +174,13 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
                                             runtime_options))
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         with clock.stage("calibrate"):
+            paired = _paired(measure, work / "original.onnx", baseline.latency_ms)
             calibration = calibrate(
                 model, analysis, importance, tables, group_size=options.group_size,
-                baseline_ms=baseline.latency_ms, measure=lambda path: measure(path).latency_ms,
+                baseline_ms=baseline.latency_ms, measure=lambda path: paired(path)[0],
                 folder=work / "calibration", two_point=options.calibration == "two-point")
         tables = tables.scaled(calibration.scale)
-        rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, measure,
+        rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, paired,
                               budget_ms=budget_ms, offset_ms=calibration.offset_ms,
                               baseline_ms=baseline.latency_ms, name=model_path.stem)
         best = _adopt_best_round(rounds, work, budget_ms * (1 + options.tolerance))
@@ -202,6 +204,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
         calibration=calibration.to_json(),
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
+                 "original_ms": r["original_ms"],
                  "adopted": r is best} for r in rounds],
     )
     report.save(work / "report.json")
@@ -219,6 +222,19 @@ def probe_model(model, analysis: Analysis, importance: Importance, tables: Laten
     decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
     return (apply_plan(model, analysis, decoded.keep, frozenset()),
             _table_sum(analysis, tables, probe, frozenset()))
+
+
+def _paired(measure, original: Path, baseline_ms: float):
+    """``measure`` for candidate models: each timed right after the original and scaled by
+    ``baseline_ms`` / the original's time then, so it is reported in the machine state of the
+    baseline measurement. The ratio of two back-to-back timings survives a slow spell of the
+    machine; lone timings do not (on a 2-core VM the same model's timing moved by up to 20%
+    between minutes, enough to send the closed loop after noise). Returns (scaled ms, the
+    original's ms then)."""
+    def timed(path: Path) -> tuple[float, float]:
+        now = measure(original).latency_ms
+        return measure(path).latency_ms * baseline_ms / now, now
+    return timed
 
 
 def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
@@ -277,8 +293,9 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
             shutil.rmtree(folder)  # the new target gives a plan already measured: converged
             break
         with clock.stage("measure_pruned"):
-            measured = measure(folder / "pruned.onnx").latency_ms
+            measured, original_ms = measure(folder / "pruned.onnx")
         rounds.append({"folder": folder, "result": result, "measured_ms": measured,
+                       "original_ms": original_ms,
                        "target_ms": target})
         if narrowest and measured > high:
             raise InfeasibleBudget(

@@ -196,7 +196,7 @@ def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, bud
 
     calls: list[float] = []
     monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
-    measure = lambda path: type("M", (), {"latency_ms": measured_of(float(path.read_text()))})
+    measure = lambda path: (measured_of(float(path.read_text())), 10.0)  # (ms, original's ms)
     rounds = prune_module._closed_loop(
         None, None, None, None, tmp_path, PruneOptions(budget=0.5), prune_module._Stopwatch(),
         measure, budget_ms=budget_ms, offset_ms=0.0, baseline_ms=10.0, name="m")
@@ -222,6 +222,19 @@ def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_flo
         _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
                           measured_of=lambda target: target, budget_ms=5.0)
     assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
+
+
+def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
+    from mdp_trt.prune import _paired
+
+    # The machine runs 25% slow from the second timing on: the original reads 12.5 ms then,
+    # the candidate 6.25 ms; back-to-back, their ratio is the candidate's 5 ms at baseline speed.
+    speeds = iter([1.0, 1.25, 1.25, 1.25, 1.25])
+    true_ms = {"original.onnx": 10.0, "cand.onnx": 5.0}
+    measure = lambda path: type("M", (), {"latency_ms": true_ms[path.name] * next(speeds)})
+    baseline = measure(tmp_path / "original.onnx").latency_ms
+    timed = _paired(measure, tmp_path / "original.onnx", baseline)
+    assert timed(tmp_path / "cand.onnx") == pytest.approx((5.0, 12.5))
 
 
 def _cuda_reason():
