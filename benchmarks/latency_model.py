@@ -168,12 +168,13 @@ def run_one(arch, threads, args, root, rng) -> dict:
     rows = []
     for label, (options, blocks, removed) in plans.items():
         table_ms = _table_sum(analysis, tables, options, removed)
+        flops = count_flops(paths[label])
         rows.append({
             "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
-            "flops": count_flops(paths[label]),
+            "flops": flops,
             "bilayer": calibration.predict(table_ms), "bilayer-const": table_ms + offset_ms,
             "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
-            "flops_prop": baseline_ms * count_flops(paths[label]) / flops0,
+            "flops_prop": baseline_ms * flops / flops0,
             "options": options, "blocks": blocks,
         })
         r = rows[-1]
@@ -188,7 +189,6 @@ def run_one(arch, threads, args, root, rng) -> dict:
                           measured, rcond=None)[0]
     for r in rows:
         r["affine"] = float(fit[0] * r["flops"] + fit[1])
-        r["flops"] = r.pop("flops")
     predictions = {"bilayer": "bilayer", "bilayer-const": "bilayer-const",
                    "out-only": "out-only", "flops": "flops_prop", "affine": "affine"}
     errors = {}

@@ -76,9 +76,7 @@ def fit_calibration(points: list[tuple[float, float]]) -> Calibration:
 def probe_options(analysis: Analysis, group_size: int, fraction: float = 0.5) -> list[int] | None:
     """Per-group option indices of the probe: every prunable group at about ``fraction`` of its
     units, the others whole; None when no group is prunable (nothing to probe)."""
-    options = []
-    for group in analysis.groups:
-        full = len(group.options(group_size)) - 1
-        options.append(max(1, round(fraction * full)) if group.prunable else full)
-    full_options = [len(g.options(group_size)) - 1 for g in analysis.groups]
-    return None if options == full_options else options
+    full = [len(g.options(group_size)) - 1 for g in analysis.groups]
+    options = [max(1, round(fraction * k)) if g.prunable else k
+               for g, k in zip(analysis.groups, full)]
+    return None if options == full else options

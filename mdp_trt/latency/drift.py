@@ -11,14 +11,13 @@ the fastest while fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentil
 opening one, and not from a single outlier: a timing can catch a state that sustained profiling
 does not keep (this VM timed its opening reference, after the idle set-up, 15-25% faster than
 every later one in every profile, with nothing else running; measured against it, every batch
-looked "slowed" and was re-timed three times for nothing). A batch is accepted when the references on
-both its sides are within the tolerance of that speed: ``tolerance``, or the relative spread
-(p90 - p10) / median of the quiet reference's own runs when larger, since a series that
-scatters that much moves its median by as much between two quiet timings. Otherwise a warning gives
-the figure and the batch is measured again between fresh references, keeping each cell's
-fastest timing, up to
-``max_attempts`` times in all (a machine that stays loaded cannot be waited out forever; the
-last warning says so).
+looked "slowed" and was re-timed three times for nothing). A batch is accepted when the
+references on both its sides are within the tolerance of that speed: ``tolerance``, or the
+relative spread (p90 - p10) / median of the quiet reference's own runs when larger, since a
+series that scatters that much moves its median by as much between two quiet timings.
+Otherwise a warning gives the figure and the batch is measured again between fresh references,
+keeping each cell's fastest timing, up to ``max_attempts`` times in all (a machine that stays
+loaded cannot be waited out forever; the last warning says so).
 
 A profile of at most ``every_cells`` cells is not guarded: two extra reference timings would
 cost about as much as the cells themselves, and such a run is too short to span a slowdown.

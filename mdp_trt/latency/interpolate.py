@@ -60,7 +60,8 @@ def monotone_grid(values: np.ndarray) -> np.ndarray:
     return (upper + lower) / 2
 
 
-def monotone_values(cells: Iterable["Cell"], medians: Mapping[CellKey, float]) -> dict[CellKey, float]:
+def monotone_values(cells: Iterable["Cell"],
+                    medians: Mapping[CellKey, float]) -> dict[CellKey, float]:
     """``medians`` of ``cells`` made non-decreasing in both widths, per signature
     (``monotone_grid`` over its out x in grid; over its widths for a depthwise signature). A
     signature whose cells do not fill their grid (a layer that needs only some pairs) keeps its

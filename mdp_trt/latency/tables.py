@@ -93,7 +93,7 @@ class LatencyTables:
     channels: dict[str, list[list[int]]] = field(default_factory=dict)
     interpolation: dict | None = None
     drift: dict | None = None
-    monotone: bool = False  # medians made non-decreasing in both widths (interpolated: always)
+    monotone: bool = False  # values made non-decreasing in both widths (profile_tables)
 
     def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
         """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
@@ -248,7 +248,8 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     faster than a narrower neighbour is noise, and the exact solver seeks such cells out: on
     ResNet-50 at 224 px (ORT CPU) 18% of neighbouring cells were such dips (median 8%) and the
     solver's plans came out under-predicted by up to 18%. GPU kernels tile channels, so there a
-    wider layer can be faster and the dips are kept. The cache keeps the raw medians.
+    wider layer can be faster and the dips are kept. Applied to interpolated tables too (their
+    grid cells otherwise keep their measurement). The cache keeps the raw medians.
     """
     start = time.perf_counter()
     plan = plan_cells(analysis, group_size)
@@ -312,8 +313,8 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     if monotone is None:
         monotone = getattr(backend, "monotone_latency", False)
     values = medians if coarse is None else coarse.fill(medians)
-    if monotone and coarse is None:
-        values = monotone_values(cells, medians)
+    if monotone:
+        values = monotone_values(cells, values)
     tables = {
         layer.layer: [[0.0 if cell is None else values[cell.key()] for cell in row]
                       for row in layer.cells]
@@ -330,4 +331,4 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                          tables=tables, cells_measured=len(missing), cells_cached=cached_count,
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
-                         drift=drift_log, monotone=bool(monotone or coarse is not None))
+                         drift=drift_log, monotone=bool(monotone))

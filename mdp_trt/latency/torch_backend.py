@@ -14,8 +14,8 @@ fastest algorithm, which the warm-up absorbs) and every run is timed by a CUDA e
 graph and the replay is timed: eager PyTorch launches each op from Python (~20-40 us each), and
 on an H200 a ResNet layer at batch 32 takes less than that, so eager timings measure the launch
 loop, not the GPU (seen: a 3x3 conv read 0.04 ms at every width from 8 to 512 channels). A
-deployed engine (TensorRT, a CUDA-graph runtime) has no such loop either. On the CPU the host clock times synchronous runs
-(``timing.time_runs``) with ``threads`` intra-op threads.
+deployed engine (TensorRT, a CUDA-graph runtime) has no such loop either. On the CPU the host
+clock times synchronous runs (``timing.time_runs``) with ``threads`` intra-op threads.
 """
 
 from __future__ import annotations

@@ -181,12 +181,13 @@ class DippingBackend(FakeBackend):
     exploit); monotone_latency as a CPU backend declares it."""
 
     monotone_latency = True
+    dip_at, factor = 16, 0.4
 
     def measure_layer(self, sig, out_channels, in_channels):
         m = super().measure_layer(sig, out_channels, in_channels)
-        if out_channels != 16:
+        if out_channels != self.dip_at:
             return m
-        value = 0.4 * m.median_ms
+        value = self.factor * m.median_ms
         return type(m)(value, m.spread, m.repeats, value, value)
 
 
@@ -223,3 +224,15 @@ def test_a_gpu_backend_keeps_the_dips_it_measures(tmp_path):
     with LatencyCache(tmp_path / "c.sqlite") as cache:
         tables = profile(small_analysis(), GpuDipping(), cache)
     assert not tables.monotone and not _is_monotone(tables.tables["b0.conv2"])
+
+
+def test_interpolated_tables_of_a_cpu_backend_are_monotone_too(tmp_path):
+    class GridDip(DippingBackend):
+        # on the step-2 grid (8, 24, 32): a measured cell below out=8's, not an interpolated one
+        dip_at, factor = 24, 0.3
+
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile_tables(small_analysis(), group_size=8, backend=GridDip(),
+                                cache=cache, progress=False, interpolate=2, holdout=0)
+    assert tables.monotone and tables.interpolation is not None
+    assert _is_monotone(tables.tables["b0.conv2"])
