@@ -4,7 +4,7 @@ Tables time each layer alone, as a one-layer model. In the whole model the same 
 to back (inputs arrive from the previous layer, the runtime picks layouts and fusions for the
 whole graph) next to ops no table covers (residual Adds, pooling, reorders). So the tables and
 the model's layers differ by a factor, not by a constant: on ONNX Runtime CPU, ResNet-18 at
-224 px (1 thread, benchmarks/latency_model.py) measured 0.88 x its table sum plus 5 ms. A
+224 px (1 thread, benchmarks/latency_model.py) measured 0.88 x its table sum plus 1.9 ms. A
 constant calibrated on the original alone (measured minus table sum) then keeps the original's
 error at every plan: 20% mean and 41% max error on 10 pruned plans. Measuring one more model, a
 probe with every prunable group at about half its width, gives a second point; the affine map
