@@ -7,10 +7,12 @@ of channels in prunable groups, residual blocks found and removable, the max rel
 and why groups were kept whole (reasons counted over groups, node names left out). With
 ``--prune [BUDGET]`` it also runs the real ``prune`` (ORT CPU, default budget 0.6) and reports the
 baseline and pruned latency. A failure of any stage is reported in its row, never stops the run.
+``--update-md zoo.md`` replaces that table's rows of the architectures run (adding new ones), so
+the prune column can be filled a few architectures at a time.
 
     .venv/bin/python benchmarks/zoo.py [--archs resnet18 densenet121 | --all]
         [--exporters dynamo torchscript] [--resolution 64] [--prune [0.6]] [--group-size 32]
-        [--json OUT.json [--resume]] [--out DIR]
+        [--max-options 8] [--json OUT.json [--resume]] [--out DIR] [--update-md zoo.md]
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def export(arch: str, exporter: str, root: Path, size: int) -> tuple[Path, int, 
     raise InputError("; ".join(failures))
 
 
-def measure(arch: str, exporter: str, root: Path, size: int, budget: float | None, units: int) -> dict:
+def measure(arch: str, exporter: str, root: Path, size: int, budget: float | None,
+            units: tuple[int, int | None]) -> dict:
     start = time.perf_counter()
     path, size, failures = export(arch, exporter, root, size)
     row: dict = {"arch": arch, "exporter": exporter, "px": size, "export s": round(time.perf_counter() - start, 1)}
@@ -126,7 +129,7 @@ def measure(arch: str, exporter: str, root: Path, size: int, budget: float | Non
     return row
 
 
-def _prune(path: Path, out: Path, budget: float, units: int) -> dict:
+def _prune(path: Path, out: Path, budget: float, units: tuple[int, int | None]) -> dict:
     """The real pipeline's figures. A budget below what the latency model can reach is retried
     once at the smallest reachable fraction (rounded up), so the row still shows a real cut."""
     from mdp_trt.errors import InfeasibleBudget
@@ -143,11 +146,13 @@ def _prune(path: Path, out: Path, budget: float, units: int) -> dict:
         return {"budget": budget, "pruned ms": f"failed: {type(err).__name__}: {str(err)[:160]}"}
 
 
-def _prune_once(path: Path, out: Path, budget: float, units: int) -> dict:
+def _prune_once(path: Path, out: Path, budget: float, units: tuple[int, int | None]) -> dict:
     from mdp_trt.prune import PruneOptions, prune
 
-    report = prune(path, out, PruneOptions(budget=budget, group_size=units, progress=False, force=True,
-                                           measure_seconds=1.0, measure_rounds=2, verify_inputs=1))
+    group_size, max_options = units
+    report = prune(path, out, PruneOptions(
+        budget=budget, group_size=group_size, max_options=max_options, progress=False, force=True,
+        measure_seconds=1.0, measure_rounds=2, verify_inputs=1))
     return {"budget": budget, "base ms": round(report.baseline_latency_ms, 2),
             "pruned ms": round(report.measured_latency_ms, 2),
             "measured/budget": round(report.measured_latency_ms / report.budget_ms, 2),
@@ -156,6 +161,20 @@ def _prune_once(path: Path, out: Path, budget: float, units: int) -> dict:
 
 def markdown_row(row: dict) -> str:
     return "| " + " | ".join(str(row.get(c, "")).replace("|", "/") for c in COLUMNS) + " |"
+
+
+def update_markdown(path: Path, rows: list[dict]) -> None:
+    """Replace the table rows of ``path`` whose (arch, exporter) is in ``rows``; add the others,
+    keeping the table sorted. Text around the table is left as it is."""
+    lines = path.read_text().splitlines()
+    fresh = {(r["arch"], r["exporter"]): markdown_row(r) for r in rows}
+    body = [i for i, line in enumerate(lines) if line.startswith("| ") and not line.startswith("| arch")]
+    table = {tuple(c.strip() for c in lines[i].split("|")[1:3]): lines[i] for i in body}
+    table.update(fresh)
+    merged = [table[key] for key in sorted(table)]
+    start = body[0] if body else len(lines)
+    end = body[-1] + 1 if body else len(lines)
+    path.write_text("\n".join(lines[:start] + merged + lines[end:]) + "\n")
 
 
 def main() -> None:
@@ -168,6 +187,10 @@ def main() -> None:
     parser.add_argument("--prune", type=float, nargs="?", const=0.6, default=None, metavar="BUDGET",
                         help="also run prune --budget BUDGET (default 0.6) on ORT CPU (slow: profiles every layer)")
     parser.add_argument("--group-size", type=int, default=32, help="channels per option (VGG/AlexNet: 64)")
+    parser.add_argument("--max-options", type=int, default=None,
+                        help="prune: at most this many options per group (wide layers in coarser units)")
+    parser.add_argument("--update-md", type=Path, default=None,
+                        help="replace these architectures' rows in this markdown table")
     parser.add_argument("--out", type=Path, default=None, help="keep exports here")
     parser.add_argument("--json", type=Path, default=None, help="write the rows as JSON (after each row)")
     parser.add_argument("--resume", action="store_true", help="skip the rows already in --json")
@@ -192,7 +215,8 @@ def main() -> None:
             start = time.perf_counter()
             size = resolution(arch, args.resolution)
             try:
-                row = measure(arch, exporter, root, size, args.prune, group_size(arch, args.group_size))
+                units = (group_size(arch, args.group_size), args.max_options)
+                row = measure(arch, exporter, root, size, args.prune, units)
             except Exception as err:  # a crash is a finding: report it and go on
                 row = {"arch": arch, "exporter": exporter, "px": size,
                        "kept whole because (groups)": f"CRASH {type(err).__name__}: {str(err)[:160]}"}
@@ -201,6 +225,8 @@ def main() -> None:
             print(markdown_row(row), flush=True)
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
+            if args.update_md:
+                update_markdown(args.update_md, [row])
             for leftover in root.glob(f"{arch}-{exporter}*"):
                 if leftover.is_file() and args.out is None:
                     leftover.unlink()  # the full zoo does not fit a small disk

@@ -20,12 +20,13 @@ Invariants:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from mdp_trt.errors import InputError
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels"]
+__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options"]
 
 FORMAT = "mdp-analysis/1"
 
@@ -84,12 +85,17 @@ class ChannelGroup:
     # should keep the same number in each block (surgery pads one that does not: the padded
     # channels are computed and zeroed at their consumers, sound but not faster).
     divisions: int = 1
+    # Set by ``limit_options``: this group is cut in units this many times the group size.
+    unit_multiple: int = 1
+
+    def unit(self, group_size: int) -> int:
+        """Channels per option step: ``group_size`` rounded up to a multiple of ``divisions`` (so
+        that every conv group keeps the same count), times ``unit_multiple``."""
+        return -(-group_size // self.divisions) * self.divisions * self.unit_multiple
 
     def options(self, group_size: int) -> list[int]:
-        """Channel count per option; for a grouped conv's group the unit is rounded up to a
-        multiple of ``divisions`` so that every conv group keeps the same count."""
-        unit = -(-group_size // self.divisions) * self.divisions
-        return option_channels(self.channels, unit, self.prunable)
+        """Channel count per option k = 0..K (see ``option_channels``)."""
+        return option_channels(self.channels, self.unit(group_size), self.prunable)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -120,6 +126,26 @@ class Block:
     def from_json(cls, data: dict) -> "Block":
         tuples = {"layers", "nodes"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+def limit_options(analysis: "Analysis", group_size: int, max_options: int | None) -> "Analysis":
+    """``analysis`` with each group that would have more than ``max_options`` options cut in a
+    coarser unit, a multiple of its ``group_size`` unit.
+
+    One group size for every group makes wide layers expensive: a table has one cell per
+    (out, in) option pair, so VGG's 4096x4096 Gemm at 64 channels needs 4 096 one-layer models
+    of 64 MB each, while its 64-channel first conv needs one. ``None`` keeps every group as is.
+    """
+    if max_options is None:
+        return analysis
+    if max_options < 1:
+        raise InputError(f"--max-options {max_options} must be >= 1")
+    groups = []
+    for group in analysis.groups:
+        base = replace(group, unit_multiple=1)
+        steps = len(base.options(group_size)) - 1
+        groups.append(replace(base, unit_multiple=-(-steps // max_options)))
+    return replace(analysis, groups=tuple(groups))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ def _channels_last_option():
     return typer.Option(False, "--channels-last", help="torch backends: NHWC memory layout")
 
 
+def _max_options_option():
+    return typer.Option(None, metavar="N", help="at most N options per group: wider groups are "
+                        "cut in a multiple of --group-size (fewer table cells for wide layers)")
+
+
 def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -101,6 +106,7 @@ def profile(
     model: Path = typer.Argument(..., help="ONNX model"),
     backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
+    max_options: Optional[int] = _max_options_option(),
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
     precision: str = _precision_option(),
     channels_last: bool = _channels_last_option(),
@@ -114,6 +120,7 @@ def profile(
         "report the error) and interpolate the rest; default: measure every cell"),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
+    from mdp_trt.analysis import limit_options
     from mdp_trt.graph.model import load_model
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
@@ -125,7 +132,8 @@ def profile(
         raise InputError(f"--group-size {group_size} must be >= 1")
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last)
-    analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
+    analysis = limit_options(run_analysis(load_model(model, parse_shape(input_shape)), str(model)),
+                             group_size, max_options)
     with get_backend(backend, **options) as runtime, LatencyCache(cache) as store:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
                                 progress=True, interpolate=interpolate,
@@ -231,6 +239,7 @@ def prune(
     method: str = typer.Option("mdp", help="mdp (channels + blocks), or a baseline: mdp-channels, "
                                "halp (output-only latency, greedy), uniform (same fraction everywhere)"),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
+    max_options: Optional[int] = _max_options_option(),
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
         "(default: every cell measured)"),
@@ -253,7 +262,7 @@ def prune(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last,
         importance=importance, calib=calib, method=method, group_size=group_size,
-        interpolate=interpolate, calibration=calibration,
+        max_options=max_options, interpolate=interpolate, calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
         force=force, ray=ray, workers=workers))
     out.print(format_summary(report))

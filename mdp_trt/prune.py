@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from mdp_trt.analysis import Analysis
+from mdp_trt.analysis import Analysis, limit_options
 from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.graph import initializer_array, layer_output_scale, load_model, save_model
 from mdp_trt.importance import Importance
@@ -59,6 +59,7 @@ class PruneOptions:
     calib: Path | None = None  # calibration data for taylor importance (.npz or image folder)
     method: Method = "mdp"  # mdp, or a baseline: mdp-channels, halp, uniform (solve/methods.py)
     group_size: int = 16
+    max_options: int | None = None  # coarser units for wider groups (analysis.limit_options)
     interpolate: int | None = None  # latency tables: every k-th width measured (None: all)
     ray: str | None = None  # Ray cluster measuring the table cells ("local", "auto", ray://...)
     workers: int | None = None  # Ray workers (None: one per GPU or per `threads` CPUs)
@@ -99,6 +100,8 @@ def _check_options(options: PruneOptions) -> None:
         raise InputError(f"--budget-ms {options.budget_ms} must be positive")
     if options.group_size < 1:
         raise InputError(f"--group-size {options.group_size} must be >= 1")
+    if options.max_options is not None and options.max_options < 1:
+        raise InputError(f"--max-options {options.max_options} must be >= 1")
     if options.importance not in ("magnitude", "taylor"):
         raise InputError(f"--importance {options.importance!r}: choose magnitude or taylor")
     if options.importance == "taylor" and options.calib is None:
@@ -147,7 +150,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
     clock = _Stopwatch()
     with clock.stage("analyze"):
         model = load_model(model_path, options.input_shape)
-        analysis = analyze(model, str(model_path))
+        analysis = limit_options(analyze(model, str(model_path)), options.group_size,
+                                 options.max_options)
         analysis.save(work / "analysis.json")
         # The original, with its shape fixed, saved the same way as the pruned model will be,
         # so that both are timed under identical conditions.
@@ -190,7 +194,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
     decoded = result["decoded"]
     report = Report(
         model=str(model_path), backend=options.backend, device=fingerprint, threads=options.threads,
-        group_size=options.group_size, importance=importance.method,
+        group_size=options.group_size, max_options=options.max_options,
+        importance=importance.method,
         baseline_latency_ms=baseline.latency_ms, budget_ms=budget_ms,
         budget_fraction=budget_ms / baseline.latency_ms,
         predicted_latency_ms=result["predicted_ms"], predicted_tables_ms=result["tables_ms"],

@@ -37,6 +37,7 @@ class Report:
     timings: dict[str, float]  # seconds per stage
     rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
     calibration: dict = field(default_factory=dict)  # latency/calibration.Calibration as JSON
+    max_options: int | None = None  # options per group at most (None: group_size everywhere)
 
     @property
     def within_budget(self) -> bool:
@@ -56,7 +57,9 @@ def format_summary(report: Report) -> str:
     error = (report.predicted_latency_ms - report.measured_latency_ms) / report.measured_latency_ms
     lines = [
         f"backend {report.backend} ({report.threads} thread{'s' * (report.threads != 1)}), "
-        f"group size {report.group_size}, importance {report.importance}",
+        f"group size {report.group_size}"
+        f"{f' (at most {report.max_options} options per group)' if report.max_options else ''}, "
+        f"importance {report.importance}",
         f"latency  {report.baseline_latency_ms:8.2f} ms -> {report.measured_latency_ms:8.2f} ms "
         f"(budget {report.budget_ms:.2f} ms = {report.budget_fraction:.0%} of baseline; "
         f"{'within' if report.within_budget else 'OVER'} budget)",

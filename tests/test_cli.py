@@ -168,6 +168,13 @@ def test_prune_refuses_an_unknown_method(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_prune_refuses_max_options_below_one(tmp_path, capsys):
+    code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "--max-options", "0",
+                      "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--max-options 0" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_progressive_refuses_a_budget_above_one_and_writes_nothing(tmp_path, capsys):
     import numpy as np
 

@@ -83,6 +83,17 @@ def test_a_second_identical_run_measures_no_new_cell(resnet18, cold_run, tmp_pat
 
 
 @pytest.mark.slow
+def test_max_options_cuts_wide_groups_in_coarser_units(resnet18, cold_run, tmp_path):
+    # at most 2 options: 512-channel groups in units of 256 (cells already in the cache)
+    report = prune(resnet18, tmp_path / "coarse", _options(cold_run[1], max_options=2))
+    assert report.max_options == 2 and report.profile["cells_measured"] == 0
+    for kept, width in report.kept_channels.values():
+        assert kept == width or kept % -(-width // 2) == 0
+    saved = json.loads((tmp_path / "coarse" / "analysis.json").read_text())
+    assert max(g["unit_multiple"] for g in saved["groups"]) == 4
+
+
+@pytest.mark.slow
 def test_infeasible_budget_raises_with_the_smallest_latency_and_writes_nothing(resnet18, cold_run,
                                                                               tmp_path):
     with pytest.raises(InfeasibleBudget) as exc:

@@ -74,7 +74,7 @@ def formulate(
         "effective_capacity": capacity,
         "latency_offset": _us(offset_ms),
         "groups": [{"name": g.name, "layers": list(g.producers), "num_options": len(options[g.id]),
-                    "channels_per_option": group_size if g.prunable else g.channels}
+                    "channels_per_option": g.unit(group_size) if g.prunable else g.channels}
                    for g in analysis.groups],
         "blocks": blocks,
         "layers": layers,
