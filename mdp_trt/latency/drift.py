@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -35,7 +35,8 @@ import numpy as np
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["DriftPolicy", "DriftLog", "REFERENCE", "QUIET_MIN_REFS", "measure_guarded"]
+__all__ = ["DriftPolicy", "DriftLog", "REFERENCE", "QUIET_MIN_REFS", "measure_guarded",
+           "workers_record"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,29 @@ class DriftLog:
 
     def to_json(self) -> dict:
         return {**asdict(self), "reference_ms": list(self.reference_ms), "max_drift": self.max_drift}
+
+    @classmethod
+    def joined(cls, logs: Sequence["DriftLog"]) -> "DriftLog":
+        """One log for guarded runs timed in turn on one device (a Ray worker's chunks)."""
+        return cls(tuple(ms for log in logs for ms in log.reference_ms),
+                   sum(log.remeasured_cells for log in logs),
+                   sum(log.unresolved_batches for log in logs))
+
+
+def workers_record(logs: Mapping[str, Sequence[DriftLog]]) -> dict:
+    """The drift record of cells timed on several workers (worker name -> its runs' logs).
+
+    ``max_drift``, ``remeasured_cells`` and ``unresolved_batches`` mean what ``DriftLog.to_json``
+    gives for one device (the largest drift, the sums), and ``workers`` holds each worker's own
+    record. Reference timings are compared within a worker only: each times its own device.
+    """
+    per_worker = {name: DriftLog.joined(runs) for name, runs in sorted(logs.items())}
+    return {
+        "max_drift": max((log.max_drift for log in per_worker.values()), default=0.0),
+        "remeasured_cells": sum(log.remeasured_cells for log in per_worker.values()),
+        "unresolved_batches": sum(log.unresolved_batches for log in per_worker.values()),
+        "workers": {name: log.to_json() for name, log in per_worker.items()},
+    }
 
 
 Cell = tuple[LayerSignature, int, int]  # signature, out_channels, in_channels

@@ -15,7 +15,8 @@ usual case) only the diagonal is ever selected and no off-diagonal cell costs a 
 layers with equal signatures. The cell list is deterministic: layers in analysis order, then
 rows, then columns, first occurrence wins. With ``interpolate=k`` it measures only a coarse grid
 (every k-th width) plus a few held-back cells and interpolates the rest (``interpolate.py``);
-cells are timed under the reference-cell drift guard (``drift.py``).
+cells are timed under the reference-cell drift guard (``drift.py``), here or on each worker that
+a ``measure_cells`` callable hands them to.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from dataclasses import dataclass, field, replace
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.errors import InputError
 from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.drift import DriftPolicy, measure_guarded
+from mdp_trt.latency.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
 from mdp_trt.latency.interpolate import CoarsePlan, monotone_values
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["LatencyTables", "Cell", "LayerCells", "MeasureCells", "plan_cells", "required_cells",
-           "profile_tables", "FORMAT"]
+__all__ = ["LatencyTables", "Cell", "LayerCells", "MeasuredChunk", "MeasureCells", "plan_cells",
+           "required_cells", "profile_tables", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,20 @@ class Cell:
         return self.signature.key(), self.out_channels, self.in_channels
 
 
-# Measures cells elsewhere (e.g. on Ray workers), yielding each with its measurement when done.
-MeasureCells = Callable[[Sequence[Cell]], Iterator[tuple[Cell, Measurement]]]
+@dataclass(frozen=True)
+class MeasuredChunk:
+    """Cells that ``worker`` timed in one run under the drift guard: ``(cell, measurement,
+    drift)`` each, drift being the guard's value for that measurement (None: unguarded), and
+    the guard's log of the run."""
+
+    worker: str
+    cells: tuple[tuple[Cell, Measurement, float | None], ...]
+    log: DriftLog
+
+
+# Measures cells elsewhere (e.g. on Ray workers) under a drift policy (None: no guard), yielding
+# each chunk of them as soon as it is done.
+MeasureCells = Callable[[Sequence[Cell], DriftPolicy | None], Iterator[MeasuredChunk]]
 
 
 @dataclass(frozen=True)
@@ -80,7 +93,9 @@ class LatencyTables:
     option, channel count per input option]. ``cells_measured``/``cells_cached`` count distinct
     cells measured by this run / found in the cache; ``seconds`` is the wall time of the run.
     ``interpolation`` is the ``InterpolationReport`` (JSON) of coarse tables, None for full
-    ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run.
+    ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
+    measured elsewhere ``drift.workers_record`` (the same ``max_drift``/``remeasured_cells``/
+    ``unresolved_batches``, plus ``workers``: each worker's log).
     """
 
     backend: str
@@ -240,9 +255,10 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     ``interpolate``: measure every k-th width per axis (plus ``holdout`` held-back cells per
     signature) and interpolate the rest; None measures every cell. ``drift``: the reference-cell
     guard (None: none). A backend with a ``weights`` attribute ("hot"/"cold") keys its cells by it.
-    ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``), yielding each
-    ``(cell, measurement)`` as it finishes, on backends whose fingerprint is ``backend``'s; None
-    measures them here on ``backend``. Cells measured elsewhere carry no drift record.
+    ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``) under the
+    ``drift`` policy, yielding each ``MeasuredChunk`` as it finishes, on backends whose
+    fingerprint is ``backend``'s; None measures them here on ``backend``. Each cell is cached with
+    its worker's drift value, as soon as its chunk arrives.
     ``monotone``: make each signature's medians non-decreasing in both widths (None: the
     backend's ``monotone_latency``). On a CPU a wider layer is never faster, so a cell that reads
     faster than a narrower neighbour is noise, and the exact solver seeks such cells out: on
@@ -301,8 +317,12 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                         store, policy=drift).to_json()
                 else:
                     index = {cell.key(): i for i, cell in enumerate(missing)}
-                    for cell, m in measure_cells(missing):
-                        store(index[cell.key()], m, None)
+                    logs: dict[str, list[DriftLog]] = {}
+                    for chunk in measure_cells(missing, drift):
+                        for cell, m, cell_drift in chunk.cells:
+                            store(index[cell.key()], m, cell_drift)
+                        logs.setdefault(chunk.worker, []).append(chunk.log)
+                    drift_log = workers_record(logs)
                     absent = [c for c in missing if c.key() not in medians]
                     if absent:
                         raise RuntimeError(f"measure_cells returned {len(missing) - len(absent)} "

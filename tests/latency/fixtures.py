@@ -1,4 +1,5 @@
-"""Shared test material: tiny hand-built analyses and a deterministic fake latency backend."""
+"""Shared test material: tiny hand-built analyses, a deterministic fake latency backend and one
+whose machine load is scripted per measurement (drift guard tests)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import onnx
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
+from mdp_trt.latency.drift import REFERENCE
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
@@ -60,6 +62,27 @@ class FakeBackend(BackendBase):
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
         self._require_active()
         return Measurement(2.0, 0.1, 30, 1.9, 2.1)
+
+
+class LoadedBackend(BackendBase):
+    """Cell (sig, out, in) takes ``out / 10`` ms, the reference 1 ms, both times ``load``:
+    ``load_at(n)`` gives the machine's slowdown for the n-th measurement (1 = quiet)."""
+
+    name = "loaded"
+
+    def __init__(self, load_at) -> None:
+        super().__init__()
+        self.load_at = load_at
+        self.calls: list[tuple[int, int]] = []  # (out, in); the reference is (0, 0)
+
+    def fingerprint(self) -> DeviceFingerprint:
+        return DeviceFingerprint("loaded", "test", "fake", "0", 1, "fp32")
+
+    def measure_layer(self, sig, out_channels, in_channels) -> Measurement:
+        ref = sig == REFERENCE
+        self.calls.append((0, 0) if ref else (out_channels, in_channels))
+        value = (1.0 if ref else out_channels / 10) * self.load_at(len(self.calls))
+        return Measurement(value, 0.01, 5, value, value)
 
 
 def small_analysis(hw: int = 16) -> Analysis:

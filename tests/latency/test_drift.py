@@ -2,34 +2,13 @@ import logging
 
 import pytest
 
-from mdp_trt.latency.drift import (QUIET_MIN_REFS, REFERENCE, DriftLog, DriftPolicy,
-                                   measure_guarded)
-from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
+from mdp_trt.latency.drift import (QUIET_MIN_REFS, DriftLog, DriftPolicy, measure_guarded,
+                                   workers_record)
+from mdp_trt.latency.protocol import Measurement
 
-from .fixtures import conv_sig
+from .fixtures import LoadedBackend, conv_sig
 
 SIG = conv_sig(32, 32, 8)
-
-
-class LoadedBackend(BackendBase):
-    """Cell (sig, out, in) takes ``out / 10`` ms, the reference 1 ms, both times ``load``:
-    ``load_at(n)`` gives the machine's slowdown for the n-th measurement (1 = quiet)."""
-
-    name = "loaded"
-
-    def __init__(self, load_at) -> None:
-        super().__init__()
-        self.load_at = load_at
-        self.calls: list[tuple[int, int]] = []  # (out, in); the reference is (0, 0)
-
-    def fingerprint(self) -> DeviceFingerprint:
-        return DeviceFingerprint("loaded", "test", "fake", "0", 1, "fp32")
-
-    def measure_layer(self, sig, out_channels, in_channels) -> Measurement:
-        ref = sig == REFERENCE
-        self.calls.append((0, 0) if ref else (out_channels, in_channels))
-        value = (1.0 if ref else out_channels / 10) * self.load_at(len(self.calls))
-        return Measurement(value, 0.01, 5, value, value)
 
 
 def cells(n):
@@ -174,3 +153,16 @@ def test_a_fast_opening_reference_is_not_the_quiet_speed(caplog):
     with caplog.at_level(logging.WARNING):
         log, _ = run(backend, 12, DriftPolicy(every_cells=4, tolerance=0.1))
     assert log.remeasured_cells == 0 and "loaded" not in caplog.text
+
+
+def test_workers_record_compares_references_within_each_worker():
+    quiet, slowed = DriftLog((1.0, 1.0)), DriftLog((2.0, 2.5, 2.0), remeasured_cells=3)
+    record = workers_record({"1": [quiet, slowed], "0": [DriftLog((2.0, 2.0))]})
+    # Worker 0 runs at 2.0 throughout: slower than worker 1, but not drifting.
+    assert record["workers"]["0"]["max_drift"] == 0.0
+    assert record["workers"]["1"]["reference_ms"] == [1.0, 1.0, 2.0, 2.5, 2.0]
+    assert record["max_drift"] == pytest.approx(1.5)
+    assert record["remeasured_cells"] == 3 and record["unresolved_batches"] == 0
+    assert list(record["workers"]) == ["0", "1"]
+    assert workers_record({}) == {"max_drift": 0.0, "remeasured_cells": 0,
+                                  "unresolved_batches": 0, "workers": {}}
