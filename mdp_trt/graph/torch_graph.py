@@ -98,13 +98,44 @@ def _pairs(pads: list[int]) -> list[int]:
     return out
 
 
-def _spatial_pads(step: _Step, rank: int) -> list[int]:
+def _spatial_pads(step: _Step, x, kernel: list[int], strides: list[int],
+                  dilations: list[int]) -> list[int]:
+    """The node's pads in ONNX layout [begins..., ends...], auto_pad resolved for input ``x``."""
+    rank = len(kernel)
     auto_pad = step.attrs.get("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        return list(step.attrs.get("pads", [0] * (2 * rank)))
     if auto_pad == "VALID":
         return [0] * (2 * rank)
-    if auto_pad != "NOTSET":
-        raise step.fail(f"auto_pad={auto_pad} is not supported (only NOTSET and VALID)")
-    return list(step.attrs.get("pads", [0] * (2 * rank)))
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise step.fail(f"auto_pad={auto_pad} is not supported (NOTSET, VALID, SAME_UPPER and "
+                        "SAME_LOWER are)")
+    if any(d != 1 for d in dilations):
+        # ONNX Runtime rejects dilated SAME Conv and sizes dilated SAME MaxPool against the spec
+        raise step.fail(f"auto_pad={auto_pad} with dilations {dilations} is not supported "
+                        "(runtimes disagree on it); export with explicit pads")
+    return _same_pads(step, list(x.shape[2:]), kernel, strides)
+
+
+def _same_pads(step: _Step, sizes: list[int], kernel: list[int], strides: list[int]) -> list[int]:
+    """ONNX SAME padding: ceil(size / stride) outputs; an odd total puts the extra pixel at the
+    end (SAME_UPPER) or at the start (SAME_LOWER)."""
+    lower = step.attrs["auto_pad"] == "SAME_LOWER"
+    begins, ends = [], []
+    for size, k, stride in zip(sizes, kernel, strides):
+        total = (-(-size // stride) - 1) * stride + k - size
+        if total < 0 and step.op_type != "Conv":
+            # a kernel shorter than its stride: ONNX Runtime's MaxPool rejects the negative pad
+            # and its AveragePool crops the input by it, where Conv (and the spec's max(0, .))
+            # pads nothing
+            raise step.fail(f"auto_pad={step.attrs['auto_pad']} with kernel {kernel} shorter "
+                            f"than strides {strides} on input {sizes} is not supported (runtimes "
+                            "disagree on it)")
+        total = max(total, 0)
+        begin = (total + 1) // 2 if lower else total // 2
+        begins.append(begin)
+        ends.append(total - begin)
+    return begins + ends
 
 
 def _symmetric(pads: list[int]) -> list[int] | None:
@@ -120,12 +151,13 @@ def _conv(step: _Step, x, w, b=None):
     rank = w.dim() - 2
     if rank not in _CONV:
         raise step.fail(f"{rank}-d convolution is not supported")
-    pads = _spatial_pads(step, rank)
+    strides = list(step.attrs.get("strides", [1] * rank))
+    dilations = list(step.attrs.get("dilations", [1] * rank))
+    pads = _spatial_pads(step, x, list(w.shape[2:]), strides, dilations)
     padding = _symmetric(pads)
     if padding is None:
         x, padding = F.pad(x, _pairs(pads)), [0] * rank
-    return _CONV[rank](x, w, b, stride=step.attrs.get("strides", [1] * rank), padding=padding,
-                       dilation=step.attrs.get("dilations", [1] * rank),
+    return _CONV[rank](x, w, b, stride=strides, padding=padding, dilation=dilations,
                        groups=step.attrs.get("group", 1))
 
 
@@ -226,10 +258,11 @@ _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
-def _pool_args(step: _Step, rank: int):
+def _pool_args(step: _Step, x, dilations: list[int]):
+    rank = x.dim() - 2
     kernel = list(step.attrs["kernel_shape"])
     strides = list(step.attrs.get("strides", [1] * rank))
-    pads = _spatial_pads(step, rank)
+    pads = _spatial_pads(step, x, kernel, strides, dilations)
     padding = _symmetric(pads)
     # torch pools pad symmetrically by at most half the kernel; anything else is padded first
     if padding is not None and any(p > k // 2 for p, k in zip(padding, kernel)):
@@ -257,7 +290,9 @@ def _crop_padded_pool(step: _Step, y, x, kernel, strides, pads, dilations=None):
 @_op("AveragePool")
 def _average_pool(step: _Step, x):
     rank = x.dim() - 2
-    kernel, strides, pads, padding = _pool_args(step, rank)
+    if any(d != 1 for d in step.attrs.get("dilations", [])):  # opset 19; torch has no such pool
+        raise step.fail("dilated AveragePool is not supported")
+    kernel, strides, pads, padding = _pool_args(step, x, [1] * rank)
     ceil_mode = bool(step.attrs.get("ceil_mode", 0))
     include_pad = bool(step.attrs.get("count_include_pad", 0))
     pool = _AVG_POOL[rank]
@@ -276,8 +311,8 @@ def _max_pool(step: _Step, x):
     if len([o for o in step.outputs if o]) > 1:
         raise step.fail("MaxPool's Indices output is not supported")
     rank = x.dim() - 2
-    kernel, strides, pads, padding = _pool_args(step, rank)
-    dilations = step.attrs.get("dilations", [1] * rank)
+    dilations = list(step.attrs.get("dilations", [1] * rank))
+    kernel, strides, pads, padding = _pool_args(step, x, dilations)
     ceil_mode = bool(step.attrs.get("ceil_mode", 0))
     if padding is not None:
         return _MAX_POOL[rank](x, kernel, strides, padding, dilations, ceil_mode)
@@ -390,19 +425,27 @@ def _pad(step: _Step, x, pads=None, value=None, axes=None):
     return F.pad(x, _pairs(pads), value=fill)
 
 
-# (mode, coordinate_transformation_mode, nearest_mode) -> F.interpolate mode and align_corners
+# (mode, coordinate_transformation_mode, nearest_mode) -> F.interpolate mode and align_corners.
+# torch's bicubic, like ONNX cubic with exclude_outside=0, reads out-of-range neighbours from
+# the edge (clamped indices) and does not clamp half-pixel source coordinates at 0.
 _RESIZE = {
     ("nearest", "asymmetric", "floor"): ("nearest", None),
     ("nearest", "half_pixel", "round_prefer_ceil"): ("nearest-exact", None),
     ("linear", "half_pixel", None): ("linear", False),
     ("linear", "pytorch_half_pixel", None): ("linear", False),
     ("linear", "align_corners", None): ("linear", True),
+    ("cubic", "half_pixel", None): ("cubic", False),
+    ("cubic", "pytorch_half_pixel", None): ("cubic", False),
+    ("cubic", "align_corners", None): ("cubic", True),
 }
-_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}  # by number of spatial axes
+# (interpolation, number of spatial axes) -> F.interpolate mode; torch has no 1-d or 3-d cubic
+_BY_RANK = {("linear", 1): "linear", ("linear", 2): "bilinear", ("linear", 3): "trilinear",
+            ("cubic", 2): "bicubic"}
+_TORCH_CUBIC_A = -0.75  # the fixed coefficient of torch's bicubic kernel
 
 
-@_op("Resize", static=(1, 2, 3))
-def _resize(step: _Step, x, roi=None, scales=None, sizes=None):
+def _resize_mode(step: _Step, x) -> tuple[str, dict[str, bool]]:
+    """F.interpolate's mode and align_corners for this Resize, or a refusal naming the gap."""
     mode = step.attrs.get("mode", "nearest")
     transform = step.attrs.get("coordinate_transformation_mode", "half_pixel")
     nearest = step.attrs.get("nearest_mode", "round_prefer_floor") if mode == "nearest" else None
@@ -411,20 +454,53 @@ def _resize(step: _Step, x, roi=None, scales=None, sizes=None):
         raise step.fail(f"Resize mode={mode}, coordinate_transformation_mode={transform}"
                         f"{f', nearest_mode={nearest}' if nearest else ''}"
                         f"{', antialias' if step.attrs.get('antialias', 0) else ''} is not supported")
+    if "axes" in step.attrs or step.attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        raise step.fail("Resize axes and keep_aspect_ratio_policy are not supported")
+    if mode == "cubic":
+        if step.attrs.get("cubic_coeff_a", -0.75) != _TORCH_CUBIC_A:
+            raise step.fail(f"cubic Resize with cubic_coeff_a={step.attrs['cubic_coeff_a']} is "
+                            f"not supported (torch's bicubic uses {_TORCH_CUBIC_A})")
+        if step.attrs.get("exclude_outside", 0):
+            raise step.fail("cubic Resize with exclude_outside=1 is not supported (torch's "
+                            "bicubic reads outside neighbours from the edge)")
     torch_mode, align = _RESIZE[key]
-    if torch_mode == "linear":
-        torch_mode = _LINEAR.get(x.dim() - 2)
+    if mode in ("linear", "cubic"):
+        torch_mode = _BY_RANK.get((mode, x.dim() - 2))
         if torch_mode is None:
-            raise step.fail(f"linear Resize of a rank-{x.dim()} tensor is not supported")
-    kwargs = {} if align is None else {"align_corners": align}
+            raise step.fail(f"{mode} Resize of a rank-{x.dim()} tensor is not supported")
+    return torch_mode, ({} if align is None else {"align_corners": align})
+
+
+def _first_of_single_axes(x, out: list[int], factors: list[float] | None):
+    """ONNX pytorch_half_pixel reads a length-1 output axis at source coordinate 0 where torch
+    reads the middle of the input: keep only entry 0 of such axes (then resized 1 -> 1)."""
+    for axis, size in enumerate(out):
+        if size == 1:
+            x = x.narrow(2 + axis, 0, 1)
+            if factors is not None:
+                factors[axis] = 1.0
+    return x, factors
+
+
+@_op("Resize", static=(1, 2, 3))
+def _resize(step: _Step, x, roi=None, scales=None, sizes=None):
+    torch_mode, kwargs = _resize_mode(step, x)
+    factors = None
     if sizes is not None and len(sizes):
-        return F.interpolate(x, size=[int(s) for s in list(sizes)[2:]], mode=torch_mode, **kwargs)
-    scales = [float(s) for s in scales]
-    if scales[:2] != [1.0, 1.0]:
-        raise step.fail("Resize of the batch or channel axis is not supported")
+        out = [int(s) for s in list(sizes)[2:]]
+    else:
+        scales = [float(s) for s in scales]
+        if scales[:2] != [1.0, 1.0]:
+            raise step.fail("Resize of the batch or channel axis is not supported")
+        factors = scales[2:]
+        out = [math.floor(n * f) for n, f in zip(x.shape[2:], factors)]
+    if step.attrs.get("coordinate_transformation_mode") == "pytorch_half_pixel":
+        x, factors = _first_of_single_axes(x, out, factors)
+    if factors is None:
+        return F.interpolate(x, size=out, mode=torch_mode, **kwargs)
     # The given scales (not out/in) map coordinates in ONNX, as with recompute_scale_factor=False.
-    return F.interpolate(x, scale_factor=scales[2:], mode=torch_mode,
-                         recompute_scale_factor=False, **kwargs)
+    return F.interpolate(x, scale_factor=factors, mode=torch_mode, recompute_scale_factor=False,
+                         **kwargs)
 
 
 @_op("ReduceMean", static=(1,))
@@ -459,6 +535,36 @@ def _gather(step: _Step, data, indices):
     indices = torch.where(indices < 0, indices + data.shape[axis], indices)
     picked = data.index_select(axis, indices.reshape(-1))
     return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+
+
+def _check_gather_nd(step: _Step, data, indices, batch_dims: int) -> None:
+    if (not 0 <= batch_dims < min(data.dim(), indices.dim())
+            or indices.shape[-1] > data.dim() - batch_dims):
+        raise step.fail(f"GatherND with batch_dims={batch_dims}, data rank {data.dim()} and "
+                        f"indices shape {tuple(indices.shape)} is not a valid GatherND")
+    if indices.shape[:batch_dims] != data.shape[:batch_dims]:
+        raise step.fail(f"GatherND batch axes differ: data {tuple(data.shape[:batch_dims])}, "
+                        f"indices {tuple(indices.shape[:batch_dims])}")
+
+
+@_op("GatherND")
+def _gather_nd(step: _Step, data, indices):
+    """ONNX GatherND: each row of the last indices axis addresses a slice of ``data`` (within
+    its batch entry when batch_dims > 0); the result has shape
+    indices.shape[:-1] + data.shape[batch_dims + indices.shape[-1]:]."""
+    batch_dims = step.attrs.get("batch_dims", 0)
+    _check_gather_nd(step, data, indices, batch_dims)
+    # fold the batch axes into one, so one advanced-indexing call serves every batch_dims
+    depth = indices.shape[-1]
+    batch = math.prod(data.shape[:batch_dims])
+    rows = math.prod(indices.shape[batch_dims:-1])
+    flat_data = data.reshape((batch,) + data.shape[batch_dims:])
+    index = indices.to(data.device).long().reshape(batch, rows, depth)
+    sizes = torch.tensor(data.shape[batch_dims:batch_dims + depth], device=data.device)
+    index = torch.where(index < 0, index + sizes, index)
+    entry = torch.arange(batch, device=data.device).view(batch, 1).expand(batch, rows)
+    picked = flat_data[(entry, *index.unbind(-1))]
+    return picked.reshape(indices.shape[:-1] + data.shape[batch_dims + depth:])
 
 
 _TORCH_DTYPES = {

@@ -158,11 +158,69 @@ def padding_resize(b: G.GraphBuilder) -> list[str]:
         b.node("Resize", ["image", "", b.const("sc3", np.float32([1, 1, 3, 3]))], "nearest_exact",
                mode="nearest", coordinate_transformation_mode="half_pixel",
                nearest_mode="round_prefer_ceil"),
+        # ONNX reads a length-1 output axis at source 0 here, torch at the middle
+        b.node("Resize", ["image", "", "", b.const("sz1", _i64(2, 4, 1, 5))], "linear_one_row",
+               mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+    ]
+
+
+def same_padding(b: G.GraphBuilder) -> list[str]:
+    """auto_pad SAME_*: odd totals put the extra pixel at the end (UPPER) or start (LOWER)."""
+    r = b.rng
+    odd = b.node("Slice", ["image", b.const("s0", _i64(0)), b.const("e5", _i64(5)),
+                           b.const("ax2", _i64(2))], "odd")  # 5 x 6: one odd, one even axis
+    w3, w23 = b.const("w3", _f32(r, 6, 4, 3, 3)), b.const("w23", _f32(r, 6, 2, 2, 3))
+    return [
+        b.node("Conv", [odd, w3], "conv_upper", auto_pad="SAME_UPPER", strides=[2, 2]),
+        b.node("Conv", [odd, w23, b.const("cb", _f32(r, 6))], "conv_lower", auto_pad="SAME_LOWER",
+               strides=[1, 2], group=2),
+        # a 1x1 kernel under stride 2 on an even axis: the formula goes negative, nothing is padded
+        b.node("Conv", ["image", b.const("w1", _f32(r, 3, 4, 1, 1))], "conv_short_kernel",
+               auto_pad="SAME_UPPER", strides=[2, 2]),
+        b.node("MaxPool", [odd], "max_upper", auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+               strides=[2, 2]),
+        b.node("MaxPool", [odd], "max_lower_ceil", auto_pad="SAME_LOWER", kernel_shape=[2, 2],
+               ceil_mode=1),
+        b.node("AveragePool", [odd], "avg_upper", auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+               strides=[2, 2]),
+        b.node("AveragePool", [odd], "avg_lower_include", auto_pad="SAME_LOWER",
+               kernel_shape=[2, 3], strides=[2, 1], count_include_pad=1),
+    ]
+
+
+def cubic_resize(b: G.GraphBuilder) -> list[str]:
+    def scales(name, *values):
+        return ["image", "", b.const(name, np.float32([1, 1, *values]))]
+
+    def sizes(name, *values):
+        return ["image", "", "", b.const(name, _i64(2, 4, *values))]
+
+    return [
+        b.node("Resize", scales("up", 2, 1.5), "cubic_half_pixel", mode="cubic"),
+        b.node("Resize", scales("mixed", 0.6, 1.7), "cubic_torch", mode="cubic",
+               coordinate_transformation_mode="pytorch_half_pixel"),
+        b.node("Resize", sizes("row", 1, 9), "cubic_torch_one_row", mode="cubic",
+               coordinate_transformation_mode="pytorch_half_pixel"),
+        b.node("Resize", sizes("down", 4, 9), "cubic_corners", mode="cubic",
+               coordinate_transformation_mode="align_corners", cubic_coeff_a=-0.75),
+    ]
+
+
+def gather_nd(b: G.GraphBuilder) -> list[str]:
+    def gather(name, indices, batch_dims):
+        return b.node("GatherND", ["image", b.const(f"{name}_i", indices)], name,
+                      batch_dims=batch_dims)
+
+    return [
+        gather("pairs", _i64([1, -1], [0, 3]), 0),  # negative indices count from the end
+        gather("elements", _i64([1, 3, 5, 0], [-1, -2, 0, 2], [0, 0, 0, 0]), 0),
+        gather("per_batch", _i64([[0, 1], [3, 5], [2, 2]], [[1, 0], [-1, 0], [2, 4]]), 1),
+        gather("per_channel", np.arange(2 * 4 * 3, dtype=np.int64).reshape(2, 4, 3, 1) % 6, 2),
     ]
 
 
 CASES = [conv_gemm_matmul, elementwise, normalisation, pools, shape_arithmetic, slicing,
-         padding_resize]
+         padding_resize, same_padding, cubic_resize, gather_nd]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
@@ -191,6 +249,89 @@ def test_an_unsupported_attribute_names_the_node():
     module = TorchGraph.from_model(ir.serde.deserialize_model(proto))
     with pytest.raises(UnsupportedGraph, match=r"'the_pad' \(Pad\): Pad mode 'wrap'"):
         module(torch.zeros(SHAPE))
+
+
+def _dilated_same_conv(b):
+    return b.node("Conv", ["image", b.const("w", np.ones((2, 4, 3, 3), np.float32))], "the_node",
+                  auto_pad="SAME_UPPER", dilations=[2, 2])
+
+
+def _same_pool_shorter_than_stride(b):
+    return b.node("MaxPool", ["image"], "the_node", auto_pad="SAME_LOWER", kernel_shape=[1, 1],
+                  strides=[4, 4])
+
+
+def _dilated_average_pool(b):
+    return b.node("AveragePool", ["image"], "the_node", kernel_shape=[2, 2], dilations=[2, 2])
+
+
+def _cubic(b, scales=(1, 1, 2, 2), **attrs):
+    x = "image"
+    if len(scales) == 5:
+        x = b.node("Unsqueeze", [x, b.const("ax", _i64(2))], "rank5")
+    return b.node("Resize", [x, "", b.const("sc", np.float32(scales))], "the_node", mode="cubic",
+                  **attrs)
+
+
+REFUSALS = [
+    (_dilated_same_conv, r"auto_pad=SAME_UPPER with dilations \[2, 2\]"),
+    (_same_pool_shorter_than_stride, r"kernel \[1, 1\] shorter than strides \[4, 4\]"),
+    (_dilated_average_pool, r"dilated AveragePool"),
+    (lambda b: _cubic(b, cubic_coeff_a=-0.5), r"cubic_coeff_a=-0.5 is not supported"),
+    (lambda b: _cubic(b, exclude_outside=1), r"exclude_outside=1 is not supported"),
+    (lambda b: _cubic(b, coordinate_transformation_mode="asymmetric"),
+     r"mode=cubic, coordinate_transformation_mode=asymmetric is not supported"),
+    (lambda b: _cubic(b, scales=(1, 1, 1, 2, 2)), r"cubic Resize of a rank-5 tensor"),
+]
+
+
+@pytest.mark.parametrize("build,message", REFUSALS,
+                         ids=["same_dilated", "same_pool_short_kernel", "avg_dilated",
+                              "cubic_coeff_a", "cubic_exclude_outside", "cubic_asymmetric",
+                              "cubic_rank5"])
+def test_unsupported_attribute_values_are_refused_naming_the_node(build, message):
+    b = G.GraphBuilder(SHAPE)
+    module = TorchGraph.from_model(ir.serde.deserialize_model(_model(b, [build(b)], opset=20)))
+    with pytest.raises(UnsupportedGraph, match=r"'the_node' \(\w+\): .*" + message):
+        module(torch.zeros(SHAPE))
+
+
+def _invalid_gather_nd(batch_dims: int, indices: np.ndarray) -> onnx.ModelProto:
+    """A GatherND that ONNX shape inference rejects, so its output is declared untyped."""
+    b = G.GraphBuilder(SHAPE)
+    b.node("GatherND", ["image", b.const("i", indices)], "the_gather", batch_dims=batch_dims)
+    output = helper.make_tensor_value_info("the_gather_out", TensorProto.FLOAT, None)
+    graph = helper.make_graph(b.nodes, "ops", [b.input], [output], b.initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+
+
+@pytest.mark.parametrize("batch_dims,indices,message", [
+    (4, np.zeros((2, 4, 6, 6, 1), np.int64), r"batch_dims=4, data rank 4 .* not a valid GatherND"),
+    (0, np.zeros((2, 5), np.int64), r"indices shape \(2, 5\) is not a valid GatherND"),
+    (1, np.zeros((3, 1), np.int64), r"batch axes differ: data \(2,\), indices \(3,\)"),
+], ids=["batch_dims_too_large", "indices_too_deep", "batch_mismatch"])
+def test_an_invalid_gather_nd_is_refused_naming_the_node(batch_dims, indices, message):
+    proto = _invalid_gather_nd(batch_dims, indices)
+    module = TorchGraph.from_model(ir.serde.deserialize_model(proto))
+    with pytest.raises(UnsupportedGraph, match=r"'the_gather' \(GatherND\): .*" + message):
+        module(torch.zeros(SHAPE))
+
+
+def test_gradients_flow_through_same_padding_cubic_resize_and_gather_nd():
+    b = G.GraphBuilder((1, 2, 5, 4), seed=3)
+    conv = b.node("Conv", ["image", b.const("w", _f32(b.rng, 3, 2, 3, 2))], "conv",
+                  auto_pad="SAME_LOWER", strides=[2, 1])  # 3 x 4 out: pads (1, 0) and (1, 1)
+    up = b.node("Resize", [conv, "", b.const("sc", np.float32([1, 1, 2, 1.5]))], "up", mode="cubic")
+    picked = b.node("GatherND", [up, b.const("i", _i64([0, 1, 2], [0, 2, -1]))], "pick")
+    module = TorchGraph.from_model(ir.serde.deserialize_model(_model(b, [picked])))
+    x = torch.randn(1, 2, 5, 4)
+
+    module(x).square().sum().backward()
+    grad = module.get_parameter(module.parameter_names["w"]).grad
+    assert grad is not None and torch.count_nonzero(grad) > 0
+    # the input gradient, through F.pad's asymmetric padding included, is the numerical one
+    module.double()
+    assert torch.autograd.gradcheck(module, (x.double().requires_grad_(),))
 
 
 def test_parameters_are_the_weights_and_statistics_stay_buffers(tmp_path):
