@@ -260,7 +260,7 @@ def calibrate(model, analysis: Analysis, importance: Importance, tables: Latency
             shutil.rmtree(folder)
     calibration = fit_calibration(points)
     if calibration.note:
-        log.warning("latency calibration fell back to a constant: %s", calibration.note)
+        log.warning("latency calibration: %s", calibration.note)
     return calibration
 
 
