@@ -47,14 +47,12 @@ def layer_cells(path: Path, backend: OrtCpuBackend) -> dict[str, tuple[tuple, fl
     """Each layer's key (weight shape, input spatial size) and its one-layer cell (ms) at the
     widths it has in this model."""
     model = load_model(path)
-    analysis = analyze(model, str(path))
-    widths = {g.id: g.channels for g in analysis.groups}
     cells = {}
-    for layer in analysis.layers:
-        fan_in = layer.in_stride * (sum(widths[g] for g in layer.in_groups) + layer.in_fixed)
-        key = (initializer_array(model, layer.weight).shape, tuple(layer.signature.input_hw))
-        cells[layer.name] = (key, backend.measure_layer(layer.signature, widths[layer.out_group],
-                                                        fan_in).median_ms)
+    for layer in analyze(model, str(path)).layers:
+        sig = layer.signature
+        key = (initializer_array(model, layer.weight).shape, tuple(sig.input_hw))
+        cells[layer.name] = (key, backend.measure_layer(sig, sig.out_channels,
+                                                        sig.in_channels).median_ms)
     return cells
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from mdp_trt.errors import InputError
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options"]
+__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options",
+           "check_max_options"]
 
 FORMAT = "mdp-analysis/1"
 
@@ -128,6 +129,11 @@ class Block:
         return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
 
 
+def check_max_options(max_options: int | None) -> None:
+    if max_options is not None and max_options < 1:
+        raise InputError(f"--max-options {max_options} must be >= 1")
+
+
 def limit_options(analysis: "Analysis", group_size: int, max_options: int | None) -> "Analysis":
     """``analysis`` with each group that would have more than ``max_options`` options cut in a
     coarser unit, a multiple of its ``group_size`` unit.
@@ -136,10 +142,9 @@ def limit_options(analysis: "Analysis", group_size: int, max_options: int | None
     (out, in) option pair, so VGG's 4096x4096 Gemm at 64 channels needs 4 096 one-layer models
     of 64 MB each, while its 64-channel first conv needs one. ``None`` keeps every group as is.
     """
+    check_max_options(max_options)
     if max_options is None:
         return analysis
-    if max_options < 1:
-        raise InputError(f"--max-options {max_options} must be >= 1")
     groups = []
     for group in analysis.groups:
         base = replace(group, unit_multiple=1)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from mdp_trt.analysis import Analysis, limit_options
+from mdp_trt.analysis import Analysis, check_max_options, limit_options
 from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.graph import initializer_array, layer_output_scale, load_model, save_model
 from mdp_trt.importance import Importance
@@ -100,8 +100,7 @@ def _check_options(options: PruneOptions) -> None:
         raise InputError(f"--budget-ms {options.budget_ms} must be positive")
     if options.group_size < 1:
         raise InputError(f"--group-size {options.group_size} must be >= 1")
-    if options.max_options is not None and options.max_options < 1:
-        raise InputError(f"--max-options {options.max_options} must be >= 1")
+    check_max_options(options.max_options)
     if options.importance not in ("magnitude", "taylor"):
         raise InputError(f"--importance {options.importance!r}: choose magnitude or taylor")
     if options.importance == "taylor" and options.calib is None:
