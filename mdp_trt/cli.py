@@ -120,7 +120,7 @@ def profile(
         "report the error) and interpolate the rest; default: measure every cell"),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
-    from mdp_trt.analysis import limit_options
+    from mdp_trt.analysis import check_max_options, limit_options
     from mdp_trt.graph.model import load_model
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
@@ -130,6 +130,7 @@ def profile(
 
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
+    check_max_options(max_options)  # before a large model is loaded and analysed
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last)
     analysis = limit_options(run_analysis(load_model(model, parse_shape(input_shape)), str(model)),
