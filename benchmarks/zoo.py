@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -227,9 +228,9 @@ def main() -> None:
                 args.json.write_text(json.dumps(rows, indent=1))
             if args.update_md:
                 update_markdown(args.update_md, [row])
-            for leftover in root.glob(f"{arch}-{exporter}*"):
-                if leftover.is_file() and args.out is None:
-                    leftover.unlink()  # the full zoo does not fit a small disk
+            if args.out is None:  # the full zoo does not fit a small disk
+                for leftover in root.glob(f"{arch}-{exporter}*"):
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
 
 if __name__ == "__main__":

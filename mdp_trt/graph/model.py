@@ -81,6 +81,7 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
     ir.passes.common.RemoveUnusedNodesPass()(model)
     ir.passes.common.NameFixPass()(model)
     infer_shapes(model, reset=True)
+    _explicit_split_sizes(model)
     unknown = [
         out.name for node in model.graph for out in node.outputs if static_shape(out) is None
     ]
@@ -90,6 +91,35 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
             "cannot be pruned", path, len(unknown), ", ".join(unknown[:3]),
         )
     return model
+
+
+def _explicit_split_sizes(model: ir.Model) -> None:
+    """Give every Split on a static axis its sizes as an input (opset >= 13), instead of equal
+    parts (``num_outputs``, or as many as it has outputs): only explicit sizes can follow a
+    pruning that removes different numbers of channels from the parts."""
+    if model.opset_imports.get("", 1) < 13:
+        return
+    for node in model.graph:
+        if node.op_type != "Split" or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            continue
+        shape = static_shape(node.inputs[0])
+        if shape is None:
+            continue
+        axis_attr = node.attributes.get("axis")
+        dim = shape[(axis_attr.value if axis_attr is not None else 0) % len(shape)]
+        count = len(node.outputs)
+        size = -(-dim // count)  # the last part takes what is left, as num_outputs does
+        sizes = np.array([min(size, dim - k * size) for k in range(count)], dtype=np.int64)
+        name = f"{node.name}.split"
+        value = ir.Value(name=name, shape=ir.Shape(sizes.shape), type=ir.TensorType(ir.DataType.INT64),
+                         const_value=ir.tensor(sizes, name=name))
+        model.graph.register_initializer(value)
+        if len(node.inputs) == 1:
+            node.resize_inputs(2)
+        node.replace_input_with(1, value)
+        node.attributes.pop("num_outputs", None)
 
 
 # Elements up to which a constant ConstantOfShape is folded (onnxscript keeps them all).

@@ -13,8 +13,9 @@ says how the op treats the channels it receives on one input:
 Residual Adds force identical channel sets on both operands, so groups merge there (union-find).
 Where a group sits in a tensor is a ``Layout``: the channel axis, the number of consecutive
 elements per channel along it (1, or H*W after a Flatten: the columns of a Gemm after Flatten
-are channel-major, channel c owning columns [c*S, (c+1)*S)), and the position of the group's
-channels on that axis. A tensor may hold several groups side by side (the output of a Concat on
+are channel-major, channel c owning columns [c*S, (c+1)*S)), and the positions of the group's
+channels on that axis (an arithmetic progression: consecutive, or every G-th after a channel
+shuffle interleaves G blocks). A tensor may hold several groups side by side (the output of a Concat on
 the channel axis holds each input's groups at their offsets) or a part of one (an output of
 Split/Slice on the channel axis). Positions of a tensor that no group explains (a constant or a
 graph input concatenated in) are never pruned. Constants that spell out channel counts or
@@ -25,9 +26,13 @@ Layers are dense and grouped Convs, Gemm and MatMul. A grouped Conv (1 < group <
 reads input block b with conv group b only, so the groups on both of its sides are split into
 ``divisions`` equal blocks; surgery keeps equal counts per block (see
 ``plan_edits.physical_keep``). Depthwise Convs are channel-wise ops of their input's group.
-Known limits (kept whole, with the reason): LayerNorm over the channels, channel shuffle
-(Reshape to [N, g, C/g, ...]), an Add that joins a concatenation with one layer's output
-(the group would be made of parts of other groups).
+A channel shuffle (Reshape [N, C, ...] -> [N, G, C/G, ...], Transpose of axes 1 and 2, Reshape
+back) is a fixed permutation: each group's positions are mapped through it, and surgery turns
+it into a Gather of the kept channels (``ChannelShuffle``). A depthwise Conv over a tensor that
+holds several groups (ShuffleNetV2's strided units) passes each part through
+(``GroupTrace.depthwise_parts``). Known limits (kept whole, with the reason): LayerNorm over the
+channels, other reshapes of the channel axis (attention heads), an Add that joins a
+concatenation with one layer's output (the group would be made of parts of other groups).
 
 The trace holds graph objects and is rebuilt from the graph by surgery and masking; the
 serialisable summary is ``mdp_trt.analysis.ChannelGroup``. The graph must be topologically
@@ -50,6 +55,7 @@ from mdp_trt.graph.shapes import static_shape
 
 __all__ = [
     "Layout",
+    "ChannelShuffle",
     "ConstantSlice",
     "CountFix",
     "GroupTrace",
@@ -73,8 +79,8 @@ log = logging.getLogger(__name__)
 class Layout:
     """Where a group's channels sit in a tensor.
 
-    Group channels ``[first, first + width)`` occupy channel positions ``[offset, offset +
-    width)`` of ``axis`` (non-negative); each channel owns ``stride`` consecutive elements.
+    Group channel ``first + i`` (``0 <= i < width``) sits at channel position ``offset + i *
+    step`` of ``axis`` (non-negative); each channel owns ``stride`` consecutive elements.
     ``width`` is None only before the group's width is known (never in a trace: every seed is a
     whole layer output).
     """
@@ -84,6 +90,7 @@ class Layout:
     offset: int = 0
     first: int = 0
     width: int | None = None
+    step: int = 1
 
     @property
     def plain(self) -> bool:
@@ -92,14 +99,14 @@ class Layout:
 
     def whole(self, channels: int) -> bool:
         """True when this places an entire group of ``channels`` at position 0."""
-        return self.offset == 0 and self.first == 0 and self.width in (None, channels)
+        return self.offset == 0 and self.first == 0 and self.step == 1 and self.width in (None, channels)
 
     def elements(self, channels: np.ndarray) -> np.ndarray:
         """Element indices along ``axis`` of those group ``channels`` that this layout holds."""
         channels = np.asarray(channels, dtype=np.int64).reshape(-1)
         end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
         held = channels[(channels >= self.first) & (channels < end)]
-        positions = held - self.first + self.offset
+        positions = (held - self.first) * self.step + self.offset
         return (positions[:, None] * self.stride + np.arange(self.stride, dtype=np.int64)[None, :]).reshape(-1)
 
 
@@ -151,12 +158,29 @@ class CountFix:
 
 
 @dataclass(frozen=True)
+class ChannelShuffle:
+    """``reshape`` -> Transpose -> ``restore``: output channel q is input channel
+    ``(q % groups) * (C / groups) + q // groups``."""
+
+    reshape: ir.Node
+    restore: ir.Node
+    groups: int
+
+    def source(self, channels: int) -> np.ndarray:
+        """The input position each output position reads."""
+        q = np.arange(channels, dtype=np.int64)
+        return (q % self.groups) * (channels // self.groups) + q // self.groups
+
+
+@dataclass(frozen=True)
 class Pass:
     outputs: tuple[tuple[ir.Value, Layout], ...] = ()
     coupled_inputs: tuple[tuple[ir.Value, Layout], ...] = ()
     slices: tuple[ConstantSlice, ...] = ()
     counts: tuple[CountFix, ...] = ()
     depthwise: tuple[ir.Node, ...] = ()
+    depthwise_parts: tuple[ir.Node, ...] = ()
+    shuffles: tuple[ChannelShuffle, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -283,14 +307,16 @@ def _conv(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Consume(node, cut, divisions=group)
     weight = static_shape(node.inputs[1]) if len(node.inputs) > 1 else None
     if is_constant(node.inputs[1]) and weight and _depthwise(node, weight):
-        if not layout.whole(channels):
-            # Its ``group`` attribute and its latency table need one whole group as input.
-            return Reject(f"depthwise {_where(node)} reads several groups or a part of one")
         # Depthwise: channel c of the output reads only channel c of the input.
         slices = [ConstantSlice(node, 1, replace(layout, axis=0))]
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             slices.append(ConstantSlice(node, 2, replace(layout, axis=0)))
-        return Pass(outputs=((node.outputs[0], layout),), slices=tuple(slices), depthwise=(node,))
+        out = ((node.outputs[0], layout),)
+        if layout.whole(channels):
+            return Pass(outputs=out, slices=tuple(slices), depthwise=(node,))
+        # Over several groups (a shuffled tensor) each part passes through; its latency depends
+        # on several groups at once, so it has no table (it stays in the calibrated constant).
+        return Pass(outputs=out, slices=tuple(slices), depthwise_parts=(node,))
     if not is_constant(node.inputs[1]):
         return Reject(f"{_where(node)} has a weight that is not a constant initializer")
     return Reject(f"{_where(node)} (group={group}) has a weight of unknown shape")
@@ -479,11 +505,44 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Pass(outputs=((node.outputs[0], new),), counts=(CountFix(node, 1, 1, new),))
     if (layout.axis == 1 and len(shape_out) == len(shape_in) + 1
             and shape_out[1] * shape_out[2] == shape_in[1] and shape_out[3:] == shape_in[2:]):
-        # [N, g, C/g, ...]: the first half of a channel shuffle or of an attention head split;
-        # what follows mixes channels index by index (not expressible as offsets).
+        # [N, g, C/g, ...]: a channel shuffle if a Transpose and a Reshape back follow.
+        shuffle = _channel_shuffle(node, shape_in, shape_out)
+        if shuffle is not None and layout.stride == 1:
+            return _shuffled(shuffle, layout, shape_out[2])
         return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x "
-                      f"{shape_out[2]} (channel shuffle or attention heads)")
+                      f"{shape_out[2]} (not a channel shuffle: attention heads?)")
     return Reject(f"{_where(node)} from {shape_in} to {shape_out} mixes the channel axis")
+
+
+def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
+    uses = list(value.uses())
+    if len(uses) != 1 or value.is_graph_output() or uses[0].idx != 0:
+        return None
+    node = uses[0].node
+    return node if node.op_type == op_type and node.domain in ("", "ai.onnx") else None
+
+
+def _channel_shuffle(reshape: ir.Node, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> ChannelShuffle | None:
+    """``reshape`` [N, C, *S] -> [N, G, C/G, *S] followed (and only followed) by a Transpose of
+    axes 1 and 2 and a Reshape back to [N, C, *S]: ShuffleNet's channel shuffle."""
+    transpose = _only_use(reshape.outputs[0], "Transpose")
+    if transpose is None or list(_attr(transpose, "perm", [])) != [0, 2, 1, *range(3, len(shape_out))]:
+        return None
+    restore = _only_use(transpose.outputs[0], "Reshape")
+    if restore is None or static_shape(restore.outputs[0]) != shape_in or restore.outputs[0].is_graph_output():
+        return None
+    return ChannelShuffle(reshape, restore, shape_out[1])
+
+
+def _shuffled(shuffle: ChannelShuffle, layout: Layout, block: int) -> Pass:
+    """The group's positions after the shuffle: position k of block g moves to k * G + g."""
+    g_count, outputs = shuffle.groups, []
+    for g in range(g_count):
+        part = _overlap(layout, g * block, (g + 1) * block)
+        if part is not None:
+            moved = replace(part, offset=part.offset * g_count + g, step=part.step * g_count)
+            outputs.append((shuffle.restore.outputs[0], moved))
+    return Pass(outputs=tuple(outputs), shuffles=(shuffle,))
 
 
 @register_handler("Squeeze", "Unsqueeze")
@@ -511,10 +570,12 @@ def _squeeze(node: ir.Node, index: int, layout: Layout) -> Outcome:
 def _overlap(layout: Layout, start: int, stop: int) -> Layout | None:
     """The part of ``layout`` inside channel positions [start, stop), re-based at ``start``."""
     width = layout.width if layout.width is not None else 0
-    low, high = max(layout.offset, start), min(layout.offset + width, stop)
+    low = max(0, -(-(start - layout.offset) // layout.step))  # first channel at >= start
+    high = min(width, -(-(stop - layout.offset) // layout.step))
     if low >= high:
         return None
-    return replace(layout, offset=low - start, first=layout.first + low - layout.offset, width=high - low)
+    return replace(layout, offset=layout.offset + low * layout.step - start,
+                   first=layout.first + low, width=high - low)
 
 
 @register_handler("Concat")
@@ -713,7 +774,9 @@ class GroupTrace:
     tensors: dict[ir.Value, Layout] = field(default_factory=dict)
     slices: list[ConstantSlice] = field(default_factory=list)
     counts: list[CountFix] = field(default_factory=list)
-    depthwise: list[ir.Node] = field(default_factory=list)
+    depthwise: list[ir.Node] = field(default_factory=list)  # reading the whole group only
+    depthwise_parts: list[ir.Node] = field(default_factory=list)  # reading it beside others
+    shuffles: list[ChannelShuffle] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
 
@@ -747,6 +810,8 @@ class Trace:
     in_group: dict[ir.Node, int | None]
     unsupported: list[str]  # "Op (node 'name')" of every rejecting consumer, for notes
     in_parts: dict[ir.Node, InputParts] = field(default_factory=dict)
+    # Every tensor's groups with their layouts (a tensor may hold several, or one in parts).
+    places: dict[ir.Value, list[tuple[int, Layout]]] = field(default_factory=dict)
 
 
 class _UnionFind:
@@ -842,6 +907,8 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 fact(seed, "slices", outcome.slices)
                 fact(seed, "counts", outcome.counts)
                 fact(seed, "depthwise", outcome.depthwise)
+                fact(seed, "depthwise_parts", outcome.depthwise_parts)
+                fact(seed, "shuffles", outcome.shuffles)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
                 for out, out_layout in outcome.outputs:
@@ -910,7 +977,10 @@ def trace_groups(graph: ir.Graph) -> Trace:
         in_parts[layer] = parts
         single = parts.complete and parts.fixed == 0 and len(parts.groups) == 1
         in_group[layer] = parts.groups[0] if single else None
-    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts)
+    for group in groups:
+        group.depthwise_parts = list(dict.fromkeys(group.depthwise_parts))
+        group.shuffles = list(dict.fromkeys(group.shuffles))
+    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts, places)
 
 
 def _stopped_at(node: ir.Node, rejected: dict[ir.Node, str]) -> ir.Node | None:

@@ -26,6 +26,7 @@ __all__ = [
     "validated_plan",
     "traced_copy",
     "set_constant",
+    "add_initializer",
     "bypass_blocks",
     "finish",
 ]
@@ -151,10 +152,15 @@ def set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) 
         old.const_value = ir.tensor(array, name=old.name)
         old.shape = ir.Shape(array.shape)
         return
-    name, i = f"{tensor_name}.{node.name}.{index}", 0
+    node.replace_input_with(index, add_initializer(graph, f"{tensor_name}.{node.name}.{index}", array))
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, named ``name`` (or ``name.1``, ... if taken)."""
+    base, i = name, 0
     while name in graph.initializers:
         i += 1
-        name = f"{tensor_name}.{node.name}.{index}.{i}"
+        name = f"{base}.{i}"
     value = ir.Value(
         name=name,
         shape=ir.Shape(array.shape),
@@ -162,7 +168,7 @@ def set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) 
         const_value=ir.tensor(array, name=name),
     )
     graph.register_initializer(value)
-    node.replace_input_with(index, value)
+    return value
 
 
 def read_constant(node: ir.Node, index: int) -> np.ndarray:

@@ -3,7 +3,11 @@
 Cases handled (each comes from the channel trace of ``passes.groups``):
 - producer layers: weight sliced on its output axis, bias on its only axis;
 - channel-wise ops: BatchNormalization/InstanceNormalization parameters, per-channel constants
-  of Add/Mul/... sliced; depthwise Conv weight/bias sliced and ``group`` set to the new width;
+  of Add/Mul/... sliced; depthwise Conv weight/bias sliced and ``group`` set to the new width
+  (of all the groups it reads);
+- channel shuffles: replaced by a Gather of the kept channels in their shuffled order (a
+  Reshape to [N, G, C'/G, ...] would pair the wrong channels once the blocks lose different
+  ones);
 - consumer layers: weight sliced on its input axis (after a Flatten: the columns of each kept
   channel, channel-major);
 - concatenations: each group is cut at its offset in every tensor and constant it reaches;
@@ -25,8 +29,10 @@ import numpy as np
 import onnx_ir as ir
 
 from mdp_trt.analysis import Analysis
-from mdp_trt.passes.groups import ConstantSlice
+from mdp_trt.graph.shapes import static_shape
+from mdp_trt.passes.groups import ChannelShuffle, ConstantSlice, Trace
 from mdp_trt.passes.plan_edits import (
+    add_initializer,
     bypass_blocks,
     delete_grouped,
     physical_keep,
@@ -64,10 +70,11 @@ def apply_plan(
     grouped: dict[tuple[ir.Node, int], list[tuple[ConstantSlice, np.ndarray]]] = {}
     drops: dict[tuple[ir.Node, int], dict[int, list[np.ndarray]]] = {}
     counts: dict[tuple[ir.Node, int], dict[int, int]] = {}
+    dropped_of: dict[int, np.ndarray] = {}
     for gid, kept in plan.items():
         group = trace.groups[gid]
         physical = physical_keep(kept, group.channels, group.divisions)
-        dropped = np.setdiff1d(np.arange(group.channels), physical)
+        dropped = dropped_of[gid] = np.setdiff1d(np.arange(group.channels), physical)
         padded = np.setdiff1d(physical, kept)
         for cut in group.slices:
             key = (cut.node, cut.index)
@@ -80,8 +87,6 @@ def apply_plan(
         for fix in group.counts:
             entries = counts.setdefault((fix.node, fix.index), {})
             entries[fix.entry] = entries.get(fix.entry, 0) + fix.decrement(dropped)
-        for node in group.depthwise:
-            node.attributes["group"] = ir.AttrInt64("group", len(physical))
     for key in dict.fromkeys([*zeros, *grouped, *drops]):
         node, index = key
         array = read_constant(node, index).copy()
@@ -99,6 +104,15 @@ def apply_plan(
             if flat[entry] > 0:  # Reshape's -1 and 0 (copy) adapt by themselves
                 flat[entry] -= decrement
         set_constant(graph, node, index, target)
+    for node in dict.fromkeys(n for g in trace.groups for n in (*g.depthwise, *g.depthwise_parts)):
+        removed_here = _dropped_positions(trace, node.inputs[0], dropped_of)
+        if removed_here.size:
+            kept_here = static_shape(node.inputs[0])[1] - removed_here.size
+            node.attributes["group"] = ir.AttrInt64("group", kept_here)
+    for shuffle in dict.fromkeys(s for g in trace.groups for s in g.shuffles):
+        removed_here = _dropped_positions(trace, shuffle.reshape.inputs[0], dropped_of)
+        if removed_here.size:
+            _gather_shuffle(graph, shuffle, removed_here)
 
     bypass_blocks(graph, blocks, removed)
     finish(pruned)
@@ -107,3 +121,23 @@ def apply_plan(
         len(plan), len(removed), len(list(model.graph)), len(list(graph)),
     )
     return pruned
+
+
+def _dropped_positions(trace: Trace, value: ir.Value, dropped_of: Mapping[int, np.ndarray]) -> np.ndarray:
+    """Channel positions of ``value`` that the plan drops (from every group it holds)."""
+    parts = [layout.elements(dropped_of[gid]) for gid, layout in trace.places.get(value, [])
+             if gid in dropped_of]
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def _gather_shuffle(graph: ir.Graph, shuffle: ChannelShuffle, dropped: np.ndarray) -> None:
+    """Replace ``shuffle`` by a Gather that reads each kept channel where the shuffle put it."""
+    source = shuffle.reshape.inputs[0]
+    channels = static_shape(source)[1]
+    kept = np.setdiff1d(np.arange(channels, dtype=np.int64), dropped)
+    order = shuffle.source(channels)
+    order = order[np.isin(order, kept)]
+    indices = add_initializer(graph, f"{shuffle.reshape.name}.kept", np.searchsorted(kept, order))
+    gather = ir.node("Gather", [source, indices], attributes={"axis": 1}, name=f"{shuffle.reshape.name}.gather")
+    graph.insert_after(shuffle.restore, gather)
+    ir.convenience.replace_all_uses_with(shuffle.restore.outputs[0], gather.outputs[0])

@@ -178,3 +178,25 @@ def test_a_single_file_save_carries_weights_read_lazily_from_elsewhere(tmp_path,
     x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
     np.testing.assert_array_equal(got, G.run(model, x)[0])
+
+
+def test_equal_splits_get_explicit_sizes(tmp_path):
+    # Surgery can only follow unequal pruning of the parts through a sizes input.
+    from mdp_trt.graph import constant_array
+
+    node = helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1, num_outputs=2)
+    graph = helper.make_graph(
+        [node], "split", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 7, 2, 2])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a", "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save_model(model, tmp_path / "split.onnx")
+    loaded = load_model(tmp_path / "split.onnx")
+    split = next(iter(loaded.graph))
+    assert "num_outputs" not in split.attributes
+    np.testing.assert_array_equal(constant_array(split.inputs[1]), [4, 3])
+    save_model(loaded, tmp_path / "explicit.onnx")
+    x = np.arange(28, dtype=np.float32).reshape(1, 7, 2, 2)
+    before = ort.InferenceSession(tmp_path / "split.onnx").run(None, {"x": x})
+    after = ort.InferenceSession(tmp_path / "explicit.onnx").run(None, {"x": x})
+    for want, got in zip(before, after):
+        np.testing.assert_array_equal(want, got)

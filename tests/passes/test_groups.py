@@ -217,3 +217,11 @@ def test_channels_behind_a_rejecting_op_name_that_op(tmp_path):
     assert conv1.reason == "LayerNormalization (node 'ln') normalises over the channel axis"
     assert conv2.reason == ("channels also come from Transpose (node 't2'), after "
                             "LayerNormalization (node 'ln') normalises over the channel axis")
+
+
+def test_layout_with_a_step_places_every_gth_channel():
+    # Channels 2..4 of a group, every 4th position from 1 (after a shuffle of 4 blocks).
+    layout = Layout(1, offset=1, first=2, width=3, step=4)
+    assert layout.elements([0, 2, 3, 4, 5]).tolist() == [1, 5, 9]
+    assert not layout.whole(3) and Layout(1, width=3).whole(3)
+    assert Layout(1, stride=2, offset=1, width=2, step=2).elements([0, 1]).tolist() == [2, 3, 6, 7]

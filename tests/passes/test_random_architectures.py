@@ -2,16 +2,18 @@
 with torch.onnx, analysed, pruned with a random valid plan and checked against the masked
 original in ORT. Patterns: plain conv-BN-act, residual blocks, inverted residuals with depthwise
 convs and squeeze-excitation, grouped convs, dense and inception-style concatenations, split
-halves, ConvNeXt-style channel-last MLPs, channel shuffle, pooling, Pad and Resize, and heads
-with global pooling or a Flatten over a spatial map.
+halves, ShuffleNetV2 units (channel shuffle; the strided unit's depthwise conv reads the
+shuffled tensor), ConvNeXt-style channel-last MLPs, pooling, Pad and Resize, and heads with
+global pooling or a Flatten over a spatial map.
 
 Every group must either be prunable or carry a reason; groups are only allowed to be pinned
-by the patterns that pin them by design (LayerNorm over the channels, channel shuffle) and by
-the classifier reaching the graph output.
+by the patterns that pin them by design (LayerNorm over the channels) and by the classifier
+reaching the graph output.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -19,19 +21,19 @@ from hypothesis import strategies as st
 from torch import nn
 
 from mdp_trt.graph import load_model
+from mdp_trt.graph.torch_graph import TorchGraph
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from tests import onnx_graphs as G
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU}
 # Patterns that keep the channels around them whole by design.
-PINNING = {"convnext", "shuffle"}
-CONCATENATING = {"dense", "inception", "split"}
+PINNING = {"convnext"}
+CONCATENATING = {"dense", "inception", "split", "shuffle", "shuffle_down"}
 RESIDUAL = {"residual", "inverted", "grouped"}
 
 
 def _all_prunable_expected(kinds: list[str]) -> bool:
-    """False where a known limitation pins groups: LayerNorm over channels, channel shuffle, or
-    a residual Add that joins a concatenation (parts of several groups) with one layer's output,
+    """False where a known limitation pins groups: LayerNorm over channels, or a residual Add that joins a concatenation (parts of several groups) with one layer's output,
     which would need a group made of parts of other groups."""
     if PINNING & set(kinds):
         return False
@@ -107,10 +109,26 @@ class SplitHalf(nn.Module):
     def forward(self, x):
         a, b = torch.split(x, [self.half, x.shape[1] - self.half], 1)
         y = torch.cat([a, self.branch(b)], 1)
-        if self.shuffle:
-            n, c, h, w = y.shape
-            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
-        return y
+        return _shuffle(y) if self.shuffle else y
+
+
+def _shuffle(y: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = y.shape
+    return y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleDown(nn.Module):
+    """ShuffleNetV2's strided unit (at stride 1): both branches read the whole input, the
+    first through a depthwise conv."""
+
+    def __init__(self, c: int, act: str):
+        super().__init__()
+        self.branch1 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), _bn(c), _cba(c, c, 1, act=act))
+        self.branch2 = nn.Sequential(_cba(c, c, 1, act=act), nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+                                     _bn(c), _cba(c, c, 1, act=act))
+
+    def forward(self, x):
+        return _shuffle(torch.cat([self.branch1(x), self.branch2(x)], 1))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -165,6 +183,8 @@ def _block(kind: str, c: int, draw, act: str) -> tuple[nn.Module, int]:
         c2 = c + c % 2
         pre = _cba(c, c2, 1, act=act) if c2 != c else nn.Identity()
         return nn.Sequential(pre, SplitHalf(c2, act, kind == "shuffle")), c2
+    if kind == "shuffle_down":
+        return ShuffleDown(c, act), 2 * c
     if kind == "convnext":
         return ConvNeXtBlock(c), c
     if kind == "pool":
@@ -175,7 +195,7 @@ def _block(kind: str, c: int, draw, act: str) -> tuple[nn.Module, int]:
 
 
 KINDS = ["plain", "residual", "inverted", "grouped", "dense", "inception", "split", "shuffle",
-         "convnext", "pool", "pad_resize"]
+         "shuffle_down", "convnext", "pool", "pad_resize"]
 
 
 @st.composite
@@ -224,3 +244,30 @@ def test_random_architecture_prunes_like_the_masked_original(tmp_path_factory, a
     pruned = apply_plan(onnx_model, analysis, keep, removed)
     result = verify(mask_model(onnx_model, analysis, keep, removed), pruned, inputs=1, seed=seed)
     assert result.max_rel_diff <= 1e-4, kinds
+
+
+@pytest.mark.parametrize("dynamo", [True, False])
+def test_shufflenet_units_prune_through_the_shuffle(tmp_path, dynamo):
+    """ShuffleNetV2's pattern: a strided unit (its depthwise conv reads a shuffled tensor that
+    holds parts of several groups), a unit that splits the shuffled tensor in halves. Every
+    group but the classifier's is prunable; surgery turns each shuffle into a Gather."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_cba(3, 8), ShuffleDown(8, "relu"), SplitHalf(16, "relu", True),
+                          ShuffleDown(16, "relu"), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5)).eval()
+    path = G.export_module(model, tmp_path / "shuffle.onnx", input_shape=(1, 3, 16, 16), dynamo=dynamo)
+    onnx_model = load_model(path)
+    analysis = analyze(onnx_model, str(path))
+    pinned = [g for g in analysis.groups if not g.prunable]
+    assert [g.id for g in pinned] == [analysis.layers[-1].out_group], [g.reason for g in pinned]
+    for seed in range(3):
+        keep, removed = G.random_plan(analysis, seed)
+        pruned = apply_plan(onnx_model, analysis, keep, removed)
+        ops = [n.op_type for n in pruned.graph]
+        assert ops.count("Gather") == 3 and "Transpose" not in ops
+        result = verify(mask_model(onnx_model, analysis, keep, removed), pruned, inputs=1, seed=seed)
+        assert result.max_rel_diff <= 1e-4
+    # Fine-tuning runs the pruned graph in PyTorch: its Gathers must compute what ORT does.
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        got = TorchGraph.from_model(pruned)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, G.run(pruned, x)[0], rtol=1e-4, atol=1e-5)
