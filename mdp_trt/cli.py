@@ -252,6 +252,10 @@ def prune(
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     force: bool = typer.Option(False, help="replace an existing output directory"),
+    resume: bool = typer.Option(False, help="reuse the finished run in --output: its importance "
+                                "scores when the model, --importance and --calib are the same "
+                                "(measured latency cells always come from the cache); the folder "
+                                "is replaced by the new run"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
@@ -265,7 +269,7 @@ def prune(
         importance=importance, calib=calib, method=method, group_size=group_size,
         max_options=max_options, interpolate=interpolate, calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
-        force=force, ray=ray, workers=workers))
+        force=force, resume=resume, ray=ray, workers=workers))
     out.print(format_summary(report))
     out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
 

@@ -75,6 +75,7 @@ class PruneOptions:
     measure_seconds: float = 3.0  # timed runs per whole-model measurement round (at least 30 runs)
     measure_rounds: int = 3  # whole-model rounds; the least disturbed one counts
     force: bool = False
+    resume: bool = False  # reuse the stages of the finished run in the output directory
     progress: bool = True
 
 
@@ -135,17 +136,68 @@ def staged_output(out_dir: Path, force: bool):
         raise
 
 
+@dataclass(frozen=True)
+class _Previous:
+    """The saved stages of a finished run (``--resume``)."""
+
+    folder: Path
+    analysis: Analysis
+    importance: Importance
+    report: dict
+
+
+def _previous_run(out_dir: Path) -> _Previous | None:
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        log.info("--resume: %s holds no earlier run; every stage runs", out_dir)
+        return None
+    if not (out_dir / "report.json").is_file():
+        # --resume replaces the folder at the end: never one that prune did not write.
+        raise InputError(f"--resume: {out_dir} holds no finished prune run (no report.json); "
+                         "choose its output folder, or drop --resume")
+    try:
+        return _Previous(out_dir, Analysis.load(out_dir / "analysis.json"),
+                         Importance.load(out_dir / "importance.json"),
+                         json.loads((out_dir / "report.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"--resume: cannot read the earlier run in {out_dir} ({type(err).__name__}: "
+                         f"{err}); run without --resume (with --force to replace it)") from err
+
+
+def _same_network(a: Analysis, b: Analysis) -> bool:
+    """The same model file and graph (option units may differ: they do not change scores)."""
+    def shape(x: Analysis):
+        return (x.model, x.input_shape, [(l.name, l.out_group) for l in x.layers],
+                [(g.producers, g.channels) for g in x.groups])
+    return shape(a) == shape(b)
+
+
+def _resumed_importance(previous: _Previous | None, analysis: Analysis,
+                        options: PruneOptions) -> Importance | None:
+    if previous is None:
+        return None
+    if not _same_network(previous.analysis, analysis):
+        log.warning("--resume: %s was pruned from another model or input shape; every stage "
+                    "runs again", previous.folder)
+        return None
+    calib = str(options.calib) if options.calib is not None else None
+    if previous.report.get("importance") != options.importance or previous.report.get("calib") != calib:
+        log.info("--resume: importance computed again (--importance or --calib changed)")
+        return None
+    return previous.importance
+
+
 def prune(model_path: str | Path, out_dir: str | Path, options: PruneOptions) -> Report:
     _check_options(options)
     model_path, out_dir = Path(model_path), Path(out_dir)
-    with staged_output(out_dir, options.force) as work:
-        report = _run(model_path, work, options)
+    previous = _previous_run(out_dir) if options.resume else None
+    with staged_output(out_dir, options.force or previous is not None) as work:
+        report = _run(model_path, work, options, previous)
         for staged in work.glob("original.onnx*"):
             staged.unlink()
     return report
 
 
-def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
+def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previous | None) -> Report:
     clock = _Stopwatch()
     with clock.stage("analyze"):
         model = load_model(model_path, options.input_shape)
@@ -155,8 +207,10 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
         # The original, with its shape fixed, saved the same way as the pruned model will be,
         # so that both are timed under identical conditions.
         save_model(model, work / "original.onnx")
+    # Latency cells need no resuming: the cache holds every cell measured before.
+    resumed = _resumed_importance(previous, analysis, options)
     with clock.stage("importance"):
-        importance = _importance(model, analysis, options)
+        importance = resumed or _importance(model, analysis, options)
         importance.save(work / "importance.json")
     runtime_options = backend_options(options.backend, threads=options.threads,
                                       precision=options.precision,
@@ -207,6 +261,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions) -> Report:
                  "seconds": tables.seconds},
         verification=result["verification"], timings=clock.seconds,
         calibration=calibration.to_json(),
+        calib=str(options.calib) if options.calib is not None else None,
+        resumed=["importance"] if resumed is not None else [],
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
                  "original_ms": r["original_ms"],

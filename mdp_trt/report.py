@@ -38,6 +38,8 @@ class Report:
     rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
     calibration: dict = field(default_factory=dict)  # latency/calibration.Calibration as JSON
     max_options: int | None = None  # options per group at most (None: group_size everywhere)
+    calib: str | None = None  # the calibration data of taylor importance
+    resumed: list[str] = field(default_factory=list)  # stages taken from an earlier run (--resume)
 
     @property
     def within_budget(self) -> bool:
@@ -78,5 +80,6 @@ def format_summary(report: Report) -> str:
           if len(report.rounds) > 1 else []),
         f"profile  {report.profile['cells_measured']} cells measured, "
         f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s",
+        *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
     ]
     return "\n".join(lines)

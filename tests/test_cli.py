@@ -175,6 +175,15 @@ def test_prune_refuses_max_options_below_one(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_prune_resume_refuses_a_folder_prune_did_not_write(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "--resume",
+                      "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "no finished prune run" in " ".join(text.split()) and "Traceback" not in text
+    assert (tmp_path / "out" / "notes.txt").exists()
+
+
 def test_progressive_refuses_a_budget_above_one_and_writes_nothing(tmp_path, capsys):
     import numpy as np
 

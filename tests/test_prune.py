@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mdp_trt.errors import InfeasibleBudget
+from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.prune import PruneOptions, prune
 
@@ -263,3 +263,38 @@ def test_prunes_on_a_gpu_with_torch_cuda_end_to_end(resnet18, tmp_path):
     assert report["backend"] == "torch-cuda" and "cuDNN" in json.dumps(report["device"])
     assert 0 < report["measured_latency_ms"] and report["verification"]["max_rel_diff"] < 1e-3
     assert (tmp_path / "out" / "pruned.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_resume_reuses_the_importance_of_the_finished_run(resnet18, cold_run, tmp_path, monkeypatch):
+    import mdp_trt.prune as prune_module
+
+    _, cache, _ = cold_run
+    out = tmp_path / "out"
+    first = prune(resnet18, out, _options(cache))
+    saved = (out / "importance.json").read_text()
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("importance recomputed although the earlier run's matches")
+
+    monkeypatch.setattr(prune_module, "_importance", recomputed)
+    second = prune(resnet18, out, _options(cache, budget=0.7, resume=True))
+    assert second.resumed == ["importance"] and first.resumed == []
+    assert (out / "importance.json").read_text() == saved
+    assert json.loads((out / "report.json").read_text())["budget_fraction"] == pytest.approx(0.7)
+    # A baseline method ranks channels by the same scores.
+    assert prune(resnet18, out, _options(cache, resume=True, method="uniform")).resumed == ["importance"]
+    monkeypatch.undo()
+    # Scores of another importance method are not reused: the stage runs again.
+    report = json.loads((out / "report.json").read_text())
+    (out / "report.json").write_text(json.dumps({**report, "importance": "taylor"}))
+    assert prune(resnet18, out, _options(cache, resume=True)).resumed == []
+
+
+def test_resume_refuses_a_folder_that_prune_did_not_write(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="no finished prune run"):
+        prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
+    assert (folder / "notes.txt").read_text() == "keep me"
