@@ -21,7 +21,7 @@ Prints mean and max absolute percentage error per (model, threads) and writes a 
 vs measured. FLOPs (2 x MACs of Conv/Gemm/MatMul) are counted on the pruned ONNX files.
 
     .venv/bin/python benchmarks/latency_model.py [--archs resnet18 resnet50] [--threads 1 2]
-        [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K] [--weights hot|cold]
+        [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K] [--weights hot|cold|auto]
         [--backend torch-cuda --precision fp16 --channels-last --batch 32 --threads 1]
 """
 
@@ -38,10 +38,10 @@ import numpy as np
 import onnx
 
 from mdp_trt.bench.measure import benchmark_model
-from mdp_trt.graph import load_model, save_model
+from mdp_trt.graph import initializer_bytes, load_model, save_model
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.drift import DriftPolicy
-from mdp_trt.latency.registry import backend_options, get_backend
+from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
@@ -127,10 +127,9 @@ def run_one(arch, threads, args, root, rng) -> dict:
     analysis = analyze(model, str(onnx_path))
     importance = _importance(model, analysis, PruneOptions(progress=False))
     original = save_model(model, root / f"{arch}-original.onnx")
+    weights = cell_weights(args.weights, args.backend, initializer_bytes(model))
     options = backend_options(args.backend, threads=threads, precision=args.precision,
-                              channels_last=args.channels_last)
-    if args.backend == "ort-cpu":
-        options["weights"] = args.weights
+                              channels_last=args.channels_last, weights=weights)
     backend = get_backend(args.backend, **options,
                           cell_policy=replace(CELL_POLICY, budget_s=args.cell_seconds),
                           model_policy=replace(MODEL_POLICY, budget_s=args.model_seconds))
@@ -203,7 +202,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
             "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
             "profile_s": profile_s, "cells_measured": tables.cells_measured,
             "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
-            "drift": tables.drift, "weights": args.weights, "errors": errors, "plans": rows}
+            "drift": tables.drift, "weights": weights, "errors": errors, "plans": rows}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -243,8 +242,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--interpolate", type=int, default=None, metavar="K",
                         help="coarse tables: every K-th width, the rest interpolated")
-    parser.add_argument("--weights", choices=["hot", "cold"], default="hot",
-                        help="ort-cpu: weights in cache (hot) or rotated copies (cold)")
+    parser.add_argument("--weights", choices=["hot", "cold", "auto"], default="hot",
+                        help="ort-cpu cells: weights in cache (hot), streamed from memory "
+                        "(cold), or cold when the model's weights exceed the last-level cache")
     parser.add_argument("--backend", default="ort-cpu",
                         choices=["ort-cpu", "ort-cuda", "torch-cpu", "torch-cuda"])
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",

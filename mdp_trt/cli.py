@@ -43,6 +43,12 @@ def _channels_last_option():
     return typer.Option(False, "--channels-last", help="torch backends: NHWC memory layout")
 
 
+def _weights_option():
+    return typer.Option("hot", help="ort-cpu table cells: hot (weights cached between runs), cold "
+                        "(weights streamed from memory, as inside a model larger than the "
+                        "last-level cache) or auto (cold when the model's weights exceed it)")
+
+
 def _max_options_option():
     return typer.Option(None, metavar="N", help="at most N options per group: wider groups are "
                         "cut in a multiple of --group-size (fewer table cells for wide layers)")
@@ -110,6 +116,7 @@ def profile(
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
     precision: str = _precision_option(),
     channels_last: bool = _channels_last_option(),
+    weights: str = _weights_option(),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the tables as JSON"),
@@ -121,20 +128,23 @@ def profile(
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
     from mdp_trt.analysis import check_max_options, limit_options
-    from mdp_trt.graph.model import load_model
+    from mdp_trt.graph.model import initializer_bytes, load_model
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
-    from mdp_trt.latency.registry import backend_options, get_backend
+    from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
     from mdp_trt.latency.tables import profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
 
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
     check_max_options(max_options)  # before a large model is loaded and analysed
+    backend_options(backend, threads=threads, precision=precision, channels_last=channels_last,
+                    weights="hot" if weights == "auto" else weights)  # checked before loading
+    loaded = load_model(model, parse_shape(input_shape))
     options = backend_options(backend, threads=threads, precision=precision,
-                              channels_last=channels_last)
-    analysis = limit_options(run_analysis(load_model(model, parse_shape(input_shape)), str(model)),
-                             group_size, max_options)
+                              channels_last=channels_last,
+                              weights=cell_weights(weights, backend, initializer_bytes(loaded)))
+    analysis = limit_options(run_analysis(loaded, str(model)), group_size, max_options)
     with get_backend(backend, **options) as runtime, LatencyCache(cache) as store:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
                                 progress=True, interpolate=interpolate,
@@ -233,6 +243,7 @@ def prune(
     threads: int = typer.Option(1, help="runtime threads (1 gives the most stable timings)"),
     precision: str = _precision_option(),
     channels_last: bool = _channels_last_option(),
+    weights: str = _weights_option(),
     importance: str = typer.Option("magnitude", help="channel importance: magnitude (data-free) "
                                    "or taylor (gradients on --calib data)"),
     calib: Optional[Path] = typer.Option(None, help="calibration data for --importance taylor: an "
@@ -265,7 +276,7 @@ def prune(
 
     report = run_prune(model, output, _prune_options(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
-        precision=precision, channels_last=channels_last,
+        precision=precision, channels_last=channels_last, weights=weights,
         importance=importance, calib=calib, method=method, group_size=group_size,
         max_options=max_options, interpolate=interpolate, calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),

@@ -26,13 +26,13 @@ import numpy as np
 
 from mdp_trt.analysis import Analysis, check_max_options, limit_options
 from mdp_trt.errors import InfeasibleBudget, InputError
-from mdp_trt.graph import initializer_array, layer_output_scale, load_model, save_model
+from mdp_trt.graph import initializer_array, initializer_bytes, layer_output_scale, load_model, save_model
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.calibration import Calibration, fit_calibration, probe_options
 from mdp_trt.latency.ray_runner import cells_option
-from mdp_trt.latency.registry import backend_options, get_backend
+from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.latency.timing import MODEL_POLICY
 from mdp_trt.bench.measure import benchmark_model
@@ -55,6 +55,7 @@ class PruneOptions:
     threads: int = 1
     precision: str = "fp32"  # fp16/int8 on backends that support them (torch-*, tensorrt)
     channels_last: bool = False  # torch backends only
+    weights: Literal["hot", "cold", "auto"] = "hot"  # ort-cpu cells: weights cached or streamed
     importance: Literal["magnitude", "taylor"] = "magnitude"
     calib: Path | None = None  # calibration data for taylor importance (.npz or image folder)
     method: Method = "mdp"  # mdp, or a baseline: mdp-channels, halp, uniform (solve/methods.py)
@@ -109,6 +110,10 @@ def _check_options(options: PruneOptions) -> None:
                          "PATH (an .npz with x and optionally y, or a folder of images)")
     if options.method not in METHODS:
         raise InputError(f"--method {options.method!r}: choose one of {', '.join(METHODS)}")
+    # The backend's own flags (--channels-last, --weights), checked before a model is loaded.
+    backend_options(options.backend, threads=options.threads, precision=options.precision,
+                    channels_last=options.channels_last,
+                    weights="hot" if options.weights == "auto" else options.weights)
     if options.calibration not in ("two-point", "constant"):
         raise InputError(f"--calibration {options.calibration!r}: choose two-point or constant")
 
@@ -212,9 +217,10 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
     with clock.stage("importance"):
         importance = resumed or _importance(model, analysis, options)
         importance.save(work / "importance.json")
+    weights = cell_weights(options.weights, options.backend, initializer_bytes(model))
     runtime_options = backend_options(options.backend, threads=options.threads,
                                       precision=options.precision,
-                                      channels_last=options.channels_last)
+                                      channels_last=options.channels_last, weights=weights)
     backend = get_backend(options.backend, **runtime_options,
                           model_policy=replace(MODEL_POLICY, budget_s=options.measure_seconds))
     measure = partial(benchmark_model, backend=backend, rounds=options.measure_rounds)
@@ -262,6 +268,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         verification=result["verification"], timings=clock.seconds,
         calibration=calibration.to_json(),
         calib=str(options.calib) if options.calib is not None else None,
+        weights=weights,
         resumed=["importance"] if resumed is not None else [],
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],

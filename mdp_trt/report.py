@@ -39,6 +39,7 @@ class Report:
     calibration: dict = field(default_factory=dict)  # latency/calibration.Calibration as JSON
     max_options: int | None = None  # options per group at most (None: group_size everywhere)
     calib: str | None = None  # the calibration data of taylor importance
+    weights: str = "hot"  # how table cells were timed (ort-cpu: "cold" streams the weights)
     resumed: list[str] = field(default_factory=list)  # stages taken from an earlier run (--resume)
 
     @property

@@ -175,6 +175,14 @@ def test_prune_refuses_max_options_below_one(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_cold_weights_on_a_backend_without_them_exit_2_before_loading(tmp_path, capsys):
+    for command in (["profile", str(tmp_path / "m.onnx")],
+                    ["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "-o", str(tmp_path / "out")]):
+        code, text = run([*command, "--backend", "torch-cpu", "--weights", "cold"], capsys)
+        assert code == 2 and "--weights cold" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_prune_resume_refuses_a_folder_prune_did_not_write(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("keep me")

@@ -2,11 +2,12 @@
 
 from mdp_trt.graph.batchnorm import layer_output_scale
 from mdp_trt.graph.constants import constant_array, initializer_array
-from mdp_trt.graph.model import load_model, save_model
+from mdp_trt.graph.model import initializer_bytes, load_model, save_model
 from mdp_trt.graph.shapes import check_model, infer_shapes
 
 __all__ = [
     "load_model",
+    "initializer_bytes",
     "save_model",
     "infer_shapes",
     "check_model",

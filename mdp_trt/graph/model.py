@@ -162,7 +162,8 @@ def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] |
     image.shape = ir.Shape(wanted)
 
 
-def _initializer_bytes(model: ir.Model) -> int:
+def initializer_bytes(model: ir.Model) -> int:
+    """Bytes of the model's constant tensors (its weights)."""
     total = 0
     for value in model.graph.initializers.values():
         if value.const_value is not None:
@@ -180,7 +181,7 @@ def save_model(model: ir.Model, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    external = _initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
     data_name = path.name + ".data"
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:

@@ -15,7 +15,7 @@ from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.latency.protocol import LatencyBackend
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend", "backend_names",
-           "backend_options"]
+           "backend_options", "cell_weights"]
 
 
 def _ort_cpu(**options) -> LatencyBackend:
@@ -61,11 +61,20 @@ def backend_names() -> list[str]:
 
 
 def backend_options(name: str, *, threads: int = 1, precision: str = "fp32",
-                    channels_last: bool = False) -> dict:
-    """The keyword options that the CLI's ``--threads/--precision/--channels-last`` give backend
-    ``name`` (each backend checks the precisions it supports; ``channels_last`` is a memory
-    layout of the torch backends only, so asking another backend for it is an input error)."""
+                    channels_last: bool = False, weights: str = "hot") -> dict:
+    """The keyword options that the CLI's ``--threads/--precision/--channels-last/--weights``
+    give backend ``name`` (each backend checks the precisions it supports; ``channels_last`` is
+    a memory layout of the torch backends only and cold weights a CPU-cache protocol of ort-cpu
+    only, so asking another backend for them is an input error). ``weights`` is "hot" or
+    "cold" here ("auto" is resolved against the model first: ``cell_weights``)."""
     options: dict = {"threads": threads}
+    if weights not in ("hot", "cold"):
+        raise InputError(f"--weights {weights!r}: choose hot, cold or auto")
+    if weights == "cold":
+        if name != "ort-cpu":
+            raise InputError(f"--weights cold is an ort-cpu option (weights streamed past the CPU's "
+                             f"last-level cache); backend {name!r} times cells with hot weights")
+        options["weights"] = "cold"
     if precision != "fp32":
         options["precision"] = precision
     if channels_last:
@@ -74,6 +83,19 @@ def backend_options(name: str, *, threads: int = 1, precision: str = "fp32",
                              "chooses its own memory layout")
         options["channels_last"] = True
     return options
+
+
+def cell_weights(choice: str, backend: str, model_weight_bytes: int) -> str:
+    """``--weights`` for one model: "auto" is "cold" on ort-cpu when the model's weights exceed
+    the last-level cache (a whole-model run then streams every layer's weights from memory, as
+    cold cells do), else "hot"; "hot"/"cold" stay as given."""
+    if choice != "auto":
+        return choice
+    if backend != "ort-cpu":
+        return "hot"
+    from mdp_trt.latency.ort_cpu import llc_bytes
+
+    return "cold" if model_weight_bytes > llc_bytes() else "hot"
 
 
 def get_backend(name: str, *, threads: int = 1, **options) -> LatencyBackend:

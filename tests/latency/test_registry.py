@@ -46,6 +46,21 @@ def test_cli_options_map_to_backend_keywords():
         "threads": 1, "precision": "fp16", "channels_last": True}
     with pytest.raises(InputError, match="--channels-last.*'ort-cpu'"):
         registry.backend_options("ort-cpu", channels_last=True)
+    assert registry.backend_options("ort-cpu", weights="cold") == {"threads": 1, "weights": "cold"}
+    with pytest.raises(InputError, match="--weights cold.*'torch-cpu'"):
+        registry.backend_options("torch-cpu", weights="cold")
+    with pytest.raises(InputError, match="hot, cold or auto"):
+        registry.backend_options("ort-cpu", weights="warm")
     # A precision the backend lacks is refused by the backend itself, naming the flag.
     with pytest.raises(InputError, match="fp32"):
         registry.get_backend("ort-cpu", **registry.backend_options("ort-cpu", precision="fp16"))
+
+
+def test_auto_weights_are_cold_only_for_ort_cpu_models_larger_than_the_llc(monkeypatch):
+    import mdp_trt.latency.ort_cpu as ort_cpu
+
+    monkeypatch.setattr(ort_cpu, "llc_bytes", lambda: 32 * 2**20)
+    assert registry.cell_weights("auto", "ort-cpu", 45 * 2**20) == "cold"  # ResNet-18
+    assert registry.cell_weights("auto", "ort-cpu", 10 * 2**20) == "hot"
+    assert registry.cell_weights("auto", "torch-cpu", 45 * 2**20) == "hot"
+    assert registry.cell_weights("hot", "ort-cpu", 45 * 2**20) == "hot"
