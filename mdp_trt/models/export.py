@@ -76,6 +76,11 @@ def _randomise_statistics(model, seed: int) -> None:
         for name, param in model.named_parameters():
             if name.endswith("layer_scale"):
                 param.copy_(0.5 + torch.rand(param.shape, generator=generator))
+            elif param.dim() >= 2 and not param.any():
+                # torchvision zero-initialises ViT's classifier (and class token): its logits
+                # would all be 0, and every check comparing them would pass trivially.
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in**0.5)
 
 
 def export_architecture(arch: str, output: str | Path, options: ExportOptions = ExportOptions()) -> Path:

@@ -81,3 +81,12 @@ def test_convnext_layer_scales_are_drawn_like_trained_ones(tmp_path):
     scales = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if "layer_scale" in t.name]
     assert len(scales) == 18
     assert all(s.min() >= 0.5 and s.max() <= 1.5 for s in scales)
+
+
+def test_no_layer_is_left_at_an_all_zero_initialisation():
+    # torchvision zero-initialises ViT's classifier: its logits would all be 0, so comparing a
+    # pruned ViT with the original would pass whatever the surgery did.
+    from mdp_trt.models.export import _build
+
+    model = _build("vit_b_32", ExportOptions(input_shape=(1, 3, 224, 224)))
+    assert model.heads.head.weight.abs().min() > 0 and model.class_token.abs().max() > 0
