@@ -231,6 +231,9 @@ def main() -> None:
             if args.out is None:  # the full zoo does not fit a small disk
                 for leftover in root.glob(f"{arch}-{exporter}*"):
                     shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    if args.out is None:
+        # TorchScript writes models over 2 GB as one file per tensor, named after the tensors.
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
