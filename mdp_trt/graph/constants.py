@@ -1,4 +1,5 @@
-"""Reading constant tensors (initializers, Constant nodes, Identity of either) as numpy arrays."""
+"""Reading constant tensors (initializers, Constant nodes, Identity of either) as numpy arrays,
+and adding new initializers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import onnx_ir as ir
 
 from mdp_trt.errors import InputError
 
-__all__ = ["constant_array", "initializer_array", "is_constant"]
+__all__ = ["constant_array", "initializer_array", "is_constant", "add_initializer"]
 
 
 def _constant_tensor(value: ir.Value | None, depth: int = 0) -> ir.TensorProtocol | None:
@@ -50,3 +51,19 @@ def initializer_array(model: ir.Model, name: str) -> np.ndarray:
     if value is None or value.const_value is None:
         raise InputError(f"the model has no initializer named {name!r}")
     return np.asarray(value.const_value.numpy())
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, named ``name`` (or ``name.1``, ... if taken)."""
+    base, i = name, 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{base}.{i}"
+    value = ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+    graph.register_initializer(value)
+    return value

@@ -22,6 +22,7 @@ import onnx
 import onnx_ir as ir
 
 from mdp_trt.errors import InputError
+from mdp_trt.graph.constants import add_initializer
 from mdp_trt.graph.shapes import infer_shapes, static_shape
 
 __all__ = ["load_model", "save_model", "EXTERNAL_DATA_THRESHOLD_BYTES"]
@@ -112,13 +113,9 @@ def _explicit_split_sizes(model: ir.Model) -> None:
         count = len(node.outputs)
         size = -(-dim // count)  # the last part takes what is left, as num_outputs does
         sizes = np.array([min(size, dim - k * size) for k in range(count)], dtype=np.int64)
-        name = f"{node.name}.split"
-        value = ir.Value(name=name, shape=ir.Shape(sizes.shape), type=ir.TensorType(ir.DataType.INT64),
-                         const_value=ir.tensor(sizes, name=name))
-        model.graph.register_initializer(value)
         if len(node.inputs) == 1:
             node.resize_inputs(2)
-        node.replace_input_with(1, value)
+        node.replace_input_with(1, add_initializer(model.graph, f"{node.name}.split", sizes))
         node.attributes.pop("num_outputs", None)
 
 

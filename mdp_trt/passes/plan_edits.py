@@ -14,7 +14,7 @@ import onnx_ir as ir
 
 from mdp_trt.analysis import Analysis
 from mdp_trt.errors import InputError
-from mdp_trt.graph.constants import constant_array
+from mdp_trt.graph.constants import add_initializer, constant_array
 from mdp_trt.graph.shapes import check_model, infer_shapes
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
 from mdp_trt.passes.groups import ConstantSlice, Trace, trace_groups
@@ -26,7 +26,6 @@ __all__ = [
     "validated_plan",
     "traced_copy",
     "set_constant",
-    "add_initializer",
     "bypass_blocks",
     "finish",
 ]
@@ -153,22 +152,6 @@ def set_constant(graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray) 
         old.shape = ir.Shape(array.shape)
         return
     node.replace_input_with(index, add_initializer(graph, f"{tensor_name}.{node.name}.{index}", array))
-
-
-def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """A new initializer holding ``array``, named ``name`` (or ``name.1``, ... if taken)."""
-    base, i = name, 0
-    while name in graph.initializers:
-        i += 1
-        name = f"{base}.{i}"
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(value)
-    return value
 
 
 def read_constant(node: ir.Node, index: int) -> np.ndarray:

@@ -29,10 +29,10 @@ import numpy as np
 import onnx_ir as ir
 
 from mdp_trt.analysis import Analysis
+from mdp_trt.graph.constants import add_initializer
 from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.groups import ChannelShuffle, ConstantSlice, Trace
 from mdp_trt.passes.plan_edits import (
-    add_initializer,
     bypass_blocks,
     delete_grouped,
     physical_keep,
