@@ -159,13 +159,16 @@ def _previous_run(out_dir: Path) -> _Previous | None:
         # --resume replaces the folder at the end: never one that prune did not write.
         raise InputError(f"--resume: {out_dir} holds no finished prune run (no report.json); "
                          "choose its output folder, or drop --resume")
-    try:
-        return _Previous(out_dir, Analysis.load(out_dir / "analysis.json"),
-                         Importance.load(out_dir / "importance.json"),
-                         json.loads((out_dir / "report.json").read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise InputError(f"--resume: cannot read the earlier run in {out_dir} ({type(err).__name__}: "
-                         f"{err}); run without --resume (with --force to replace it)") from err
+    stages = {"analysis.json": Analysis.load, "importance.json": Importance.load,
+              "report.json": lambda path: json.loads(path.read_text())}
+    loaded = []
+    for name, load in stages.items():
+        try:
+            loaded.append(load(out_dir / name))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"--resume: cannot read {out_dir / name} ({type(err).__name__}: "
+                             f"{err}); run without --resume (with --force to replace it)") from err
+    return _Previous(out_dir, *loaded)
 
 
 def _same_network(a: Analysis, b: Analysis) -> bool:

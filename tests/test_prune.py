@@ -298,3 +298,12 @@ def test_resume_refuses_a_folder_that_prune_did_not_write(tmp_path):
     with pytest.raises(InputError, match="no finished prune run"):
         prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_resume_names_the_unreadable_stage_file(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in ("analysis.json", "report.json"):
+        (folder / name).write_text("{")
+    with pytest.raises(InputError, match=r"cannot read .*analysis\.json \(JSONDecodeError"):
+        prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
