@@ -360,8 +360,11 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
             # is measured: only the measurement decides that a budget is out of reach.
             target, narrowest = exc.min_latency, True
             result = solve_at(budget_ms=target)
-        if any(result["options"] == r["result"]["options"] for r in rounds):
+        seen = [r for r in rounds if r["result"]["options"] == result["options"]]
+        if seen:
             shutil.rmtree(folder)  # the new target gives a plan already measured: converged
+            if narrowest and seen[0]["measured_ms"] > high:
+                raise _unreachable(budget_ms, seen[0], baseline_ms)
             break
         with clock.stage("measure_pruned"):
             measured, original_ms = measure(folder / "pruned.onnx")
@@ -369,12 +372,7 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
                        "original_ms": original_ms,
                        "target_ms": target})
         if narrowest and measured > high:
-            raise InfeasibleBudget(
-                f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency is "
-                f"{measured:.2f} ms measured ({measured / baseline_ms:.0%} of the measured "
-                f"{baseline_ms:.2f} ms; the latency model predicted {result['predicted_ms']:.2f} "
-                f"ms for it); raise --budget to at least {measured / baseline_ms:.2f}",
-                min_latency=measured)
+            raise _unreachable(budget_ms, rounds[-1], baseline_ms)
         if low <= measured <= high:
             break
         if measured <= high:
@@ -385,6 +383,20 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
         log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",
                  measured, budget_ms, target)
     return rounds
+
+
+def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float) -> InfeasibleBudget:
+    """The error for a budget under the measured latency of the narrowest plan (``narrowest``,
+    a round); the model's prediction for that plan may have fitted the budget, which is why
+    the measurement, not the model, decides."""
+    measured = narrowest["measured_ms"]
+    return InfeasibleBudget(
+        f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency is "
+        f"{measured:.2f} ms measured ({measured / baseline_ms:.0%} of the measured "
+        f"{baseline_ms:.2f} ms; the latency model predicted "
+        f"{narrowest['result']['predicted_ms']:.2f} ms for it); raise --budget to at least "
+        f"{measured / baseline_ms:.2f}",
+        min_latency=measured)
 
 
 def _next_target(under, over, budget_ms: float) -> float:

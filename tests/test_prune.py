@@ -235,6 +235,17 @@ def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_flo
     assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
 
 
+def test_a_budget_the_model_wrongly_fits_still_raises_once_the_narrowest_plan_is_measured(
+        monkeypatch, tmp_path):
+    # The model's narrowest plan fits the 1 ms budget exactly (as an affine calibration with a
+    # negative offset can predict), so the first round already is that plan and measures 4.1
+    # ms; the re-solve lands on it again, and the measurement says no plan fits.
+    with pytest.raises(InfeasibleBudget) as exc:
+        _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=1.0,
+                          measured_of=lambda target: 4 + 0.1 * target, budget_ms=1.0)
+    assert exc.value.min_latency == pytest.approx(4.1)
+
+
 def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
     from mdp_trt.prune import _paired
 
