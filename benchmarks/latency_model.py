@@ -7,9 +7,11 @@ then build pruned models for solver plans (budgets spread over ``--budgets``) an
 plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
 each with ``benchmark_model`` on the same backend. Four predictions per plan:
 
-  bilayer   the plan's table cells summed, then calibrated as ``prune`` does by default
-            (latency/calibration.py): the affine map through the measured original and a
-            measured half-width probe (ours)
+  bilayer   the plan's table cells, each corrected by its layer's in-model/cell ratio (from
+            the backend's per-node profile of the original and a half-width probe), summed and
+            mapped by the affine fit through both measured models: ``prune``'s default
+            calibration (latency/calibration.py; ours)
+  bilayer-2pt  the same without the per-layer ratios: one scale for all layers
   bilayer-const  the same sum + a constant calibrated on the measured original alone
   out-only  the same with every layer at its full input width (HALP-style output-channel model)
   flops     baseline latency x FLOPs(plan) / FLOPs(original) (proportional, calibrated on the
@@ -46,12 +48,12 @@ from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.latency.calibration import fit_calibration
-from mdp_trt.prune import PruneOptions, _importance, _table_sum, probe_model
+from mdp_trt.latency.calibration import correct_layers, fit_calibration, layer_ratios, probe_options
+from mdp_trt.prune import PruneOptions, _importance, _layer_cells, _table_sum, probe_model
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
-MODELS = ("bilayer", "bilayer-const", "out-only", "flops", "affine")
+MODELS = ("bilayer", "bilayer-2pt", "bilayer-const", "out-only", "flops", "affine")
 
 
 def count_flops(path: Path) -> float:
@@ -158,10 +160,20 @@ def run_one(arch, threads, args, root, rng) -> dict:
             plans[label] = (options, blocks, removed)
         timings = timing_passes(paths, lambda p: benchmark_model(p, backend, rounds=1).latency_ms,
                                 args.passes)
+        widths = {"original": full, "probe": probe_options(analysis, args.group_size)}
+        in_model = {k: backend.layer_times(paths[k], analysis.layers) for k in widths}
+    layers = None
+    if None not in in_model.values():
+        layers = layer_ratios([(_layer_cells(analysis, tables, widths[k]), in_model[k])
+                               for k in widths])
+    corrected = correct_layers(tables, layers)
     measured_of = {k: min(v) for k, v in timings.items()}
     baseline_ms = measured_of["original"]
     offset_ms = baseline_ms - sums["original"]
-    calibration = fit_calibration([(sums[k], measured_of[k]) for k in ("original", "probe")])
+    global_fit = fit_calibration([(sums[k], measured_of[k]) for k in widths])
+    calibration = fit_calibration(
+        [(_table_sum(analysis, corrected, widths[k], frozenset()), measured_of[k]) for k in widths],
+        layers)
     out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
     flops0 = count_flops(original)
     rows = []
@@ -171,7 +183,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
         rows.append({
             "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
             "flops": flops,
-            "bilayer": calibration.predict(table_ms), "bilayer-const": table_ms + offset_ms,
+            "bilayer": calibration.predict(_table_sum(analysis, corrected, options, removed)),
+            "bilayer-2pt": global_fit.predict(table_ms), "bilayer-const": table_ms + offset_ms,
             "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
             "flops_prop": baseline_ms * flops / flops0,
             "options": options, "blocks": blocks,
@@ -179,7 +192,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
         r = rows[-1]
         print(f"  {label}: measured {r['measured_ms']:.2f} ms (passes "
               f"{', '.join(f'{t:.2f}' for t in r['timings_ms'])}), bilayer {r['bilayer']:.2f} "
-              f"(const {r['bilayer-const']:.2f}), out-only {r['out-only']:.2f}, flops "
+              f"(2pt {r['bilayer-2pt']:.2f}, const {r['bilayer-const']:.2f}), out-only {r['out-only']:.2f}, flops "
               f"{r['flops_prop']:.2f}", flush=True)
     # How far apart the passes put the same model: no prediction can be trusted below this.
     repeat = float(np.median([max(v) / min(v) - 1 for v in timings.values()]))
@@ -188,7 +201,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
                           measured, rcond=None)[0]
     for r in rows:
         r["affine"] = float(fit[0] * r["flops"] + fit[1])
-    predictions = {"bilayer": "bilayer", "bilayer-const": "bilayer-const",
+    predictions = {"bilayer": "bilayer", "bilayer-2pt": "bilayer-2pt",
+                   "bilayer-const": "bilayer-const",
                    "out-only": "out-only", "flops": "flops_prop", "affine": "affine"}
     errors = {}
     for name, key in predictions.items():
@@ -214,10 +228,12 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5), squeeze=False)
     for ax, res in zip(axes[0], results):
         measured = [r["measured_ms"] for r in res["plans"]]
-        for name, key, marker in (("bilayer", "bilayer", "o"), ("bilayer-const", "bilayer-const",
-                                                                  "D"),
+        for name, key, marker in (("bilayer", "bilayer", "o"), ("bilayer-2pt", "bilayer-2pt", "v"),
+                                  ("bilayer-const", "bilayer-const", "D"),
                                   ("out-only", "out-only", "s"),
                                   ("flops", "flops_prop", "^"), ("affine", "affine", "x")):
+            if name not in res["errors"]:
+                continue  # a run saved before this model was benchmarked
             ax.scatter(measured, [r[key] for r in res["plans"]], marker=marker, label=(
                 f"{name} ({100 * res['errors'][name]['mean_ape']:.1f}% mean)"))
         lo, hi = min(measured) * 0.9, max(measured) * 1.1
@@ -311,7 +327,8 @@ def markdown(results: list[dict]) -> str:
         where = (f"{r['threads']} thread(s)" if r["backend"].endswith("cpu")
                  else f"batch {r['batch']} {r['precision']}")
         errors = " | ".join(f"{100 * r['errors'][m]['mean_ape']:.1f}% / "
-                            f"{100 * r['errors'][m]['max_ape']:.1f}%" for m in MODELS)
+                            f"{100 * r['errors'][m]['max_ape']:.1f}%" if m in r["errors"] else "-"
+                            for m in MODELS)
         lines.append(f"| {r['arch']} {r['resolution']}px | {r['backend']} | {where} | "
                      f"{len(r['plans'])} | {errors} | {r['calibration']['scale']:.3f} | "
                      f"{100 * r['repeatability']:.1f}% | {r['cells_measured'] + r['cells_cached']}"

@@ -9,6 +9,7 @@ model: its layers' cells are measured on the same backend, the model is run ``--
 ORT's profiler, and each node's median kernel time is kept. Prints, per model, the cell sum, the
 in-model time of the layers' nodes (a fused Conv+Add+Relu counts as its Conv), the time of every
 other node by op type, and the end-to-end median; with ``--layers`` each layer's in-model/cell ratio.
+Layers pair with nodes as in prune's per-layer calibration (mdp_trt/latency/node_profile.py).
 
     .venv/bin/python benchmarks/node_breakdown.py ORIGINAL.onnx PRUNED.onnx... [--threads 1]
         [--runs 200] [--layers] [--weights hot|cold] [--json OUT.json]
@@ -21,95 +22,30 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from mdp_trt.graph import initializer_array, load_model
-from mdp_trt.latency.inputs import model_inputs, random_feeds
+from mdp_trt.graph import load_model
+from mdp_trt.latency.node_profile import match_layers, profile_nodes
 from mdp_trt.latency.ort_cpu import OrtCpuBackend, session_options
 from mdp_trt.passes import analyze
 
 
-LAYER_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
-
-
-def _spatial(shape: list[int]) -> tuple[int, ...]:
-    """The spatial sizes of an activation shape, NCHW or ORT's blocked NCHWc (N, C/8, H, W, 8)."""
-    return tuple(shape[2:4]) if len(shape) == 5 else tuple(shape[2:])
-
-
-def _node_key(shapes: list[list[int]]) -> tuple:
-    """A profiled node's (weight shape, input spatial size); the weight is its second input
-    (a fused Conv's residual comes later)."""
-    return tuple(shapes[1]) if len(shapes) > 1 else (), _spatial(shapes[0])
-
-
-def layer_cells(path: Path, backend: OrtCpuBackend) -> dict[str, tuple[tuple, float]]:
-    """Each layer's key (weight shape, input spatial size) and its one-layer cell (ms) at the
-    widths it has in this model."""
-    model = load_model(path)
-    cells = {}
-    for layer in analyze(model, str(path)).layers:
-        sig = layer.signature
-        key = (initializer_array(model, layer.weight).shape, tuple(sig.input_hw))
-        cells[layer.name] = (key, backend.measure_layer(sig, sig.out_channels,
-                                                        sig.in_channels).median_ms)
-    return cells
-
-
-def node_times(path: Path, threads: int, runs: int) -> tuple[list[dict], float]:
-    """Every executed node (ORT's name, op, key as in ``layer_cells``, median kernel ms), in
-    execution order, and the median run (ms)."""
-    import onnxruntime as ort
-
-    options = session_options(threads)
-    options.enable_profiling = True
-    session = ort.InferenceSession(str(path), sess_options=options,
-                                   providers=["CPUExecutionProvider"])
-    feeds = random_feeds(model_inputs(path), seed=0)
-    # Medians over many runs: the first (cold) runs do not move them.
-    for _ in range(runs):
-        session.run(None, feeds)
-    profile = Path(session.end_profiling())
-    events = json.loads(profile.read_text())
-    profile.unlink()
-    nodes: dict[str, dict] = {}
-    totals = []
-    for event in sorted(events, key=lambda e: e.get("ts", 0)):
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            args = event["args"]
-            node = nodes.setdefault(event["name"][: -len("_kernel_time")], {
-                "op": args["op_name"], "durations": [],
-                "key": _node_key([next(iter(x.values())) for x in args["input_type_shape"]])})
-            node["durations"].append(event["dur"] / 1000)
-        elif event.get("cat") == "Session" and event["name"] == "model_run":
-            totals.append(event["dur"] / 1000)
-    for node in nodes.values():
-        node["ms"] = float(np.median(node.pop("durations")))
-    return [{"name": k, **v} for k, v in nodes.items()], float(np.median(totals))
-
-
 def breakdown(path: Path, backend: OrtCpuBackend, threads: int, runs: int) -> dict:
-    cells = layer_cells(path, backend)
-    nodes, run_ms = node_times(path, threads, runs)
-    # ORT renames what it fuses (a Conv+Relu is named after the Relu's output), so a renamed
-    # layer is found by its weight shape and input size; equal layers pair in execution order.
-    waiting: dict[tuple, list[str]] = defaultdict(list)
-    for name, (key, _) in cells.items():
-        waiting[key].append(name)
-    in_model: dict[str, float] = {}
+    """The model's layers (cell, in-model ms), the other nodes' time by op, and the run."""
+    layers = analyze(load_model(path), str(path)).layers
+    cells = {layer.name: backend.measure_layer(layer.signature, layer.signature.out_channels,
+                                               layer.signature.in_channels).median_ms
+             for layer in layers}
+    nodes, run_ms = profile_nodes(path, session_options(threads), ["CPUExecutionProvider"],
+                                  budget_s=0.0, min_runs=runs, max_runs=runs)
+    matched = match_layers(path, layers, nodes)
+    taken = {node.name for node in matched.values()}
     other: dict[str, float] = defaultdict(float)
     for node in nodes:
-        names = waiting.get(node["key"]) if node["op"] in LAYER_OPS else None
-        if node["name"] in cells:  # not renamed (ORT may not list a prepacked weight's shape)
-            in_model[node["name"]] = node["ms"]
-        elif names:
-            in_model[names.pop(0)] = node["ms"]
-        else:
-            other[node["op"]] += node["ms"]
-    return {"model": str(path), "run_ms": run_ms, "cells_ms": sum(c for _, c in cells.values()),
-            "layers_in_model_ms": sum(in_model.values()), "other_ms": dict(other),
-            "unmatched_layers": sorted(set(cells) - set(in_model)),
-            "layers": {k: [c, in_model.get(k)] for k, (_, c) in cells.items()}}
+        if node.name not in taken:
+            other[node.op] += node.ms
+    return {"model": str(path), "run_ms": run_ms, "cells_ms": sum(cells.values()),
+            "layers_in_model_ms": sum(node.ms for node in matched.values()),
+            "other_ms": dict(other), "unmatched_layers": sorted(set(cells) - set(matched)),
+            "layers": {k: [c, matched[k].ms if k in matched else None] for k, c in cells.items()}}
 
 
 def main() -> None:

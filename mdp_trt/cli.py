@@ -255,9 +255,12 @@ def prune(
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
         "(default: every cell measured)"),
-    calibration: str = typer.Option("two-point", help="map from table sums to model latency: "
-                                    "two-point (the original and a half-width probe, measured) "
-                                    "or constant (the original only)"),
+    calibration: str = typer.Option("per-layer", help="map from table sums to model latency: "
+                                    "per-layer (each layer's in-model/table ratio from the "
+                                    "runtime's profiler on the original and a half-width probe; "
+                                    "two-point where the backend profiles no nodes), two-point "
+                                    "(one scale through both models, measured) or constant (the "
+                                    "original only)"),
     solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
     time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),

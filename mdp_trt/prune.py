@@ -30,7 +30,8 @@ from mdp_trt.graph import initializer_array, initializer_bytes, layer_output_sca
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.calibration import Calibration, fit_calibration, probe_options
+from mdp_trt.latency.calibration import (CALIBRATIONS, Calibration, correct_layers, fit_calibration,
+                                         layer_ratios, probe_options)
 from mdp_trt.latency.ray_runner import cells_option
 from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
@@ -70,7 +71,7 @@ class PruneOptions:
     input_shape: tuple[int, ...] | None = None
     verify_inputs: int = 3
     rtol: float = 1e-4
-    calibration: Literal["two-point", "constant"] = "two-point"  # latency/calibration.py
+    calibration: Literal["per-layer", "two-point", "constant"] = "per-layer"  # latency/calibration.py
     tolerance: float = 0.03  # re-solve when measured > budget * (1 + tolerance)
     max_rounds: int = 4
     measure_seconds: float = 3.0  # timed runs per whole-model measurement round (at least 30 runs)
@@ -114,8 +115,9 @@ def _check_options(options: PruneOptions) -> None:
     backend_options(options.backend, threads=options.threads, precision=options.precision,
                     channels_last=options.channels_last,
                     weights="hot" if options.weights == "auto" else options.weights)
-    if options.calibration not in ("two-point", "constant"):
-        raise InputError(f"--calibration {options.calibration!r}: choose two-point or constant")
+    if options.calibration not in CALIBRATIONS:
+        raise InputError(f"--calibration {options.calibration!r}: choose one of "
+                         f"{', '.join(CALIBRATIONS)}")
 
 
 def _prepare_out_dir(out_dir: Path, force: bool) -> None:
@@ -245,8 +247,9 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
             calibration = calibrate(
                 model, analysis, importance, tables, group_size=options.group_size,
                 baseline_ms=baseline.latency_ms, measure=lambda path: paired(path)[0],
-                folder=work / "calibration", two_point=options.calibration == "two-point")
-        tables = tables.scaled(calibration.scale)
+                folder=work / "calibration", original=work / "original.onnx",
+                mode=options.calibration, layer_times=backend.layer_times)
+        tables = calibration.apply(tables)
         rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, paired,
                               budget_ms=budget_ms, offset_ms=calibration.offset_ms,
                               baseline_ms=baseline.latency_ms, name=model_path.stem)
@@ -309,21 +312,35 @@ def _paired(measure, original: Path, baseline_ms: float):
 
 
 def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
-              group_size: int, baseline_ms: float, measure, folder: Path,
-              two_point: bool = True) -> Calibration:
-    """The map from table sums to measured latency: through the original model alone, or (with
-    ``two_point``) also through the probe, measured with ``measure(path)`` (ms) from a scratch
-    ``folder`` that is removed afterwards."""
+              group_size: int, baseline_ms: float, measure, folder: Path, original: Path,
+              mode: str = "per-layer", layer_times) -> Calibration:
+    """The map from table sums to measured latency (latency/calibration.py): through the
+    original model (at ``original``, measured ``baseline_ms``) alone (``mode`` constant), also
+    through the probe measured with ``measure(path)`` (two-point), and with each layer's
+    in-model/cell ratio in both from ``layer_times(path, layers)`` (per-layer; two-point where
+    it gives None). The probe lives in a scratch ``folder``, removed afterwards."""
     full = [len(g.options(group_size)) - 1 for g in analysis.groups]
-    points = [(_table_sum(analysis, tables, full, frozenset()), baseline_ms)]
-    probe = probe_model(model, analysis, importance, tables, group_size) if two_point else None
-    if probe is not None:
-        folder.mkdir()
-        try:
-            points.append((probe[1], measure(save_model(probe[0], folder / "probe.onnx"))))
-        finally:
-            shutil.rmtree(folder)
-    calibration = fit_calibration(points)
+    probe = probe_model(model, analysis, importance, tables, group_size)
+    if mode == "constant" or probe is None:
+        return fit_calibration([(_table_sum(analysis, tables, full, frozenset()), baseline_ms)])
+    widths = {original: full, folder / "probe.onnx": probe_options(analysis, group_size)}
+    folder.mkdir()
+    try:
+        probe_ms = measure(save_model(probe[0], folder / "probe.onnx"))
+        in_model = {path: layer_times(path, analysis.layers) if mode == "per-layer" else None
+                    for path in widths}
+    finally:
+        shutil.rmtree(folder)
+    layers = None
+    if None not in in_model.values():
+        layers = layer_ratios([(_layer_cells(analysis, tables, widths[path]), times)
+                               for path, times in in_model.items()])
+    elif mode == "per-layer":
+        log.info("latency calibration: this backend profiles no nodes; one scale for all layers")
+    corrected = correct_layers(tables, layers)
+    calibration = fit_calibration(
+        [(_table_sum(analysis, corrected, options, frozenset()), measured)
+         for options, measured in zip(widths.values(), (baseline_ms, probe_ms))], layers)
     if calibration.note:
         log.warning("latency calibration: %s", calibration.note)
     return calibration
@@ -453,15 +470,20 @@ def _weight_out_first(model, analysis: Analysis, name: str) -> np.ndarray:
     return weight.T
 
 
+def _cell(tables: LatencyTables, layer, options: list[int]) -> float:
+    """The layer's table entry at the per-group option indices ``options``."""
+    column = 1 if layer.in_group is None else options[layer.in_group]
+    return tables.layer_latency(layer.name, options[layer.out_group], column)
+
+
 def _table_sum(analysis: Analysis, tables: LatencyTables, options: list[int],
                removed: frozenset[int]) -> float:
-    total = 0.0
-    for layer in analysis.layers:
-        if layer.block is not None and layer.block in removed:
-            continue
-        column = 1 if layer.in_group is None else options[layer.in_group]
-        total += tables.layer_latency(layer.name, options[layer.out_group], column)
-    return total
+    return sum(_cell(tables, layer, options) for layer in analysis.layers
+               if layer.block is None or layer.block not in removed)
+
+
+def _layer_cells(analysis: Analysis, tables: LatencyTables, options: list[int]) -> dict[str, float]:
+    return {layer.name: _cell(tables, layer, options) for layer in analysis.layers}
 
 
 def _solve_and_cut(model, analysis, importance, tables, work, options, clock, *, budget_ms,

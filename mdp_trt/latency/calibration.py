@@ -10,15 +10,35 @@ error at every plan: 20% mean and 41% max error on 10 pruned plans. Measuring on
 probe with every prunable group at about half its width, gives a second point; the affine map
 ``measured = scale x tables + offset`` through both points is the calibration: 2.0% mean and
 6.2% max error on the same plans.
+
+One scale for all layers still misses plans that narrow some layers much more than others,
+because the in-model/cell ratio differs by layer and by width (ResNet-18, 224 px: 0.83-0.86
+for the wide stage-2/3 convs, 0.92-1.0 for their half-width versions; at 64 px up to 4.5 for
+the last stage, whose weights the model evicts). Where the backend profiles nodes
+(``layer_times``: ORT's profiler), the original and the probe also give each layer's ratio at
+two widths; ``layer_ratios`` keeps them, ``correct_layers`` multiplies every cell by its
+layer's ratio interpolated by cell time (clamped beyond the two), and the affine map is fitted
+on the corrected sums. On the same ResNet-18 plans: 1.7% mean and 3.5% max error, against
+1.8% / 6.6% with one scale (benchmarks/results/latency_model/README.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from mdp_trt.analysis import Analysis
+from mdp_trt.latency.tables import LatencyTables
 
-__all__ = ["Calibration", "fit_calibration", "probe_options", "SCALE_LIMITS"]
+__all__ = ["CALIBRATIONS", "Calibration", "fit_calibration", "probe_options", "layer_ratios", "correct_layers",
+           "SCALE_LIMITS", "RATIO_LIMITS"]
+
+log = logging.getLogger(__name__)
+
+# --calibration choices: per-layer ratios where the backend profiles nodes, else one scale
+CALIBRATIONS = ("per-layer", "two-point", "constant")
 
 # In-model effects seen so far: 0.79-0.94 at 224 px (ResNet-18/50, ORT CPU) and about 2 at
 # 64 px, where the last stages' weights are evicted between layers in the model but stay cached
@@ -28,6 +48,9 @@ SCALE_LIMITS = (0.5, 3.0)
 # The probe's table sum must differ from the original's by this fraction for a slope to mean
 # anything over the measurement noise.
 MIN_SPAN = 0.2
+# A layer's in-model/cell ratio outside these is a mismatched node or a disturbed timing, not
+# a cache effect (the largest seen: 4.5); such a point is dropped and the layer left as timed.
+RATIO_LIMITS = (0.2, 8.0)
 
 
 @dataclass(frozen=True)
@@ -40,24 +63,34 @@ class Calibration:
     offset_ms: float
     points: tuple[tuple[float, float], ...]
     note: str | None = None
+    # per layer, (cell ms, in-model/cell ratio) points (``layer_ratios``); None: all alike
+    layers: dict[str, list[list[float]]] | None = None
 
     def predict(self, tables_ms: float) -> float:
+        """The latency of a plan whose (per-layer corrected) table sum is ``tables_ms``."""
         return self.scale * tables_ms + self.offset_ms
+
+    def apply(self, tables: LatencyTables) -> LatencyTables:
+        """``tables`` corrected per layer and scaled: a plan's latency is then its table sum
+        plus ``offset_ms``."""
+        return correct_layers(tables, self.layers).scaled(self.scale)
 
     def to_json(self) -> dict:
         return {**asdict(self), "points": [list(p) for p in self.points]}
 
 
-def _constant(points, note: str | None = None) -> Calibration:
+def _constant(points, note: str | None = None, layers=None) -> Calibration:
     tables_ms, measured_ms = points[0]
-    return Calibration(1.0, measured_ms - tables_ms, tuple(points), note)
+    return Calibration(1.0, measured_ms - tables_ms, tuple(points), note, layers)
 
 
-def fit_calibration(points: list[tuple[float, float]]) -> Calibration:
+def fit_calibration(points: list[tuple[float, float]],
+                    layers: dict[str, list[list[float]]] | None = None) -> Calibration:
     """The calibration through ``points``; the first is the original model, whose measurement
     the constant model matches exactly. One point gives the constant; more give the least-squares
     affine map, unless their table sums span too little (the constant then) or the slope leaves
-    ``SCALE_LIMITS`` (clamped to them, through the original); ``note`` says which."""
+    ``SCALE_LIMITS`` (clamped to them, through the original); ``note`` says which. ``layers``
+    (``layer_ratios``) is recorded when the sums were corrected with it."""
     if not points:
         raise ValueError("calibration needs at least the original model's measurement")
     if len(points) == 1:
@@ -66,7 +99,7 @@ def fit_calibration(points: list[tuple[float, float]]) -> Calibration:
     ys = [m for _, m in points]
     span = (max(xs) - min(xs)) / max(xs)
     if span < MIN_SPAN:
-        return _constant(points, f"probe table sums span {span:.0%} (< {MIN_SPAN:.0%})")
+        return _constant(points, f"probe table sums span {span:.0%} (< {MIN_SPAN:.0%})", layers)
     n = len(points)
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
     scale = (sum((x - mean_x) * (y - mean_y) for x, y in points)
@@ -77,8 +110,45 @@ def fit_calibration(points: list[tuple[float, float]]) -> Calibration:
         clamped = min(max(scale, SCALE_LIMITS[0]), SCALE_LIMITS[1])
         tables_ms, measured_ms = points[0]
         return Calibration(clamped, measured_ms - clamped * tables_ms, tuple(points),
-                           f"fitted scale {scale:.2f} outside {SCALE_LIMITS}, clamped to {clamped}")
-    return Calibration(scale, mean_y - scale * mean_x, tuple(points))
+                           f"fitted scale {scale:.2f} outside {SCALE_LIMITS}, clamped to {clamped}",
+                           layers)
+    return Calibration(scale, mean_y - scale * mean_x, tuple(points), layers=layers)
+
+
+def layer_ratios(measured: list[tuple[dict[str, float], dict[str, float]]]
+                 ) -> dict[str, list[list[float]]]:
+    """Per layer, its (cell ms, in-model ms / cell ms) points sorted by cell time, from
+    ``measured``: per profiled model, (each layer's table cell at the model's widths, its
+    in-model time). Equal cell times (a layer the probe did not narrow) average their ratios;
+    a ratio outside ``RATIO_LIMITS`` is dropped with a warning."""
+    points: dict[str, dict[float, list[float]]] = {}
+    for cells, in_model in measured:
+        for name, inside in in_model.items():
+            cell = cells.get(name, 0.0)
+            ratio = inside / cell if cell > 0 else float("inf")
+            if not RATIO_LIMITS[0] <= ratio <= RATIO_LIMITS[1]:
+                log.warning("latency calibration: layer %s runs %.3f ms in the model against a "
+                            "%.3f ms table cell; ratio outside %s, layer left as timed",
+                            name, inside, cell, RATIO_LIMITS)
+                continue
+            points.setdefault(name, {}).setdefault(round(cell, 9), []).append(ratio)
+    return {name: [[cell, float(np.mean(ratios))] for cell, ratios in sorted(by_cell.items())]
+            for name, by_cell in points.items()}
+
+
+def correct_layers(tables: LatencyTables, layers: dict[str, list[list[float]]] | None
+                   ) -> LatencyTables:
+    """Every cell of a layer in ``layers`` multiplied by that layer's in-model/cell ratio at
+    the cell's time: linear between the measured points, constant beyond them."""
+    if not layers:
+        return tables
+    corrected = dict(tables.tables)
+    for name, points in layers.items():
+        if name in corrected:
+            cells, ratios = zip(*points)
+            corrected[name] = [[v * float(np.interp(v, cells, ratios)) for v in row]
+                               for row in corrected[name]]
+    return replace(tables, tables=corrected)
 
 
 def probe_options(analysis: Analysis, group_size: int, fraction: float = 0.5) -> list[int] | None:

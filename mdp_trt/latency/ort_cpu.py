@@ -27,6 +27,7 @@ from typing import Literal
 from mdp_trt.errors import InputError, UnsupportedGraph
 from mdp_trt.latency.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.layer_model import build_layer_model, layer_input_shape
+from mdp_trt.latency import node_profile
 from mdp_trt.latency.cache import Weights
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
@@ -251,6 +252,13 @@ class OrtCpuBackend(BackendBase):
             return m
         return Measurement(m.median_ms / copies, m.spread, m.repeats, m.p10_ms / copies,
                            m.p90_ms / copies)
+
+    def layer_times(self, path: str | Path, layers) -> dict[str, float] | None:
+        self._require_active()
+        nodes, _ = node_profile.profile_nodes(path, session_options(self.threads),
+                                              self._providers())
+        return {name: node.ms
+                for name, node in node_profile.match_layers(path, layers, nodes).items()}
 
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
         self._require_active()

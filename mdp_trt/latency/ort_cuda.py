@@ -70,6 +70,10 @@ class OrtCudaBackend(OrtCpuBackend):
                     "onnxruntime's warning above)")
         return None
 
+    def layer_times(self, path, layers) -> None:
+        # ORT's per-node times under CUDA are kernel launches, not kernel run times
+        return None
+
     def _providers(self) -> list:
         return [(_PROVIDER, {"device_id": self.device_id}), "CPUExecutionProvider"]
 

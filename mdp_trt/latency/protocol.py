@@ -149,6 +149,12 @@ class BackendBase:
     def __exit__(self, *exc_info: object) -> None:
         self.deactivate()
 
+    def layer_times(self, path: str | Path, layers) -> dict[str, float] | None:
+        """Each of ``layers``' time (ms) inside the model at ``path`` (its analysed layers), from
+        the runtime's per-node profiler; None where the runtime has none (then calibration
+        scales all layers alike)."""
+        return None
+
     def _require_active(self) -> None:
         if not self.active:
             raise RuntimeError(

@@ -1,6 +1,7 @@
 import pytest
 
-from mdp_trt.latency.calibration import SCALE_LIMITS, fit_calibration, probe_options
+from mdp_trt.latency.calibration import (SCALE_LIMITS, correct_layers, fit_calibration,
+                                         layer_ratios, probe_options)
 from mdp_trt.latency.tables import LatencyTables
 from mdp_trt.passes import analyze
 from tests.onnx_graphs import load, projection_skip, residual_identity
@@ -60,3 +61,35 @@ def test_no_probe_where_nothing_is_prunable(tmp_path):
     analysis = analyze(model, str(path))
     group_size = max(g.channels for g in analysis.groups)  # one unit per group: nothing to cut
     assert probe_options(analysis, group_size) is None
+
+
+def test_layer_ratios_pair_each_layer_cell_with_its_in_model_time():
+    # original: a 4 ms cell runs 3.4 ms in the model; probe: its 1 ms cell runs 1 ms
+    ratios = layer_ratios([({"a": 4.0, "b": 2.0}, {"a": 3.4, "b": 2.2}),
+                           ({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0})])
+    assert ratios["a"] == [[1.0, 1.0], [4.0, pytest.approx(0.85)]]
+    assert ratios["b"] == [[2.0, pytest.approx(1.05)]]  # not narrowed: one point, averaged
+
+
+def test_implausible_ratios_are_dropped_with_a_warning(caplog):
+    ratios = layer_ratios([({"a": 1.0, "b": 1.0, "c": 0.0}, {"a": 30.0, "b": 1.1, "c": 0.1})])
+    assert set(ratios) == {"b"}
+    assert "layer a" in caplog.text and "layer c" in caplog.text
+
+
+def test_cells_are_corrected_by_the_ratio_interpolated_on_their_time():
+    tables = LatencyTables("fake", {}, 4, {"a": [[0.0, 1.0, 2.5], [0.5, 4.0, 6.0]],
+                                           "b": [[0.0, 2.0]]})
+    corrected = correct_layers(tables, {"a": [[1.0, 1.0], [4.0, 0.85]]})
+    assert [v for row in corrected.tables["a"] for v in row] == pytest.approx(
+        [0.0, 1.0, 2.5 * 0.925, 0.5, 3.4, 6.0 * 0.85])
+    assert corrected.tables["b"] == [[0.0, 2.0]] and tables.tables["a"][1][1] == 4.0
+    assert correct_layers(tables, None) is tables
+
+
+def test_a_per_layer_calibration_applies_ratios_then_scale_and_serialises_them():
+    tables = LatencyTables("fake", {}, 4, {"a": [[0.0, 1.0], [0.0, 4.0]]})
+    cal = fit_calibration([(3.4, 5.0), (1.0, 2.0)], {"a": [[1.0, 1.0], [4.0, 0.85]]})
+    assert cal.scale == pytest.approx(1.25) and cal.predict(3.4) == pytest.approx(5.0)
+    assert cal.apply(tables).tables["a"][1][1] + cal.offset_ms == pytest.approx(5.0)
+    assert cal.to_json()["layers"] == {"a": [[1.0, 1.0], [4.0, 0.85]]}
