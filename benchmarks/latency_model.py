@@ -5,7 +5,8 @@ On ORT CPU by default; ``--backend torch-cuda`` (with ``--precision``, ``--chann
 TorchGraph with CUDA events. For each architecture and thread count: export the model, measure it, fill its bilayer tables,
 then build pruned models for solver plans (budgets spread over ``--budgets``) and random valid
 plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
-each with ``benchmark_model`` on the same backend. Four predictions per plan:
+each with ``benchmark_model`` on the same backend, right after the original (as ``prune`` times its
+candidates; ``--unpaired``: alone). Six predictions per plan:
 
   bilayer   the plan's table cells, each corrected by its layer's in-model/cell ratio (from
             the backend's per-node profile of the original and a half-width probe), summed and
@@ -99,17 +100,39 @@ def plans_for(analysis, importance, tables, offset_ms, baseline_ms, args, rng):
     return plans
 
 
-def timing_passes(paths: dict[str, Path], measure, passes: int) -> dict[str, list[float]]:
-    """Every model timed once per pass, passes in rotated order: a slow spell of the machine
-    then hits different models in different passes instead of all timings of one model, and
-    each model's fastest pass is its figure (interference only adds time)."""
-    names = list(paths)
-    timings: dict[str, list[float]] = {k: [] for k in names}
+def timing_passes(paths: dict[str, Path], measure, passes: int, paired: bool
+                  ) -> dict[str, list[tuple[float, float]]]:
+    """Every model timed once per pass, passes in rotated order (a slow spell of the machine
+    then hits different models in different passes): per model, (its ms, the original's ms
+    timed right before it) per pass, or with ``paired`` False (its ms, its ms)."""
+    names = [k for k in paths if not paired or k != "original"]
+    timings: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
     for index in range(passes):
         shift = index * len(names) // passes
         for name in names[shift:] + names[:shift]:
-            timings[name].append(measure(paths[name]))
+            if paired:
+                original = measure(paths["original"])
+                timings["original"].append((original, original))
+                timings[name].append((measure(paths[name]), original))
+            else:
+                ms = measure(paths[name])
+                timings[name].append((ms, ms))
     return timings
+
+
+def measured_figures(timings: dict[str, list[tuple[float, float]]], paired: bool
+                     ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Each model's figure and the per-pass values it summarises. Unpaired: its fastest pass
+    (interference only adds time). Paired, as ``prune`` measures candidates: the median over
+    passes of its time / the original's just before, times the original's median: a slow
+    spell longer than two timings cancels in the ratio (on this 2-core VM whole passes of one
+    model ran 15-25% slow)."""
+    if not paired:
+        return ({k: min(ms for ms, _ in v) for k, v in timings.items()},
+                {k: [ms for ms, _ in v] for k, v in timings.items()})
+    baseline = float(np.median([ms for ms, _ in timings["original"]]))
+    passes = {k: [baseline * ms / original for ms, original in v] for k, v in timings.items()}
+    return {k: float(np.median(v)) for k, v in passes.items()}, passes
 
 
 def out_only_sum(analysis, tables, options, removed) -> float:
@@ -159,7 +182,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
                                       root / f"{arch}-{threads}t-{label}.onnx")
             plans[label] = (options, blocks, removed)
         timings = timing_passes(paths, lambda p: benchmark_model(p, backend, rounds=1).latency_ms,
-                                args.passes)
+                                args.passes, paired=not args.unpaired)
         widths = {"original": full, "probe": probe_options(analysis, args.group_size)}
         in_model = {k: backend.layer_times(paths[k], analysis.layers) for k in widths}
     layers = None
@@ -167,7 +190,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
         layers = layer_ratios([(_layer_cells(analysis, tables, widths[k]), in_model[k])
                                for k in widths])
     corrected = correct_layers(tables, layers)
-    measured_of = {k: min(v) for k, v in timings.items()}
+    measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     baseline_ms = measured_of["original"]
     offset_ms = baseline_ms - sums["original"]
     global_fit = fit_calibration([(sums[k], measured_of[k]) for k in widths])
@@ -269,7 +292,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="batch size of the exported models")
     parser.add_argument("--no-drift", action="store_true", help="no reference-cell guard")
     parser.add_argument("--passes", type=int, default=3, help="timing passes over all models "
-                        "(each model's fastest counts; their spread is printed)")
+                        "(each timed right after the original; the median ratio counts; their "
+                        "spread is printed)")
+    parser.add_argument("--unpaired", action="store_true", help="time each model alone, its "
+                        "fastest pass counting (the protocol of results rows 1-8)")
     parser.add_argument("--model-seconds", type=float, default=MODEL_POLICY.budget_s,
                         help="timed seconds per whole-model round")
     parser.add_argument("--cell-seconds", type=float, default=CELL_POLICY.budget_s,

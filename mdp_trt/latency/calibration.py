@@ -17,8 +17,8 @@ for the wide stage-2/3 convs, 0.92-1.0 for their half-width versions; at 64 px u
 the last stage, whose weights the model evicts). Where the backend profiles nodes
 (``layer_times``: ORT's profiler), the original and the probe also give each layer's ratio at
 two widths; ``layer_ratios`` keeps them, ``correct_layers`` multiplies every cell by its
-layer's ratio interpolated by cell time (clamped beyond the two), and the affine map is fitted
-on the corrected sums. On the same ResNet-18 plans: 1.7% mean and 3.5% max error, against
+layer's ratio interpolated by cell time (towards 1 for a vanishing cell, constant beyond the
+original's), and the affine map is fitted on the corrected sums. On the same ResNet-18 plans: 1.7% mean and 3.5% max error, against
 1.8% / 6.6% with one scale (benchmarks/results/latency_model/README.md).
 """
 
@@ -139,13 +139,15 @@ def layer_ratios(measured: list[tuple[dict[str, float], dict[str, float]]]
 def correct_layers(tables: LatencyTables, layers: dict[str, list[list[float]]] | None
                    ) -> LatencyTables:
     """Every cell of a layer in ``layers`` multiplied by that layer's in-model/cell ratio at
-    the cell's time: linear between the measured points, constant beyond them."""
+    the cell's time: linear between the measured points and towards 1 at a zero-time cell
+    (a layer narrowed until its weights and activations stay cached runs as it does alone),
+    constant beyond the widest point."""
     if not layers:
         return tables
     corrected = dict(tables.tables)
     for name, points in layers.items():
         if name in corrected:
-            cells, ratios = zip(*points)
+            cells, ratios = zip(*([[0.0, 1.0]] + [p for p in points if p[0] > 0]))
             corrected[name] = [[v * float(np.interp(v, cells, ratios)) for v in row]
                                for row in corrected[name]]
     return replace(tables, tables=corrected)

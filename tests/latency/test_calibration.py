@@ -85,6 +85,11 @@ def test_cells_are_corrected_by_the_ratio_interpolated_on_their_time():
         [0.0, 1.0, 2.5 * 0.925, 0.5, 3.4, 6.0 * 0.85])
     assert corrected.tables["b"] == [[0.0, 2.0]] and tables.tables["a"][1][1] == 4.0
     assert correct_layers(tables, None) is tables
+    # below the narrowest point the ratio tends to 1 (a vanishing layer runs as it does alone)
+    evicted = correct_layers(tables, {"b": [[2.0, 2.0]]}).tables["b"]
+    assert evicted == [[0.0, 4.0]]
+    assert correct_layers(LatencyTables("fake", {}, 4, {"b": [[1.0]]}), {"b": [[2.0, 2.0]]}
+                          ).tables["b"] == [[1.5]]
 
 
 def test_a_per_layer_calibration_applies_ratios_then_scale_and_serialises_them():
