@@ -23,7 +23,7 @@ class Report:
     budget_ms: float
     budget_fraction: float
     predicted_latency_ms: float
-    predicted_tables_ms: float  # calibration scale x sum of the kept layers' table entries
+    predicted_tables_ms: float  # sum of the kept layers' table entries, calibrated (Calibration.apply)
     predicted_offset_ms: float  # calibration offset (latency/calibration.py)
     measured_latency_ms: float
     fps_before: float
