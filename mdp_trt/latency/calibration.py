@@ -34,8 +34,8 @@ import numpy as np
 from mdp_trt.analysis import Analysis
 from mdp_trt.latency.tables import LatencyTables
 
-__all__ = ["CALIBRATIONS", "Calibration", "fit_calibration", "probe_options", "layer_ratios", "correct_layers",
-           "SCALE_LIMITS", "RATIO_LIMITS"]
+__all__ = ["CALIBRATIONS", "Calibration", "fit_calibration", "probe_options", "layer_ratios",
+           "correct_layers", "SCALE_LIMITS", "RATIO_LIMITS"]
 
 log = logging.getLogger(__name__)
 

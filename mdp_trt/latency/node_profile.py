@@ -58,8 +58,9 @@ def _node_key(shapes: list[list[int]]) -> tuple:
 def profile_nodes(path: str | Path, options, providers: list[str], *, budget_s: float = 3.0,
                   min_runs: int = 5, max_runs: int = 200) -> tuple[list[NodeTime], float]:
     """Every node ORT executes for the model at ``path`` (in execution order) with its median
-    kernel time, and the median run (ms), under ``options`` (a SessionOptions, copied into a
-    profiling one) for ``budget_s`` seconds of runs within [``min_runs``, ``max_runs``]."""
+    kernel time, and the median run (ms), under ``options`` (a SessionOptions: profiling is
+    switched on for this session only) for ``budget_s`` seconds of runs within [``min_runs``,
+    ``max_runs``]."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="mdp-profile-") as scratch:
@@ -115,12 +116,12 @@ def _fits(node_key: tuple, layer_key: tuple, exact: bool) -> bool:
 
 
 def match_layers(path: str | Path, layers, nodes: list[NodeTime]) -> dict[str, NodeTime]:
-    """Each layer's node among ``nodes`` profiled on the model at ``path``;
-    ``layers`` are that model's analysed layers (mdp_trt.analysis.Layer). A node whose name
-    is a layer's is that layer; each other layer-like node, in execution order, is the first
-    unmatched layer (graph order) of the same key, and then of the same key up to NCHWc
-    padding. Layers with no matching node
-    (ORT folded them away, or did not list a prepacked weight's shape) are left out."""
+    """Each layer's node among ``nodes`` profiled on the model at ``path``; ``layers`` are that
+    model's analysed layers (mdp_trt.analysis.Layer). A node whose name is a layer's is that
+    layer; each other layer-like node, in execution order, is the first unmatched layer (graph
+    order) of the same key, and then of the same key up to NCHWc padding. Layers with no
+    matching node (ORT folded them away, or did not list a prepacked weight's shape) are left
+    out."""
     model = load_model(path)
     keys = {layer.name: (initializer_array(model, layer.weight).shape,
                          tuple(layer.signature.input_hw)) for layer in layers}
