@@ -18,10 +18,10 @@ the last stage, whose weights the model evicts). Where the backend profiles node
 (``layer_times``: ORT's profiler), the original and the probe also give each layer's ratio at
 two widths; ``layer_ratios`` keeps them, ``correct_layers`` multiplies every cell by its
 layer's ratio interpolated by cell time (towards 1 for a vanishing cell, constant beyond the
-original's), and the affine map is fitted on the corrected sums. Over five benchmark runs on a
-noisy host (benchmarks/results/latency_model/README.md, rows 9-13) it lowered the max error on
-four (ResNet-18 1 thread: 5.3% against 5.9% with one scale) and the mean on three; at 64 px,
-where the last stage's ratios reach 4.5, 10.3% max against 22.2%.
+original's), and the affine map is fitted on the corrected sums. Over six benchmark runs on a
+noisy host (benchmarks/results/latency_model/README.md, rows 9-14) it lowered the max error on
+five (1 thread: ResNet-18 5.3% against 5.9% with one scale, ResNet-50 2.7% against 4.3%) and
+the mean on three; at 64 px, where the last stage's ratios reach 4.5, 10.3% max against 22.2%.
 """
 
 from __future__ import annotations
