@@ -49,8 +49,7 @@ from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.latency.calibration import correct_layers, fit_calibration, layer_ratios, probe_options
-from mdp_trt.prune import PruneOptions, _importance, _layer_cells, _table_sum, probe_model
+from mdp_trt.prune import PruneOptions, _importance, _table_sum, calibration_through, probe_model
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
@@ -165,13 +164,13 @@ def run_one(arch, threads, args, root, rng) -> dict:
                                 drift=None if args.no_drift else DriftPolicy())
         profile_s = time.perf_counter() - start
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
-        probe, probe_tables_ms = probe_model(model, analysis, importance, tables, args.group_size)
+        probe, probe_widths = probe_model(model, analysis, importance, args.group_size)
+        widths = {"original": full, "probe": probe_widths}
         paths = {"original": original, "probe": save_model(probe, root / f"{arch}-probe.onnx")}
         # A first timing of the two calibration models places the solver's budgets; the figures
         # below come from the timing passes over every model.
         first = {k: benchmark_model(p, backend).latency_ms for k, p in paths.items()}
-        sums = {"original": _table_sum(analysis, tables, full, frozenset()),
-                "probe": probe_tables_ms}
+        sums = {k: _table_sum(analysis, tables, widths[k], frozenset()) for k in widths}
         offset0 = first["original"] - sums["original"]
         plans = {}
         for label, options, blocks in plans_for(analysis, importance, tables, offset0,
@@ -183,20 +182,15 @@ def run_one(arch, threads, args, root, rng) -> dict:
             plans[label] = (options, blocks, removed)
         timings = timing_passes(paths, lambda p: benchmark_model(p, backend, rounds=1).latency_ms,
                                 args.passes, paired=not args.unpaired)
-        widths = {"original": full, "probe": probe_options(analysis, args.group_size)}
         in_model = {k: backend.layer_times(paths[k], analysis.layers) for k in widths}
-    layers = None
-    if None not in in_model.values():
-        layers = layer_ratios([(_layer_cells(analysis, tables, widths[k]), in_model[k])
-                               for k in widths])
-    corrected = correct_layers(tables, layers)
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     baseline_ms = measured_of["original"]
     offset_ms = baseline_ms - sums["original"]
-    global_fit = fit_calibration([(sums[k], measured_of[k]) for k in widths])
-    calibration = fit_calibration(
-        [(_table_sum(analysis, corrected, widths[k], frozenset()), measured_of[k]) for k in widths],
-        layers)
+    global_fit = calibration_through(analysis, tables,
+                                     [(widths[k], measured_of[k], None) for k in widths])
+    calibration = calibration_through(analysis, tables,
+                                      [(widths[k], measured_of[k], in_model[k]) for k in widths])
+    calibrated = calibration.apply(tables)
     out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
     flops0 = count_flops(original)
     rows = []
@@ -206,7 +200,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
         rows.append({
             "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
             "flops": flops,
-            "bilayer": calibration.predict(_table_sum(analysis, corrected, options, removed)),
+            "bilayer": _table_sum(analysis, calibrated, options, removed) + calibration.offset_ms,
             "bilayer-2pt": global_fit.predict(table_ms), "bilayer-const": table_ms + offset_ms,
             "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
             "flops_prop": baseline_ms * flops / flops0,

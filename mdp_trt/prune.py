@@ -285,17 +285,15 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
     return report
 
 
-def probe_model(model, analysis: Analysis, importance: Importance, tables: LatencyTables,
-                group_size: int):
+def probe_model(model, analysis: Analysis, importance: Importance, group_size: int):
     """The calibration probe (latency/calibration.probe_options: prunable groups at half width,
-    every block kept) as (cut model, its table sum), or None when nothing is prunable."""
+    every block kept) as (cut model, its per-group options), or None when nothing is prunable."""
     probe = probe_options(analysis, group_size)
     if probe is None:
         return None
     keep_blocks = [1] * (len(removable_blocks(analysis)) + 1)
     decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
-    return (apply_plan(model, analysis, decoded.keep, frozenset()),
-            _table_sum(analysis, tables, probe, frozenset()))
+    return apply_plan(model, analysis, decoded.keep, frozenset()), probe
 
 
 def _paired(measure, original: Path, baseline_ms: float):
@@ -320,30 +318,37 @@ def calibrate(model, analysis: Analysis, importance: Importance, tables: Latency
     in-model/cell ratio in both from ``layer_times(path, layers)`` (per-layer; two-point where
     it gives None). The probe lives in a scratch ``folder``, removed afterwards."""
     full = [len(g.options(group_size)) - 1 for g in analysis.groups]
-    probe = probe_model(model, analysis, importance, tables, group_size)
-    if mode == "constant" or probe is None:
-        return fit_calibration([(_table_sum(analysis, tables, full, frozenset()), baseline_ms)])
-    widths = {original: full, folder / "probe.onnx": probe_options(analysis, group_size)}
-    folder.mkdir()
-    try:
-        probe_ms = measure(save_model(probe[0], folder / "probe.onnx"))
-        in_model = {path: layer_times(path, analysis.layers) if mode == "per-layer" else None
-                    for path in widths}
-    finally:
-        shutil.rmtree(folder)
-    layers = None
-    if None not in in_model.values():
-        layers = layer_ratios([(_layer_cells(analysis, tables, widths[path]), times)
-                               for path, times in in_model.items()])
-    elif mode == "per-layer":
-        log.info("latency calibration: this backend profiles no nodes; one scale for all layers")
-    corrected = correct_layers(tables, layers)
-    calibration = fit_calibration(
-        [(_table_sum(analysis, corrected, options, frozenset()), measured)
-         for options, measured in zip(widths.values(), (baseline_ms, probe_ms))], layers)
+    models = [(full, baseline_ms, None)]
+    probe = None if mode == "constant" else probe_model(model, analysis, importance, group_size)
+    if probe is not None:
+        profile = layer_times if mode == "per-layer" else lambda path, layers: None
+        folder.mkdir()
+        try:
+            path = save_model(probe[0], folder / "probe.onnx")
+            probe_ms = measure(path)
+            models = [(full, baseline_ms, profile(original, analysis.layers)),
+                      (probe[1], probe_ms, profile(path, analysis.layers))]
+        finally:
+            shutil.rmtree(folder)
+        if mode == "per-layer" and models[0][2] is None:
+            log.info("latency calibration: this backend profiles no nodes; one scale for all layers")
+    calibration = calibration_through(analysis, tables, models)
     if calibration.note:
         log.warning("latency calibration: %s", calibration.note)
     return calibration
+
+
+def calibration_through(analysis: Analysis, tables: LatencyTables, models: list) -> Calibration:
+    """The calibration through measured ``models``, the original first: each (per-group
+    options, measured ms, each layer's in-model ms or None). Per-layer ratios when every model
+    has in-model times, else one scale."""
+    layers = None
+    if all(times is not None for _, _, times in models):
+        layers = layer_ratios([(_layer_cells(analysis, tables, options), times)
+                               for options, _, times in models])
+    corrected = correct_layers(tables, layers)
+    return fit_calibration([(_table_sum(analysis, corrected, options, frozenset()), measured)
+                            for options, measured, _ in models], layers)
 
 
 def _closed_loop(model, analysis, importance, tables, work, options, clock, measure, *,

@@ -109,9 +109,11 @@ def _fits(node_key: tuple, layer_key: tuple, exact: bool) -> bool:
     and weight shape, or (not ``exact``) with channel counts padded to an NCHWc block."""
     (node_weight, node_hw), (layer_weight, layer_hw) = node_key, layer_key
     node_weight, layer_weight = tuple(node_weight), tuple(layer_weight)
-    if exact or node_hw != layer_hw or len(node_weight) != len(layer_weight):
-        return node_hw == layer_hw and node_weight == layer_weight
-    return (node_weight[2:] == layer_weight[2:]
+    if node_hw != layer_hw or len(node_weight) != len(layer_weight):
+        return False
+    if node_weight == layer_weight:
+        return True
+    return (not exact and node_weight[2:] == layer_weight[2:]
             and all(_padded(have, got) for have, got in zip(layer_weight[:2], node_weight[:2])))
 
 
