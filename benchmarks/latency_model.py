@@ -4,9 +4,10 @@ On ORT CPU by default; ``--backend torch-cuda`` (with ``--precision``, ``--chann
 ``--batch``) runs the same benchmark on a GPU, where the whole model is timed through
 TorchGraph with CUDA events. For each architecture and thread count: export the model, measure it, fill its bilayer tables,
 then build pruned models for solver plans (budgets spread over ``--budgets``) and random valid
-plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and measure
-each with ``benchmark_model`` on the same backend, right after the original (as ``prune`` times its
-candidates; ``--unpaired``: alone). Six predictions per plan:
+plans (random widths per group, a few blocks removed), cut them with ``apply_plan``, and time
+all of them together with the original on the same backend (``benchmark_models``: in alternating
+short blocks on CPU, as ``prune`` times its candidates; ``--unpaired``: each alone), once per
+pass. Six predictions per plan:
 
   bilayer   the plan's table cells, each corrected by its layer's in-model/cell ratio (from
             the backend's per-node profile of the original and a half-width probe), summed and
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from mdp_trt.bench.measure import benchmark_model
+from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.graph import initializer_bytes, load_model, save_model
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.drift import DriftPolicy
@@ -99,23 +100,25 @@ def plans_for(analysis, importance, tables, offset_ms, baseline_ms, args, rng):
     return plans
 
 
-def timing_passes(paths: dict[str, Path], measure, passes: int, paired: bool
+def timing_passes(paths: dict[str, Path], backend, passes: int, paired: bool
                   ) -> dict[str, list[tuple[float, float]]]:
-    """Every model timed once per pass, passes in rotated order (a slow spell of the machine
-    then hits different models in different passes): per model, (its ms, the original's ms
-    timed right before it) per pass, or with ``paired`` False (its ms, its ms)."""
-    names = [k for k in paths if not paired or k != "original"]
+    """Every model timed once per pass, in an order rotated from pass to pass. Paired: the
+    models of a pass timed together (``benchmark_models``), per model (its ms, the original's ms
+    in that pass); unpaired: each alone, (its ms, its ms)."""
+    names = list(paths)
     timings: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
     for index in range(passes):
         shift = index * len(names) // passes
-        for name in names[shift:] + names[:shift]:
-            if paired:
-                original = measure(paths["original"])
-                timings["original"].append((original, original))
-                timings[name].append((measure(paths[name]), original))
-            else:
-                ms = measure(paths[name])
-                timings[name].append((ms, ms))
+        order = names[shift:] + names[:shift]
+        if paired:
+            ms = {k: r.latency_ms
+                  for k, r in zip(order, benchmark_models([paths[k] for k in order], backend))}
+            for k in order:
+                timings[k].append((ms[k], ms["original"]))
+        else:
+            for k in order:
+                alone = benchmark_model(paths[k], backend, rounds=1).latency_ms
+                timings[k].append((alone, alone))
     return timings
 
 
@@ -123,9 +126,9 @@ def measured_figures(timings: dict[str, list[tuple[float, float]]], paired: bool
                      ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Each model's figure and the per-pass values it summarises. Unpaired: its fastest pass
     (interference only adds time). Paired, as ``prune`` measures candidates: the median over
-    passes of its time / the original's just before, times the original's median: a slow
-    spell longer than two timings cancels in the ratio (on this 2-core VM whole passes of one
-    model ran 15-25% slow)."""
+    passes of its time / the original's in the same pass, times the original's median: a slow
+    spell of the machine falls on both alike (on this 2-core VM whole passes of one model ran
+    15-25% slow)."""
     if not paired:
         return ({k: min(ms for ms, _ in v) for k, v in timings.items()},
                 {k: [ms for ms, _ in v] for k, v in timings.items()})
@@ -180,8 +183,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
             paths[label] = save_model(apply_plan(model, analysis, decoded.keep, removed),
                                       root / f"{arch}-{threads}t-{label}.onnx")
             plans[label] = (options, blocks, removed)
-        timings = timing_passes(paths, lambda p: benchmark_model(p, backend, rounds=1).latency_ms,
-                                args.passes, paired=not args.unpaired)
+        timings = timing_passes(paths, backend, args.passes, paired=not args.unpaired)
         in_model = {k: backend.layer_times(paths[k], analysis.layers) for k in widths}
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     baseline_ms = measured_of["original"]
@@ -286,12 +288,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="batch size of the exported models")
     parser.add_argument("--no-drift", action="store_true", help="no reference-cell guard")
     parser.add_argument("--passes", type=int, default=3, help="timing passes over all models "
-                        "(each timed right after the original; the median ratio counts; their "
-                        "spread is printed)")
+                        "(all timed together, interleaved; the median ratio to the original "
+                        "counts; their spread is printed)")
     parser.add_argument("--unpaired", action="store_true", help="time each model alone, its "
-                        "fastest pass counting (the protocol of results rows 1-8)")
+                        "fastest pass counting (the protocol of results rows 1-9, 11, 12)")
     parser.add_argument("--model-seconds", type=float, default=MODEL_POLICY.budget_s,
-                        help="timed seconds per whole-model round")
+                        help="timed seconds per whole model and pass")
     parser.add_argument("--cell-seconds", type=float, default=CELL_POLICY.budget_s,
                         help="timed seconds per table cell (GPU cells are steady: 0.02 will do)")
     parser.add_argument("--seed", type=int, default=0)

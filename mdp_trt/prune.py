@@ -2,8 +2,8 @@
 
 Everything is written into a temporary directory beside ``out_dir`` and moved into place only
 when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
-The pruned model is measured right after the original, and its time scaled to the machine state
-of the baseline measurement (``_paired``); when it misses the budget (over by more than
+The pruned model is timed together with the original (interleaved, ``benchmark_models``), and
+its time scaled to the machine state of the baseline measurement (``_paired``); when it misses the budget (over by more than
 ``tolerance``, or under by more than twice that), the target handed to the solver is adjusted
 from the measured points and the problem re-solved, at most ``max_rounds`` times (see
 ``_closed_loop``).
@@ -36,7 +36,7 @@ from mdp_trt.latency.ray_runner import cells_option
 from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.latency.timing import MODEL_POLICY
-from mdp_trt.bench.measure import benchmark_model
+from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from mdp_trt.report import Report
 from mdp_trt.solve import load_problem
@@ -243,7 +243,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                                             runtime_options))
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         with clock.stage("calibrate"):
-            paired = _paired(measure, work / "original.onnx", baseline.latency_ms)
+            paired = _paired(partial(benchmark_models, backend=backend), work / "original.onnx",
+                             baseline.latency_ms)
             calibration = calibrate(
                 model, analysis, importance, tables, group_size=options.group_size,
                 baseline_ms=baseline.latency_ms, measure=lambda path: paired(path)[0],
@@ -296,16 +297,17 @@ def probe_model(model, analysis: Analysis, importance: Importance, group_size: i
     return apply_plan(model, analysis, decoded.keep, frozenset()), probe
 
 
-def _paired(measure, original: Path, baseline_ms: float):
-    """``measure`` for candidate models: each timed right after the original and scaled by
-    ``baseline_ms`` / the original's time then, so it is reported in the machine state of the
-    baseline measurement. The ratio of two back-to-back timings survives a slow spell of the
-    machine; lone timings do not (on a 2-core VM the same model's timing moved by up to 20%
-    between minutes, enough to send the closed loop after noise). Returns (scaled ms, the
-    original's ms then)."""
+def _paired(compare, original: Path, baseline_ms: float):
+    """A measure for candidate models: each timed together with the original by ``compare``
+    (paths -> results: ``benchmark_models``, interleaved on CPU) and scaled by ``baseline_ms`` /
+    the original's time then, so it is reported in the machine state of the baseline
+    measurement. The ratio of two models timed together survives a slow spell of the machine;
+    lone timings do not (on a 2-core VM the same model's timing moved by up to 20% between
+    minutes, enough to send the closed loop after noise). Returns (scaled ms, the original's ms
+    then)."""
     def timed(path: Path) -> tuple[float, float]:
-        now = measure(original).latency_ms
-        return measure(path).latency_ms * baseline_ms / now, now
+        now, candidate = (r.latency_ms for r in compare([original, path]))
+        return candidate * baseline_ms / now, now
     return timed
 
 

@@ -261,14 +261,20 @@ def test_a_budget_the_model_wrongly_fits_still_raises_once_the_narrowest_plan_is
 def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
     from mdp_trt.prune import _paired
 
-    # The machine runs 25% slow from the second timing on: the original reads 12.5 ms then,
-    # the candidate 6.25 ms; back-to-back, their ratio is the candidate's 5 ms at baseline speed.
-    speeds = iter([1.0, 1.25, 1.25, 1.25, 1.25])
+    # The machine runs 25% slow while the candidate and the original are timed together: the
+    # original reads 12.5 ms then, the candidate 6.25 ms; their ratio is the candidate's 5 ms at
+    # the baseline's speed.
     true_ms = {"original.onnx": 10.0, "cand.onnx": 5.0}
-    measure = lambda path: type("M", (), {"latency_ms": true_ms[path.name] * next(speeds)})
-    baseline = measure(tmp_path / "original.onnx").latency_ms
-    timed = _paired(measure, tmp_path / "original.onnx", baseline)
+    result = lambda ms: type("R", (), {"latency_ms": ms})
+    compared = []
+
+    def compare(paths):
+        compared.append([p.name for p in paths])
+        return [result(true_ms[p.name] * 1.25) for p in paths]
+
+    timed = _paired(compare, tmp_path / "original.onnx", 10.0)
     assert timed(tmp_path / "cand.onnx") == pytest.approx((5.0, 12.5))
+    assert compared == [["original.onnx", "cand.onnx"]]
 
 
 def _cuda_reason():

@@ -8,6 +8,10 @@ with a prediction.
 Other processes on the machine only ever add time, so a model is timed in several rounds spread
 over a few seconds and the round with the lowest median is kept: a burst of foreign load that
 inflates one round does not move the figure.
+
+``benchmark_models`` times models that are compared with each other (prune's candidates with the
+original) through the backend's ``measure_models``: on CPU in alternating short blocks, so that
+a slow spell of the machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from mdp_trt.latency.inputs import ModelInput, model_inputs
 from mdp_trt.latency.protocol import LatencyBackend
 
-__all__ = ["BenchResult", "benchmark_model", "FORMAT"]
+__all__ = ["BenchResult", "benchmark_model", "benchmark_models", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,25 @@ def benchmark_model(path: str | Path, backend: LatencyBackend, *,
     with backend:
         measured = [backend.measure_model(path, batch=batch) for _ in range(rounds)]
         fingerprint = backend.fingerprint().to_json()
+    return _result(path, backend, fingerprint, inputs, measured)
+
+
+def benchmark_models(paths, backend: LatencyBackend, *, batch: int | None = None
+                     ) -> list[BenchResult]:
+    """``benchmark_model`` of each of ``paths`` (one round), timed together by the backend's
+    ``measure_models`` so that their figures are comparable."""
+    paths = [Path(p) for p in paths]
+    inputs = [model_inputs(path, batch=batch) for path in paths]
+    with backend:
+        measured = backend.measure_models(paths, batch=batch)
+        fingerprint = backend.fingerprint().to_json()
+    return [_result(path, backend, fingerprint, x, [m])
+            for path, x, m in zip(paths, inputs, measured)]
+
+
+def _result(path: Path, backend: LatencyBackend, fingerprint: dict, inputs, measured
+            ) -> BenchResult:
+    """The round with the lowest median, with every round's median."""
     m = min(measured, key=lambda x: x.median_ms)
     n = inputs[0].shape[0] if inputs[0].shape else 1
     log.info("%s on %s: %.3f ms median over %d runs (p10 %.3f, p90 %.3f)", path, backend.name,

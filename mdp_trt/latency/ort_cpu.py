@@ -31,7 +31,8 @@ from mdp_trt.latency import node_profile
 from mdp_trt.latency.cache import Weights
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
-from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY, TimingPolicy, time_runs
+from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
+                                   time_runs)
 
 __all__ = ["OrtCpuBackend", "session_options", "ort_unavailable_reason", "cpu_description",
            "llc_bytes", "cold_copies", "MIN_ORT_VERSION"]
@@ -210,6 +211,10 @@ class OrtCpuBackend(BackendBase):
                                           providers=self._providers())
 
     def _time_session(self, session, feeds: dict, policy: TimingPolicy) -> Measurement:
+        return time_runs(self._bound_run(session, feeds), policy)
+
+    def _bound_run(self, session, feeds: dict):
+        """One timed call, ``run_with_iobinding`` on inputs and outputs bound once."""
         ort = self._ort
         binding = session.io_binding()
         keep = []  # OrtValues must outlive the binding
@@ -223,7 +228,11 @@ class OrtCpuBackend(BackendBase):
             value = ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device())
             keep.append(value)
             binding.bind_ortvalue_output(meta.name, value)
-        return time_runs(lambda: session.run_with_iobinding(binding), policy)
+
+        def run():
+            session.run_with_iobinding(binding)
+        run.bound_values = keep  # alive as long as the call is
+        return run
 
     def measure_layer(self, sig: LayerSignature, out_channels: int, in_channels: int) -> Measurement:
         self._require_active()
@@ -262,10 +271,17 @@ class OrtCpuBackend(BackendBase):
 
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
         self._require_active()
+        return self._time_session(*self._model_session(path, batch), self.model_policy)
+
+    def measure_models(self, paths, *, batch: int | None = None) -> list[Measurement]:
+        self._require_active()
+        runs = [self._bound_run(*self._model_session(path, batch)) for path in paths]
+        return time_interleaved(runs, self.model_policy)
+
+    def _model_session(self, path: str | Path, batch: int | None):
         inputs = model_inputs(path, batch=batch)
         try:
             session = self._session(str(path))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise InputError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
-        feeds = random_feeds(inputs, seed=self.seed)
-        return self._time_session(session, feeds, self.model_policy)
+        return session, random_feeds(inputs, seed=self.seed)

@@ -14,6 +14,7 @@ implement only the ``*_impl`` hooks (the Polygraphy runner pattern).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -102,6 +103,13 @@ class LatencyBackend(Protocol):
         (``batch`` fills a symbolic leading dimension)."""
         ...
 
+    def measure_models(self, paths: Sequence[str | Path], *, batch: int | None = None
+                       ) -> list[Measurement]:
+        """``measure_model`` of several models that are to be compared, timed so that a change
+        of the machine's speed during the timing falls on all of them alike where the backend
+        can (CPU: interleaved blocks)."""
+        ...
+
 
 class BackendBase:
     """Reentrant activation with state checks; subclasses implement the ``*_impl`` hooks.
@@ -148,6 +156,12 @@ class BackendBase:
 
     def __exit__(self, *exc_info: object) -> None:
         self.deactivate()
+
+    def measure_models(self, paths: Sequence[str | Path], *, batch: int | None = None
+                       ) -> list[Measurement]:
+        """One after the other: right for GPU runtimes, whose timed device no other process of
+        the host slows down between two timings."""
+        return [self.measure_model(path, batch=batch) for path in paths]
 
     def layer_times(self, path: str | Path, layers) -> dict[str, float] | None:
         """Each of ``layers``' time (ms) inside the model at ``path`` (its analysed layers), from

@@ -4,19 +4,28 @@ Cells of a latency table are many and each is cheap to redo, so ``CELL_POLICY`` 
 about 0.1 s of timed runs (at least 5 runs even for a layer slower than that). Whole models are
 timed once per pipeline stage and their median is compared with a prediction, so
 ``MODEL_POLICY`` asks for at least 30 runs and at least 3 s.
+
+Models that are compared with each other (a candidate with the original) are timed by
+``time_interleaved``: in alternating blocks of ``block_s`` seconds. On a 2-core VM running two
+threads, the machine's speed drifts by 15-25% over seconds; two models timed one after the other
+then differ by the drift, while in alternating 0.3 s blocks the drift falls on both alike
+(ResNet-18 at 2 threads: a pruned/original ratio repeated within +-1.5% where 3 s timings one after
+the other gave +-10%).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mdp_trt.latency.protocol import Measurement
 
-__all__ = ["TimingPolicy", "CELL_POLICY", "MODEL_POLICY", "time_runs", "summarise"]
+__all__ = ["TimingPolicy", "CELL_POLICY", "MODEL_POLICY", "time_runs", "time_interleaved",
+           "summarise"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +37,8 @@ class TimingPolicy:
     clamped to ``[min_repeats, max_repeats]``, where the estimate is the fastest warm-up run.
     A series whose relative spread exceeds ``max_spread`` was disturbed (another process took
     the core for part of it); it is timed again, up to ``retries`` more times, and the series
-    with the lowest median is kept, because interference only ever adds time.
+    with the lowest median is kept, because interference only ever adds time. ``block_s`` is the
+    length of one block when several models are timed interleaved (``time_interleaved``).
     """
 
     warmup_runs: int = 2
@@ -38,10 +48,11 @@ class TimingPolicy:
     max_repeats: int = 200
     max_spread: float = 0.5
     retries: int = 2
+    block_s: float = 0.3
 
     def __post_init__(self) -> None:
         if (self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.warmup_runs < 1
-                or self.retries < 0 or self.max_spread <= 0):
+                or self.retries < 0 or self.max_spread <= 0 or self.block_s <= 0):
             raise ValueError(f"inconsistent timing policy: {self}")
 
 
@@ -63,18 +74,10 @@ def summarise(samples_ms: list[float] | np.ndarray) -> Measurement:
 
 def time_runs(run: Callable[[], object], policy: TimingPolicy = CELL_POLICY) -> Measurement:
     """Time ``run()`` (one inference call with pre-bound inputs) under ``policy``."""
-    warm: list[int] = []
-    start = time.perf_counter_ns()
-    while len(warm) < policy.warmup_runs or time.perf_counter_ns() - start < policy.warmup_s * 1e9:
-        t0 = time.perf_counter_ns()
-        run()
-        warm.append(time.perf_counter_ns() - t0)
-    # The fastest warm-up run is the least disturbed estimate of a steady run on a busy machine.
-    estimate_s = max(min(warm), 1) / 1e9
-    repeats = int(min(policy.max_repeats, max(policy.min_repeats, policy.budget_s / estimate_s)))
+    repeats = _repeats(policy, _warm_up(run, policy))
     best: Measurement | None = None
     for _ in range(1 + policy.retries):
-        m = _series(run, repeats)
+        m = summarise(_series(run, repeats))
         if best is None or m.median_ms < best.median_ms:
             best = m
         if m.spread <= policy.max_spread:
@@ -82,10 +85,44 @@ def time_runs(run: Callable[[], object], policy: TimingPolicy = CELL_POLICY) -> 
     return best
 
 
-def _series(run: Callable[[], object], repeats: int) -> Measurement:
+def time_interleaved(runs: Sequence[Callable[[], object]],
+                     policy: TimingPolicy = MODEL_POLICY) -> list[Measurement]:
+    """Time each of ``runs`` as ``time_runs`` would (warm-up, then at least its repeat count),
+    but in rounds of one block of about ``policy.block_s`` seconds per run, each block opened by
+    one untimed call (switching models evicts the previous one's weights from cache). Each
+    measurement pools its run's blocks; no retries: a slow spell falls on every run alike."""
+    estimates = [_warm_up(run, policy) for run in runs]
+    per_block = [max(1, int(policy.block_s / e)) for e in estimates]
+    rounds = max(math.ceil(_repeats(policy, e) / n) for e, n in zip(estimates, per_block))
+    samples: list[list[np.ndarray]] = [[] for _ in runs]
+    for _ in range(rounds):
+        for run, n, out in zip(runs, per_block, samples):
+            run()
+            out.append(_series(run, n))
+    return [summarise(np.concatenate(out)) for out in samples]
+
+
+def _warm_up(run: Callable[[], object], policy: TimingPolicy) -> float:
+    """Warm-up calls; the fastest one (s) is the least disturbed estimate of a steady run on a
+    busy machine."""
+    warm: list[int] = []
+    start = time.perf_counter_ns()
+    while len(warm) < policy.warmup_runs or time.perf_counter_ns() - start < policy.warmup_s * 1e9:
+        t0 = time.perf_counter_ns()
+        run()
+        warm.append(time.perf_counter_ns() - t0)
+    return max(min(warm), 1) / 1e9
+
+
+def _repeats(policy: TimingPolicy, estimate_s: float) -> int:
+    return int(min(policy.max_repeats, max(policy.min_repeats, policy.budget_s / estimate_s)))
+
+
+def _series(run: Callable[[], object], repeats: int) -> np.ndarray:
+    """``repeats`` timed calls, in milliseconds."""
     samples = np.empty(repeats, dtype=np.float64)
     for i in range(repeats):
         t0 = time.perf_counter_ns()
         run()
         samples[i] = time.perf_counter_ns() - t0
-    return summarise(samples / 1e6)
+    return samples / 1e6

@@ -3,7 +3,7 @@ import json
 import onnx
 import pytest
 
-from mdp_trt.bench.measure import BenchResult, benchmark_model
+from mdp_trt.bench.measure import BenchResult, benchmark_model, benchmark_models
 from mdp_trt.errors import InputError
 from mdp_trt.latency.layer_model import build_layer_model
 from mdp_trt.latency.ort_cpu import OrtCpuBackend
@@ -94,3 +94,20 @@ def test_the_least_disturbed_round_is_kept(tmp_path):
     result = benchmark_model(path, BurstyBackend(), rounds=3)
     assert result.latency_ms == 2.0 and result.round_medians_ms == (5.0, 2.0, 4.0)
     assert result.repeats == 90
+
+
+def test_models_compared_are_timed_together_in_order(tmp_path):
+    paths = [dynamic_batch_model(tmp_path), save(build_layer_model(conv_sig(16, 8, 8), 16, 8),
+                                                 tmp_path / "m.onnx")]
+    backend = OrtCpuBackend(model_policy=FAST)
+    results = benchmark_models(paths, backend, batch=None)
+    assert not backend.active
+    assert [r.model for r in results] == [str(p) for p in paths]
+    assert all(r.latency_ms > 0 and r.repeats >= 7 and len(r.round_medians_ms) == 1
+               for r in results)
+
+
+def test_backends_without_interleaving_time_compared_models_one_by_one(tmp_path):
+    path = save(build_layer_model(conv_sig(16, 8, 8), 16, 8), tmp_path / "m.onnx")
+    results = benchmark_models([path, path], BurstyBackend())
+    assert [r.latency_ms for r in results] == [5.0, 2.0]

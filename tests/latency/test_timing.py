@@ -2,7 +2,8 @@ import time
 
 import pytest
 
-from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY, TimingPolicy, summarise, time_runs
+from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, summarise,
+                                   time_interleaved, time_runs)
 
 
 def test_summarise_percentiles_and_spread():
@@ -70,3 +71,40 @@ def test_retries_are_bounded():
                           max_repeats=4, max_spread=0.1, retries=2)
     time_runs(run, policy)
     assert len(calls) == 1 + 3 * 4
+
+
+def test_interleaved_runs_alternate_in_blocks_and_each_gets_its_repeats():
+    order = []
+    runs = [lambda: (order.append("a"), time.sleep(0.001)),
+            lambda: (order.append("b"), time.sleep(0.002))]
+    policy = TimingPolicy(warmup_runs=2, warmup_s=0.0, budget_s=0.0, min_repeats=12,
+                          max_repeats=12, block_s=0.0045)
+    a, b = time_interleaved(runs, policy)
+    # Blocks of 4 (a) and 2 (b) timed calls, each opened by one untimed call; 6 rounds give b
+    # its 12 runs (and a 24).
+    assert order[:4] == ["a", "a", "b", "b"]  # warm-up
+    rounds = order[4:]
+    assert rounds[:8] == ["a"] * 5 + ["b"] * 3
+    assert rounds.count("a") == 6 * 5 and rounds.count("b") == 6 * 3
+    assert (a.repeats, b.repeats) == (24, 12)
+    assert 1.0 <= a.median_ms < b.median_ms
+
+
+def test_a_slow_spell_falls_on_interleaved_runs_alike():
+    # From its 90th call on, the machine runs 3x slower. Timed one after the other, the second
+    # model takes the whole spell and reads 6x the first; interleaved, both medians move alike.
+    calls = []
+
+    def model(ms):
+        def run():
+            calls.append(1)
+            time.sleep(ms / 1000 * (3 if len(calls) >= 90 else 1))
+        return run
+
+    policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=80,
+                          max_repeats=80, block_s=0.01, retries=0)
+    fast, slow = time_interleaved([model(1.0), model(2.0)], policy)
+    assert slow.median_ms / fast.median_ms == pytest.approx(2.0, rel=0.25)
+    calls.clear()
+    fast, slow = time_runs(model(1.0), policy), time_runs(model(2.0), policy)
+    assert slow.median_ms / fast.median_ms > 4
