@@ -184,14 +184,14 @@ def run_one(arch, threads, args, root, rng) -> dict:
                                       root / f"{arch}-{threads}t-{label}.onnx")
             plans[label] = (options, blocks, removed)
         timings = timing_passes(paths, backend, args.passes, paired=not args.unpaired)
-        in_model = {k: backend.layer_times(paths[k], analysis.layers) for k in widths}
+        shares = {k: backend.layer_shares(paths[k], analysis.layers) for k in widths}
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     baseline_ms = measured_of["original"]
     offset_ms = baseline_ms - sums["original"]
     global_fit = calibration_through(analysis, tables,
                                      [(widths[k], measured_of[k], None) for k in widths])
     calibration = calibration_through(analysis, tables,
-                                      [(widths[k], measured_of[k], in_model[k]) for k in widths])
+                                      [(widths[k], measured_of[k], shares[k]) for k in widths])
     calibrated = calibration.apply(tables)
     out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
     flops0 = count_flops(original)

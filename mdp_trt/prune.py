@@ -249,7 +249,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                 model, analysis, importance, tables, group_size=options.group_size,
                 baseline_ms=baseline.latency_ms, measure=lambda path: paired(path)[0],
                 folder=work / "calibration", original=work / "original.onnx",
-                mode=options.calibration, layer_times=backend.layer_times)
+                mode=options.calibration, layer_shares=backend.layer_shares)
         tables = calibration.apply(tables)
         rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, paired,
                               budget_ms=budget_ms, offset_ms=calibration.offset_ms,
@@ -313,17 +313,17 @@ def _paired(compare, original: Path, baseline_ms: float):
 
 def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
               group_size: int, baseline_ms: float, measure, folder: Path, original: Path,
-              mode: str = "per-layer", layer_times) -> Calibration:
+              mode: str = "per-layer", layer_shares) -> Calibration:
     """The map from table sums to measured latency (latency/calibration.py): through the
     original model (at ``original``, measured ``baseline_ms``) alone (``mode`` constant), also
     through the probe measured with ``measure(path)`` (two-point), and with each layer's
-    in-model/cell ratio in both from ``layer_times(path, layers)`` (per-layer; two-point where
+    in-model/cell ratio in both from ``layer_shares(path, layers)`` (per-layer; two-point where
     it gives None). The probe lives in a scratch ``folder``, removed afterwards."""
     full = [len(g.options(group_size)) - 1 for g in analysis.groups]
     models = [(full, baseline_ms, None)]
     probe = None if mode == "constant" else probe_model(model, analysis, importance, group_size)
     if probe is not None:
-        profile = layer_times if mode == "per-layer" else lambda path, layers: None
+        profile = layer_shares if mode == "per-layer" else lambda path, layers: None
         folder.mkdir()
         try:
             path = save_model(probe[0], folder / "probe.onnx")
@@ -342,12 +342,16 @@ def calibrate(model, analysis: Analysis, importance: Importance, tables: Latency
 
 def calibration_through(analysis: Analysis, tables: LatencyTables, models: list) -> Calibration:
     """The calibration through measured ``models``, the original first: each (per-group
-    options, measured ms, each layer's in-model ms or None). Per-layer ratios when every model
-    has in-model times, else one scale."""
+    options, measured ms, each layer's share of the model's run or None). Per-layer ratios when
+    every model has shares, else one scale. A layer's in-model time is its share of the measured
+    time: the share comes from a profile taken at another moment, and the machine's speed then
+    would otherwise tilt that model's ratios against the other's (2 threads on a 2-core VM: 10-25%
+    between two profiles seconds apart)."""
     layers = None
-    if all(times is not None for _, _, times in models):
-        layers = layer_ratios([(_layer_cells(analysis, tables, options), times)
-                               for options, _, times in models])
+    if all(shares is not None for _, _, shares in models):
+        layers = layer_ratios([(_layer_cells(analysis, tables, options),
+                                {name: share * measured for name, share in shares.items()})
+                               for options, measured, shares in models])
     corrected = correct_layers(tables, layers)
     return fit_calibration([(_table_sum(analysis, corrected, options, frozenset()), measured)
                             for options, measured, _ in models], layers)

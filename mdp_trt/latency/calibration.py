@@ -15,7 +15,7 @@ One scale for all layers still misses plans that narrow some layers much more th
 because the in-model/cell ratio differs by layer and by width (ResNet-18, 224 px: 0.83-0.86
 for the wide stage-2/3 convs, 0.92-1.0 for their half-width versions; at 64 px up to 4.5 for
 the last stage, whose weights the model evicts). Where the backend profiles nodes
-(``layer_times``: ORT's profiler), the original and the probe also give each layer's ratio at
+(``layer_shares``: ORT's profiler), the original and the probe also give each layer's ratio at
 two widths; ``layer_ratios`` keeps them, ``correct_layers`` multiplies every cell by its
 layer's ratio interpolated by cell time (towards 1 for a vanishing cell, constant beyond the
 original's), and the affine map is fitted on the corrected sums. Over six benchmark runs on a

@@ -262,11 +262,11 @@ class OrtCpuBackend(BackendBase):
         return Measurement(m.median_ms / copies, m.spread, m.repeats, m.p10_ms / copies,
                            m.p90_ms / copies)
 
-    def layer_times(self, path: str | Path, layers) -> dict[str, float] | None:
+    def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
         self._require_active()
-        nodes, _ = node_profile.profile_nodes(path, session_options(self.threads),
-                                              self._providers())
-        return {name: node.ms
+        nodes, run_ms = node_profile.profile_nodes(path, session_options(self.threads),
+                                                   self._providers())
+        return {name: node.ms / run_ms
                 for name, node in node_profile.match_layers(path, layers, nodes).items()}
 
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:

@@ -70,7 +70,7 @@ class OrtCudaBackend(OrtCpuBackend):
                     "onnxruntime's warning above)")
         return None
 
-    def layer_times(self, path, layers) -> None:
+    def layer_shares(self, path, layers) -> None:
         # ORT's per-node times under CUDA are kernel launches, not kernel run times
         return None
 

@@ -163,10 +163,12 @@ class BackendBase:
         the host slows down between two timings."""
         return [self.measure_model(path, batch=batch) for path in paths]
 
-    def layer_times(self, path: str | Path, layers) -> dict[str, float] | None:
-        """Each of ``layers``' time (ms) inside the model at ``path`` (its analysed layers), from
-        the runtime's per-node profiler; None where the runtime has none (then calibration
-        scales all layers alike)."""
+    def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
+        """Each of ``layers``' share of the run time of the model at ``path`` (its analysed
+        layers; time inside the model / the profiled run's time), from the runtime's per-node
+        profiler; None where the runtime has none (then calibration scales all layers alike).
+        Shares, not milliseconds: the machine's speed while profiling cancels, and calibration
+        sets them against the model's measured time."""
         return None
 
     def _require_active(self) -> None:

@@ -27,8 +27,9 @@ def test_the_ort_cpu_backend_profiles_layers_and_its_session_options_stay_unprof
     profile_nodes(path, options, ["CPUExecutionProvider"], budget_s=0.0, min_runs=1)
     assert not options.enable_profiling
     with OrtCpuBackend() as backend:
-        times = backend.layer_times(path, analysis.layers)
-    assert set(times) == {layer.name for layer in analysis.layers}
+        shares = backend.layer_shares(path, analysis.layers)
+    assert set(shares) == {layer.name for layer in analysis.layers}
+    assert all(s > 0 for s in shares.values()) and sum(shares.values()) <= 1
 
 
 def test_a_layer_without_a_node_is_left_out(tmp_path):
