@@ -187,27 +187,37 @@ def solve(
 
 @app.command()
 def bench(
-    model: Path = typer.Argument(..., help="ONNX model"),
+    models: list[Path] = typer.Argument(..., help="ONNX model(s); several are timed together "
+                                        "(interleaved) and compared with the first"),
     backend: str = typer.Option(DEFAULT_BACKEND, help=BACKEND_HELP),
     threads: int = typer.Option(1, help="runtime threads"),
     precision: str = _precision_option(),
     channels_last: bool = _channels_last_option(),
     batch: Optional[int] = typer.Option(None, help="batch size for a dynamic leading dimension"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON "
+                                            "(a list for several models)"),
 ) -> None:
-    """Measure end-to-end latency and FPS of a model."""
-    from mdp_trt.bench.measure import benchmark_model
+    """Measure end-to-end latency and FPS of a model, or compare several (e.g. original and
+    pruned) timed in alternating blocks, so that a slow spell of the machine falls on all."""
+    from mdp_trt.bench.measure import benchmark_model, benchmark_models
     from mdp_trt.latency.registry import backend_options, get_backend
 
-    if not model.is_file():
-        raise InputError(f"{model}: no such file")
+    for model in models:
+        if not model.is_file():
+            raise InputError(f"{model}: no such file")
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last)
     with get_backend(backend, **options) as runtime:
-        result = benchmark_model(model, runtime, batch=batch)
-    out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS ({backend})")
+        results = ([benchmark_model(models[0], runtime, batch=batch)] if len(models) == 1
+                   else benchmark_models(models, runtime, batch=batch))
+    for model, result in zip(models, results):
+        versus = (f", {result.latency_ms / results[0].latency_ms:.3f} x {models[0].name}"
+                  if len(models) > 1 else "")
+        out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS "
+                  f"({backend}){versus}")
     if json_out:
-        json_out.write_text(json.dumps(result.to_json(), indent=1))
+        figures = [r.to_json() for r in results]
+        json_out.write_text(json.dumps(figures[0] if len(models) == 1 else figures, indent=1))
 
 
 @app.command()

@@ -215,3 +215,17 @@ def test_precision_and_layout_flags_reach_the_backend(tmp_path, capsys):
     code, text = run(["bench", str(model), "--backend", "torch-cpu", "--channels-last",
                       "--json", str(tmp_path / "b.json")], capsys)
     assert code == 0 and "FPS (torch-cpu)" in text
+
+
+def test_bench_compares_several_models_timed_together(tmp_path, capsys):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    _tiny_onnx(first)
+    _tiny_onnx(second)
+    code, text = run(["bench", str(first), str(second), "--json", str(tmp_path / "b.json")],
+                     capsys)
+    assert code in (0, None), text
+    assert "x a.onnx" in text and text.count("FPS") == 2
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert [f["model"] for f in figures] == [str(first), str(second)]
+    code, text = run(["bench", str(first), str(tmp_path / "missing.onnx")], capsys)
+    assert code == 2 and "missing.onnx" in text

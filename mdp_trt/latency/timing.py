@@ -15,8 +15,8 @@ the other gave +-10%).
 
 from __future__ import annotations
 
-import time
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -91,6 +91,8 @@ def time_interleaved(runs: Sequence[Callable[[], object]],
     but in rounds of one block of about ``policy.block_s`` seconds per run, each block opened by
     one untimed call (switching models evicts the previous one's weights from cache). Each
     measurement pools its run's blocks; no retries: a slow spell falls on every run alike."""
+    if not runs:
+        return []
     estimates = [_warm_up(run, policy) for run in runs]
     per_block = [max(1, int(policy.block_s / e)) for e in estimates]
     rounds = max(math.ceil(_repeats(policy, e) / n) for e, n in zip(estimates, per_block))

@@ -108,3 +108,7 @@ def test_a_slow_spell_falls_on_interleaved_runs_alike():
     calls.clear()
     fast, slow = time_runs(model(1.0), policy), time_runs(model(2.0), policy)
     assert slow.median_ms / fast.median_ms > 4
+
+
+def test_nothing_to_interleave_gives_nothing():
+    assert time_interleaved([], MODEL_POLICY) == []
