@@ -58,6 +58,9 @@ def format_summary(report: Report) -> str:
     channels_before = sum(v[1] for v in report.kept_channels.values())
     channels_after = sum(v[0] for v in report.kept_channels.values())
     error = (report.predicted_latency_ms - report.measured_latency_ms) / report.measured_latency_ms
+    # prune adopts a plan up to its tolerance over the budget: say by how much
+    over = ("within budget" if report.within_budget else
+            f"OVER budget by {report.measured_latency_ms / report.budget_ms - 1:.1%}")
     lines = [
         f"backend {report.backend} ({report.threads} thread{'s' * (report.threads != 1)}), "
         f"group size {report.group_size}"
@@ -65,7 +68,7 @@ def format_summary(report: Report) -> str:
         f"importance {report.importance}",
         f"latency  {report.baseline_latency_ms:8.2f} ms -> {report.measured_latency_ms:8.2f} ms "
         f"(budget {report.budget_ms:.2f} ms = {report.budget_fraction:.0%} of baseline; "
-        f"{'within' if report.within_budget else 'OVER'} budget)",
+        f"{over})",
         f"FPS      {report.fps_before:8.1f}    -> {report.fps_after:8.1f}    "
         f"(x{report.fps_after / report.fps_before:.2f})",
         f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "

@@ -365,3 +365,15 @@ def test_calibration_sets_each_layers_share_of_the_run_against_the_measured_time
             ratio = shares[name] * measured / cell
             assert pytest.approx([cell, ratio]) in calibration.layers[name]
     assert calibration.predict(0.0) == pytest.approx(calibration.offset_ms)
+
+
+def test_the_summary_says_by_how_much_a_plan_is_over_its_budget(cold_run):
+    from dataclasses import replace
+
+    from mdp_trt.report import format_summary
+
+    report = cold_run[2]
+    over = replace(report, measured_latency_ms=report.budget_ms * 1.017)
+    assert "OVER budget by 1.7%" in format_summary(over)
+    within = replace(report, measured_latency_ms=report.budget_ms * 0.99)
+    assert "within budget" in format_summary(within)
