@@ -3,10 +3,10 @@
 Everything is written into a temporary directory beside ``out_dir`` and moved into place only
 when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
 The pruned model is timed together with the original (interleaved, ``benchmark_models``), and
-its time scaled to the machine state of the baseline measurement (``_paired``); when it misses the budget (over by more than
-``tolerance``, or under by more than twice that), the target handed to the solver is adjusted
-from the measured points and the problem re-solved, at most ``max_rounds`` times (see
-``_closed_loop``).
+its time scaled to the machine state of the baseline measurement (``_paired``); when it misses
+the budget (over by more than ``tolerance``, or under by more than twice that), the target
+handed to the solver is adjusted from the measured points and the problem re-solved, at most
+``max_rounds`` times (see ``_closed_loop``).
 """
 
 from __future__ import annotations

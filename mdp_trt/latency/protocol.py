@@ -160,7 +160,7 @@ class BackendBase:
     def measure_models(self, paths: Sequence[str | Path], *, batch: int | None = None
                        ) -> list[Measurement]:
         """One after the other: right for GPU runtimes, whose timed device no other process of
-        the host slows down between two timings."""
+        the host slows down between two timings (CPU runtimes override this to interleave)."""
         return [self.measure_model(path, batch=batch) for path in paths]
 
     def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:

@@ -36,7 +36,8 @@ from mdp_trt.latency.layer_model import ACTIVATIONS, layer_input_shape
 from mdp_trt.latency.ort_cpu import cpu_description
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
-from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY, TimingPolicy, time_runs
+from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
+                                   time_runs)
 
 __all__ = ["TorchBackend", "layer_module", "Device", "Precision"]
 
@@ -292,6 +293,19 @@ class TorchBackend(BackendBase):
 
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
         self._require_active()
+        return self._time(self._model_run(path, batch), self.model_policy)
+
+    def measure_models(self, paths, *, batch: int | None = None) -> list[Measurement]:
+        if self.device != "cpu":
+            return super().measure_models(paths, batch=batch)
+        # other processes slow the CPU down between two timings: interleave, as ort-cpu does
+        self._require_active()
+        runs = [self._model_run(path, batch) for path in paths]
+        with torch.inference_mode():
+            return time_interleaved(runs, self.model_policy)
+
+    def _model_run(self, path: str | Path, batch: int | None):
+        """One call of the model at ``path`` (executed by TorchGraph) on bound inputs."""
         from mdp_trt.graph.model import load_model
         from mdp_trt.graph.torch_graph import TorchGraph
 
@@ -300,4 +314,4 @@ class TorchBackend(BackendBase):
         module = self._place(TorchGraph.from_model(model).eval())
         feeds = random_feeds(inputs, seed=self.seed)
         tensors = [self._tensor(feeds[spec.name]) for spec in inputs]
-        return self._time(lambda: module(*tensors), self.model_policy)
+        return lambda: module(*tensors)

@@ -137,6 +137,18 @@ def test_cpu_model_is_timed_end_to_end(tmp_path):
     assert m.median_ms > 0 and m.repeats >= 7
 
 
+@pytest.mark.skipif(importlib.util.find_spec("mdp_trt.graph.torch_graph") is None,
+                    reason="mdp_trt.graph.torch_graph (ONNX executed in PyTorch) is not built yet")
+def test_cpu_models_compared_are_timed_together_in_order(tmp_path):
+    small = save(build_layer_model(conv_sig(64, 64, 28), 8, 8), tmp_path / "small.onnx")
+    big = save(build_layer_model(conv_sig(64, 64, 28), 64, 64), tmp_path / "big.onnx")
+    with TorchBackend(model_policy=FAST) as backend:
+        big_m, small_m = backend.measure_models([big, small])
+    assert big_m.repeats >= 7 and small_m.repeats >= 7
+    # 64x the multiply-adds; coarse on purpose (shared machines)
+    assert big_m.median_ms > 5 * small_m.median_ms
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(CUDA_REASON is not None, reason=f"torch-cuda: {CUDA_REASON}")
 def test_cuda_cells_are_timed_with_events():
