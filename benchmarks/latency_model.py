@@ -164,7 +164,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
         start = time.perf_counter()
         tables = profile_tables(analysis, group_size=args.group_size, backend=backend, cache=cache,
                                 progress=False, interpolate=args.interpolate,
-                                drift=None if args.no_drift else DriftPolicy())
+                                drift=None if args.no_drift else DriftPolicy(),
+                                surface=False if args.measured_cells else None)
         profile_s = time.perf_counter() - start
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
         probe, probe_widths = probe_model(model, analysis, importance, args.group_size)
@@ -235,6 +236,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
             "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
             "profile_s": profile_s, "cells_measured": tables.cells_measured,
             "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
+            "surface": tables.surface,
             "drift": tables.drift, "weights": weights, "errors": errors, "plans": rows}
 
 
@@ -277,6 +279,9 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--interpolate", type=int, default=None, metavar="K",
                         help="coarse tables: every K-th width, the rest interpolated")
+    parser.add_argument("--measured-cells", action="store_true",
+                        help="tables are the measured cells, not the fitted surface that CPU "
+                             "backends use by default (the protocol of results rows 1-23)")
     parser.add_argument("--weights", choices=["hot", "cold", "auto"], default="hot",
                         help="ort-cpu cells: weights in cache (hot), streamed from memory "
                         "(cold), or cold when the model's weights exceed the last-level cache")

@@ -49,6 +49,13 @@ def _weights_option():
                         "last-level cache) or auto (cold when the model's weights exceed it)")
 
 
+def _surface_option():
+    return typer.Option(None, "--surface/--measured-cells", help="tables from a smooth surface "
+                        "fitted to each layer signature's measured cells (averages out their "
+                        "noise) or the cells as measured; default: the surface on CPU backends, "
+                        "the cells on GPUs (whose latency is a staircase in the widths)")
+
+
 def _max_options_option():
     return typer.Option(None, metavar="N", help="at most N options per group: wider groups are "
                         "cut in a multiple of --group-size (fewer table cells for wide layers)")
@@ -125,6 +132,7 @@ def profile(
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="measure every K-th width per axis (plus held-back cells that "
         "report the error) and interpolate the rest; default: measure every cell"),
+    surface: Optional[bool] = _surface_option(),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
     from mdp_trt.analysis import check_max_options, limit_options
@@ -147,10 +155,15 @@ def profile(
     analysis = limit_options(run_analysis(loaded, str(model)), group_size, max_options)
     with get_backend(backend, **options) as runtime, LatencyCache(cache) as store:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
-                                progress=True, interpolate=interpolate,
+                                progress=True, interpolate=interpolate, surface=surface,
                                 measure_cells=cells_option(ray, workers, runtime, options))
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
+    fit = tables.surface
+    if fit and fit["fitted"]:
+        out.print(f"tables are surfaces fitted to the cells of {fit['fitted']} layer signatures "
+                  f"({fit['kept']} as measured: too few cells); the cells differ from them by "
+                  f"{100 * fit['mean_rel_residual']:.1f}% on average (their measurement noise)")
     report = tables.interpolation
     if report and report["held_back"]:
         out.print(f"interpolated {report['cells_interpolated']} cells from {report['cells_grid']}; "
@@ -265,6 +278,7 @@ def prune(
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
         "(default: every cell measured)"),
+    surface: Optional[bool] = _surface_option(),
     calibration: str = typer.Option("per-layer", help="map from table sums to model latency: "
                                     "per-layer (each layer's in-model/table ratio from the "
                                     "runtime's profiler on the original and a half-width probe; "
@@ -291,7 +305,8 @@ def prune(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last, weights=weights,
         importance=importance, calib=calib, method=method, group_size=group_size,
-        max_options=max_options, interpolate=interpolate, calibration=calibration,
+        max_options=max_options, interpolate=interpolate, surface=surface,
+        calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
         force=force, resume=resume, ray=ray, workers=workers))
     out.print(format_summary(report))

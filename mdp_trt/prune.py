@@ -63,6 +63,7 @@ class PruneOptions:
     group_size: int = 16
     max_options: int | None = None  # coarser units for wider groups (analysis.limit_options)
     interpolate: int | None = None  # latency tables: every k-th width measured (None: all)
+    surface: bool | None = None  # tables: fitted surface / measured cells (None: the backend's)
     ray: str | None = None  # Ray cluster measuring the table cells ("local", "auto", ray://...)
     workers: int | None = None  # Ray workers (None: one per GPU or per `threads` CPUs)
     solver: str = "exact"
@@ -238,6 +239,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                 tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
                                         cache=cache, progress=options.progress,
                                         interpolate=options.interpolate,
+                                        surface=options.surface,
                                         measure_cells=cells_option(
                                             options.ray, options.workers, backend,
                                             runtime_options))

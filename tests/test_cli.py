@@ -229,3 +229,21 @@ def test_bench_compares_several_models_timed_together(tmp_path, capsys):
     assert [f["model"] for f in figures] == [str(first), str(second)]
     code, text = run(["bench", str(first), str(tmp_path / "missing.onnx")], capsys)
     assert code == 2 and "missing.onnx" in text
+
+
+def test_profile_fits_a_surface_on_the_cpu_unless_asked_for_measured_cells(tmp_path, capsys):
+    import json
+
+    from tests import onnx_graphs as G
+
+    _, model = G.load(G.conv_bn_relu_chain(), tmp_path)
+    argv = ["profile", str(model), "--group-size", "1", "--cache", str(tmp_path / "c.sqlite")]
+    code, text = run([*argv, "--json", str(tmp_path / "fit.json")], capsys)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert code == 0 and fit["surface"]["fitted"] >= 1
+    assert "tables are surfaces fitted to the cells of" in " ".join(text.split())
+    code, text = run([*argv, "--measured-cells", "--json", str(tmp_path / "cells.json")], capsys)
+    cells = json.loads((tmp_path / "cells.json").read_text())
+    assert code == 0 and cells["surface"] is None and "surfaces" not in text
+    assert cells["cells_measured"] == 0  # the same cells, from the cache
+    assert cells["tables"]["conv2"] != fit["tables"]["conv2"]

@@ -231,18 +231,23 @@ class CoarsePlan:
                                       else estimate(cell.out_channels, cell.in_channels))
         return values
 
-    def report(self, medians: Mapping[CellKey, float]) -> InterpolationReport:
+    def grid_values(self, medians: Mapping[CellKey, float]) -> dict[CellKey, float]:
+        """The grid cells' medians (held-back and other cached cells left out)."""
+        return {c.key(): medians[c.key()] for grid in self._grids for c in grid.grid_cells()}
+
+    def report(self, medians: Mapping[CellKey, float],
+               values: Mapping[CellKey, float] | None = None) -> InterpolationReport:
+        """The held-back cells' error of ``values``, the tables as used (default: ``fill``)."""
+        values = self.fill(medians) if values is None else values
         errors: list[tuple[float, CellKey]] = []
         grid_cells = interpolated = 0
         for grid in self._grids:
-            estimate = grid.interpolant(medians)
             on_grid = {c.key() for c in grid.grid_cells()}
             grid_cells += len(on_grid)
             interpolated += sum(1 for c in grid.cells if c.key() not in on_grid)
             for cell in grid.held_back:
                 measured = medians[cell.key()]
-                error = abs(estimate(cell.out_channels, cell.in_channels) - measured) / measured
-                errors.append((error, cell.key()))
+                errors.append((abs(values[cell.key()] - measured) / measured, cell.key()))
         if not errors:
             return InterpolationReport(self.step, grid_cells, interpolated, 0, None, None)
         worst = max(errors)

@@ -34,6 +34,7 @@ class OrtCudaBackend(OrtCpuBackend):
 
     name = "ort-cuda"
     monotone_latency = False  # GPU kernels tile channels: a wider layer can be faster
+    smooth_latency = False  # and their latency is a staircase in the widths
 
     def __init__(self, *, device_id: int = 0, **options) -> None:
         if options.get("weights", "hot") != "hot":

@@ -119,6 +119,9 @@ class BackendBase:
     # Whether latency never falls as channels grow on this device (CPUs: True); then table
     # cells that dip below a narrower neighbour are noise and are smoothed away.
     monotone_latency: bool = False
+    # Whether one layer's latency is a smooth function of its widths here (CPUs: True); then
+    # tables are a surface fitted to the measured cells (latency/surface.py), not the cells.
+    smooth_latency: bool = False
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:

@@ -31,6 +31,7 @@ from mdp_trt.errors import InputError
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
 from mdp_trt.latency.interpolate import CoarsePlan, monotone_values
+from mdp_trt.latency.surface import surface_values
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.signature import LayerSignature
 
@@ -109,6 +110,7 @@ class LatencyTables:
     interpolation: dict | None = None
     drift: dict | None = None
     monotone: bool = False  # values made non-decreasing in both widths (profile_tables)
+    surface: dict | None = None  # SurfaceReport (JSON) when cells are a fitted surface
 
     def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
         """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
@@ -141,6 +143,7 @@ class LatencyTables:
             "interpolation": self.interpolation,
             "drift": self.drift,
             "monotone": self.monotone,
+            "surface": self.surface,
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class LatencyTables:
             interpolation=data.get("interpolation"),
             drift=data.get("drift"),
             monotone=bool(data.get("monotone", False)),
+            surface=data.get("surface"),
         )
 
 
@@ -247,7 +251,7 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                    cache: LatencyCache, progress: bool = True, interpolate: int | None = None,
                    holdout: int = 2, drift: DriftPolicy | None = DriftPolicy(),
                    measure_cells: MeasureCells | None = None,
-                   monotone: bool | None = None) -> LatencyTables:
+                   monotone: bool | None = None, surface: bool | None = None) -> LatencyTables:
     """Fill every layer's table, measuring only the cells ``cache`` lacks.
 
     Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
@@ -266,6 +270,9 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     solver's plans came out under-predicted by up to 18%. GPU kernels tile channels, so there a
     wider layer can be faster and the dips are kept. Applied to interpolated tables too (their
     grid cells otherwise keep their measurement). The cache keeps the raw medians.
+    ``surface``: each signature's cells become a surface fitted to its measured cells
+    (``surface.py``; None: the backend's ``smooth_latency``); with ``interpolate`` the surface is
+    fitted to the grid cells alone, so the held-back error is the surface's. Before ``monotone``.
     """
     start = time.perf_counter()
     plan = plan_cells(analysis, group_size)
@@ -332,7 +339,13 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                     bar.stop()
     if monotone is None:
         monotone = getattr(backend, "monotone_latency", False)
+    if surface is None:
+        surface = getattr(backend, "smooth_latency", False)
     values = medians if coarse is None else coarse.fill(medians)
+    fit = None
+    if surface:
+        values, fit = surface_values(
+            cells, medians if coarse is None else coarse.grid_values(medians), values)
     if monotone:
         values = monotone_values(cells, values)
     tables = {
@@ -341,7 +354,7 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
         for layer in plan
     }
     channels = {layer.layer: [list(layer.out_options), list(layer.in_options)] for layer in plan}
-    report = None if coarse is None else coarse.report(medians)
+    report = None if coarse is None else coarse.report(medians, values)
     if report is not None and report.held_back:
         log.info("interpolated tables (step %d): %d cells timed, %d interpolated; error on %d "
                  "held-back cells: mean %.1f%%, max %.1f%%", interpolate, report.cells_grid,
@@ -351,4 +364,5 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                          tables=tables, cells_measured=len(missing), cells_cached=cached_count,
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
-                         drift=drift_log, monotone=bool(monotone))
+                         drift=drift_log, monotone=bool(monotone),
+                         surface=None if fit is None else fit.to_json())

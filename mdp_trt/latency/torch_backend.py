@@ -199,7 +199,7 @@ class TorchBackend(BackendBase):
             raise InputError(f"--precision must be fp32 or fp16 for torch, got {precision!r}")
         self.name = f"torch-{device}"
         # On a CPU a wider layer is never faster; GPU kernels tile channels (tables.profile_tables)
-        self.monotone_latency = device == "cpu"
+        self.monotone_latency = self.smooth_latency = device == "cpu"
         self.device = device
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
