@@ -51,10 +51,13 @@ class SurfaceReport:
 
 
 def _degrees(n_points: int, n_out: int, n_in: int) -> tuple[int, int] | None:
-    """The highest (out, in) degrees that the distinct widths allow and the points pin down."""
+    """The highest (out, in) degrees that the distinct widths allow and the points pin down;
+    every axis along which the cells vary keeps at least a linear term."""
+    low_out, low_in = min(1, n_out - 1), min(1, n_in - 1)
     top_out, top_in = min(MAX_DEGREE, n_out - 1), min(MAX_DEGREE, n_in - 1)
-    candidates = sorted(((a, b) for a in range(top_out + 1) for b in range(top_in + 1)
-                         if a + b > 0), key=lambda d: (-(d[0] + 1) * (d[1] + 1), -d[0]))
+    candidates = sorted(((a, b) for a in range(low_out, top_out + 1)
+                         for b in range(low_in, top_in + 1) if a + b > 0),
+                        key=lambda d: (-(d[0] + 1) * (d[1] + 1), -d[0]))
     for a, b in candidates:
         if n_points >= POINTS_PER_TERM * (a + 1) * (b + 1):
             return a, b

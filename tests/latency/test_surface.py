@@ -67,15 +67,19 @@ def test_a_depthwise_signature_is_fitted_along_its_single_width():
 
 def test_too_few_cells_or_a_surface_that_goes_negative_keep_the_measurements():
     few = [Cell(SIG, o, 64) for o in (8, 16, 24)]  # 3 cells: a line needs 4 for 2 terms
+    # 2 x 2 widths: a line in one width would fit 4 cells but drop the other width's effect.
+    square_sig = conv_sig(32, 32, 4)
+    square = [Cell(square_sig, o, i) for o in (16, 32) for i in (16, 32)]
     steep_sig = conv_sig(64, 64, 4)
     # Latency rising steeply from out=32: its extrapolation to out=8 is below zero.
     steep = [Cell(steep_sig, o, 64) for o in range(32, 65, 4)]
     steep_measured = {c.key(): float(c.out_channels - 30) for c in steep}
     unmeasured = Cell(steep_sig, 8, 64)
-    measured = {**{c.key(): 1.0 + c.out_channels for c in few}, **steep_measured}
+    measured = {**{c.key(): 1.0 + c.out_channels for c in few}, **steep_measured,
+                **{c.key(): c.out_channels * c.in_channels / 100 for c in square}}
     fallback = {**measured, unmeasured.key(): 0.5}
-    values, report = surface_values(few + steep + [unmeasured], measured, fallback)
-    assert report.fitted == 0 and report.kept == 2 and report.mean_rel_residual is None
+    values, report = surface_values(few + steep + [unmeasured] + square, measured, fallback)
+    assert report.fitted == 0 and report.kept == 3 and report.mean_rel_residual is None
     assert values == fallback
 
 
