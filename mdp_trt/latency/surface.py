@@ -75,14 +75,16 @@ def _fit_signature(cells: list["Cell"], measured: Mapping[CellKey, float]
                    ) -> tuple[dict[CellKey, float], np.ndarray] | None:
     """Surface values at ``cells`` and the fit's relative residuals, or None (kept)."""
     points = [c for c in cells if c.key() in measured]
+    if not points:
+        return None
     diagonal = cells[0].signature.depthwise  # in == out: one axis
     outs = np.array([c.out_channels for c in points], dtype=np.float64)
     ins = np.zeros_like(outs) if diagonal else np.array([c.in_channels for c in points],
                                                          dtype=np.float64)
     degrees = _degrees(len(points), len(set(outs)), len(set(ins)))
-    if degrees is None:
-        return None
     y = np.array([measured[c.key()] for c in points])
+    if degrees is None or not np.all(y > 0):
+        return None
     scale = (max(outs.max(), 1.0), max(ins.max(), 1.0))
     design = _design(outs, ins, degrees, scale)
     coef = np.linalg.lstsq(design / y[:, None], np.ones_like(y), rcond=None)[0]
