@@ -273,7 +273,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         kept_channels={g.name: [decoded.kept_channels[g.name], g.channels] for g in analysis.groups},
         objective=result["objective"], solver=result["solver"],
         profile={"cells_measured": tables.cells_measured, "cells_cached": tables.cells_cached,
-                 "seconds": tables.seconds},
+                 "seconds": tables.seconds, "surface": tables.surface},
         verification=result["verification"], timings=clock.seconds,
         calibration=calibration.to_json(),
         calib=str(options.calib) if options.calib is not None else None,

@@ -32,7 +32,7 @@ class Report:
     kept_channels: dict[str, list[int]]  # group name -> [kept, original]
     objective: float
     solver: dict  # name, status, seconds, bound, rounds
-    profile: dict  # cells_measured, cells_cached, seconds
+    profile: dict  # cells_measured, cells_cached, seconds, surface (tables.LatencyTables)
     verification: dict  # max_abs_diff, max_rel_diff, inputs
     timings: dict[str, float]  # seconds per stage
     rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
@@ -83,7 +83,15 @@ def format_summary(report: Report) -> str:
            f"a {next(r['target_ms'] for r in report.rounds if r['adopted']):.2f} ms target"]
           if len(report.rounds) > 1 else []),
         f"profile  {report.profile['cells_measured']} cells measured, "
-        f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s",
+        f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s"
+        + _surface_note(report.profile.get("surface")),
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
     ]
     return "\n".join(lines)
+
+
+def _surface_note(surface: dict | None) -> str:
+    if not surface or not surface["fitted"]:
+        return ""
+    return (f"; tables fitted to the cells of {surface['fitted']} layer signatures, which "
+            f"scatter {100 * surface['mean_rel_residual']:.1f}% around them")

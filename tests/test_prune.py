@@ -377,3 +377,15 @@ def test_the_summary_says_by_how_much_a_plan_is_over_its_budget(cold_run):
     assert "OVER budget by 1.7%" in format_summary(over)
     within = replace(report, measured_latency_ms=report.budget_ms * 0.99)
     assert "within budget" in format_summary(within)
+
+
+def test_cpu_tables_are_a_fitted_surface_and_the_summary_says_so(cold_run):
+    from mdp_trt.report import format_summary
+
+    report = cold_run[2]
+    surface = report.profile["surface"]
+    assert surface["fitted"] >= 1 and 0 < surface["mean_rel_residual"] < 1
+    tables = json.loads((cold_run[0] / "out" / "tables.json").read_text())
+    assert tables["surface"] == surface
+    assert f"tables fitted to the cells of {surface['fitted']} layer signatures" in " ".join(
+        format_summary(report).split())

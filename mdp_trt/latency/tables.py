@@ -1,7 +1,9 @@
 """Bilayer latency tables: L_l[i, j] for every layer of an analysis, filled from the cache.
 
-For layer l with output group g and input group p, ``tables[l][i][j]`` is the measured latency
-(ms) of l with the channel count of option i of g as outputs and option j of p as inputs. Row 0
+For layer l with output group g and input group p, ``tables[l][i][j]`` is the latency (ms) of
+l with the channel count of option i of g as outputs and option j of p as inputs: as measured,
+or on CPU backends the value at those widths of a surface fitted to the measured cells of l's
+signature (``surface.py``), which averages out their noise. Row 0
 and column 0 are zeros (option 0 keeps no channel; the solver never picks it, and a removed
 block's layers are dropped by the block variable, not by these zeros). A layer whose input is a
 graph input (``in_group is None``) has two columns ``[0, value]`` so that indexing is uniform:
