@@ -4,7 +4,7 @@ On a CPU one layer's latency is a smooth function of its two widths (the work gr
 out x in, the traffic with out and with in), but one cell's measurement is not: on a shared
 2-core host two independent profiles of ResNet-50's 6 826 cells (ORT, 2 threads) differed by
 22% per cell (ms-weighted mean), while a biquadratic surface fitted to each profile's cells of
-one signature agreed with the other profile's surface within 3-6%, and the fit's residuals in
+one signature agreed with the other profile's surface within 6-7%, and the fit's residuals in
 the two profiles were uncorrelated (r ~ 0.0-0.1): what the surface leaves out is noise. That
 noise is what the exact solver exploits: it picks the cells that happened to read fast, and its
 plans then run slower than predicted (results rows 19 and 23: up to 8% on ResNet-50).
