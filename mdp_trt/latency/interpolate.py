@@ -16,7 +16,9 @@ monotone grid is monotone, so every interpolated table is non-decreasing in both
 The interpolation error is measured, not assumed: ``holdout`` off-grid cells per signature are
 measured too (cells already in the cache count first, at no cost) and compared with their
 interpolated value. Tables use the interpolant for every off-grid cell, held-back ones included,
-so the reported error is the error of the tables actually used.
+so the reported error is the error of the tables actually used. On CPU backends a surface fitted
+to the grid cells (``surface.py``) replaces the interpolant and the grid's own measurements, and
+the report is that surface's error.
 """
 
 from __future__ import annotations
