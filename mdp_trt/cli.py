@@ -140,6 +140,7 @@ def profile(
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
     from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
+    from mdp_trt.latency.surface import describe as describe_surface
     from mdp_trt.latency.tables import profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
 
@@ -159,11 +160,8 @@ def profile(
                                 measure_cells=cells_option(ray, workers, runtime, options))
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
-    fit = tables.surface
-    if fit and fit["fitted"]:
-        out.print(f"tables are surfaces fitted to the cells of {fit['fitted']} layer signatures "
-                  f"({fit['kept']} as measured: too few cells); the cells differ from them by "
-                  f"{100 * fit['mean_rel_residual']:.1f}% on average (their measurement noise)")
+    if fit := describe_surface(tables.surface):
+        out.print(fit)
     report = tables.interpolation
     if report and report["held_back"]:
         out.print(f"interpolated {report['cells_interpolated']} cells from {report['cells_grid']}; "

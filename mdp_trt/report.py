@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mdp_trt.latency.surface import describe as describe_surface
+
 __all__ = ["Report", "format_summary"]
 
 FORMAT = "mdp-report/1"
@@ -84,14 +86,8 @@ def format_summary(report: Report) -> str:
           if len(report.rounds) > 1 else []),
         f"profile  {report.profile['cells_measured']} cells measured, "
         f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s"
-        + _surface_note(report.profile.get("surface")),
+        + (f"; {fit}" if (fit := describe_surface(report.profile.get("surface"))) else ""),
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
     ]
     return "\n".join(lines)
 
-
-def _surface_note(surface: dict | None) -> str:
-    if not surface or not surface["fitted"]:
-        return ""
-    return (f"; tables fitted to the cells of {surface['fitted']} layer signatures, which "
-            f"scatter {100 * surface['mean_rel_residual']:.1f}% around them")

@@ -241,9 +241,9 @@ def test_profile_fits_a_surface_on_the_cpu_unless_asked_for_measured_cells(tmp_p
     code, text = run([*argv, "--json", str(tmp_path / "fit.json")], capsys)
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert code == 0 and fit["surface"]["fitted"] >= 1
-    assert "tables are surfaces fitted to the cells of" in " ".join(text.split())
+    assert "tables fitted to the cells of" in " ".join(text.split())
     code, text = run([*argv, "--measured-cells", "--json", str(tmp_path / "cells.json")], capsys)
     cells = json.loads((tmp_path / "cells.json").read_text())
-    assert code == 0 and cells["surface"] is None and "surfaces" not in text
+    assert code == 0 and cells["surface"] is None and "fitted to the cells" not in text
     assert cells["cells_measured"] == 0  # the same cells, from the cache
     assert cells["tables"]["conv2"] != fit["tables"]["conv2"]

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mdp_trt.errors import InputError
+from mdp_trt.latency.signature import group_by_signature
 
 if TYPE_CHECKING:  # tables.py imports this module to build coarse tables
     from mdp_trt.latency.tables import Cell
@@ -68,11 +69,9 @@ def monotone_values(cells: Iterable["Cell"],
     (``monotone_grid`` over its out x in grid; over its widths for a depthwise signature). A
     signature whose cells do not fill their grid (a layer that needs only some pairs) keeps its
     medians as measured."""
-    by_sig: dict[str, list["Cell"]] = {}
-    for cell in cells:
-        by_sig.setdefault(cell.signature.key(), []).append(cell)
-    values = {cell.key(): medians[cell.key()] for group in by_sig.values() for cell in group}
-    for group in by_sig.values():
+    groups = group_by_signature(cells)
+    values = {cell.key(): medians[cell.key()] for group in groups for cell in group}
+    for group in groups:
         if group[0].signature.depthwise:
             ordered = sorted(group, key=lambda c: c.out_channels)
             smooth = monotone_grid(np.array([medians[c.key()] for c in ordered]))
@@ -190,10 +189,8 @@ class CoarsePlan:
             raise InputError(f"the held-back cell count must be >= 0, got {holdout}")
         self.step = step
         cached = set(cached)
-        by_sig: dict[str, list["Cell"]] = {}
-        for cell in cells:
-            by_sig.setdefault(cell.signature.key(), []).append(cell)
-        self._grids = [self._grid(group, step, holdout, cached) for group in by_sig.values()]
+        self._grids = [self._grid(group, step, holdout, cached)
+                       for group in group_by_signature(cells)]
 
     @staticmethod
     def _grid(cells: list["Cell"], step: int, holdout: int, cached: set[CellKey]) -> _SignatureGrid:

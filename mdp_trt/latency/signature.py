@@ -6,9 +6,13 @@ Layers with equal signatures share one table (e.g. the three 3x3 convs of a ResN
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
-__all__ = ["LayerSignature"]
+__all__ = ["LayerSignature", "group_by_signature"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,12 @@ class LayerSignature:
     def from_json(cls, data: dict) -> "LayerSignature":
         tuples = {"kernel", "strides", "pads", "dilations", "input_hw"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+def group_by_signature(cells: Iterable[T]) -> list[list[T]]:
+    """``cells`` (anything with a ``signature``) grouped by signature key, groups and cells in
+    first-seen order: the cells of one shared table."""
+    groups: dict[str, list[T]] = {}
+    for cell in cells:
+        groups.setdefault(cell.signature.key(), []).append(cell)
+    return list(groups.values())

@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mdp_trt.latency.signature import group_by_signature
+
 if TYPE_CHECKING:  # tables.py imports this module
     from mdp_trt.latency.tables import Cell
 
-__all__ = ["SurfaceReport", "surface_values"]
+__all__ = ["SurfaceReport", "surface_values", "describe"]
 
 CellKey = tuple[str, int, int]
 MAX_DEGREE = 2
@@ -74,46 +76,49 @@ def _design(outs: np.ndarray, ins: np.ndarray, degrees: tuple[int, int],
 def _fit_signature(cells: list["Cell"], measured: Mapping[CellKey, float]
                    ) -> tuple[dict[CellKey, float], np.ndarray] | None:
     """Surface values at ``cells`` and the fit's relative residuals, or None (kept)."""
-    points = [c for c in cells if c.key() in measured]
-    if not points:
+    outs = np.array([c.out_channels for c in cells], dtype=np.float64)
+    # a depthwise conv's cells lie on in == out: one axis
+    ins = (np.zeros_like(outs) if cells[0].signature.depthwise
+           else np.array([c.in_channels for c in cells], dtype=np.float64))
+    fitted = np.array([c.key() in measured for c in cells])
+    if not fitted.any():
         return None
-    diagonal = cells[0].signature.depthwise  # in == out: one axis
-    outs = np.array([c.out_channels for c in points], dtype=np.float64)
-    ins = np.zeros_like(outs) if diagonal else np.array([c.in_channels for c in points],
-                                                         dtype=np.float64)
-    degrees = _degrees(len(points), len(set(outs)), len(set(ins)))
-    y = np.array([measured[c.key()] for c in points])
+    y = np.array([measured[c.key()] for c in cells if c.key() in measured])
+    degrees = _degrees(len(y), len(set(outs[fitted])), len(set(ins[fitted])))
     if degrees is None or not np.all(y > 0):
         return None
-    scale = (max(outs.max(), 1.0), max(ins.max(), 1.0))
+    scale = (max(outs[fitted].max(), 1.0), max(ins[fitted].max(), 1.0))
     design = _design(outs, ins, degrees, scale)
-    coef = np.linalg.lstsq(design / y[:, None], np.ones_like(y), rcond=None)[0]
-    all_outs = np.array([c.out_channels for c in cells], dtype=np.float64)
-    all_ins = (np.zeros_like(all_outs) if diagonal
-               else np.array([c.in_channels for c in cells], dtype=np.float64))
-    values = _design(all_outs, all_ins, degrees, scale) @ coef
+    coef = np.linalg.lstsq(design[fitted] / y[:, None], np.ones_like(y), rcond=None)[0]
+    values = design @ coef
     if not (np.all(np.isfinite(values)) and np.all(values > 0)):
         return None
-    return {c.key(): float(v) for c, v in zip(cells, values)}, design @ coef / y - 1
+    return {c.key(): float(v) for c, v in zip(cells, values)}, values[fitted] / y - 1
 
 
 def surface_values(cells: Iterable["Cell"], measured: Mapping[CellKey, float],
                    fallback: Mapping[CellKey, float]) -> tuple[dict[CellKey, float], SurfaceReport]:
     """A value for every cell in ``cells``: its signature's surface fitted to the ``measured``
     cells of that signature, or ``fallback`` where the signature keeps its measurements."""
-    by_sig: dict[str, list["Cell"]] = {}
-    for cell in cells:
-        by_sig.setdefault(cell.signature.key(), []).append(cell)
     values: dict[CellKey, float] = {}
     residuals: list[np.ndarray] = []
-    kept = 0
-    for group in by_sig.values():
+    groups = group_by_signature(cells)
+    for group in groups:
         fit = _fit_signature(group, measured)
         if fit is None:
-            kept += 1
             values.update({c.key(): fallback[c.key()] for c in group})
             continue
         values.update(fit[0])
         residuals.append(np.abs(fit[1]))
     mean = float(np.mean(np.concatenate(residuals))) if residuals else None
-    return values, SurfaceReport(len(by_sig) - kept, kept, mean)
+    return values, SurfaceReport(len(residuals), len(groups) - len(residuals), mean)
+
+
+def describe(report: dict | None) -> str | None:
+    """One line on a ``SurfaceReport`` (JSON) for the CLI and prune's summary; None when no
+    signature was fitted."""
+    if not report or not report["fitted"]:
+        return None
+    return (f"tables fitted to the cells of {report['fitted']} layer signatures ("
+            f"{report['kept']} kept as measured), which scatter "
+            f"{100 * report['mean_rel_residual']:.1f}% around them (their measurement noise)")
