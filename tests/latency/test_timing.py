@@ -1,9 +1,29 @@
-import time
-
 import pytest
 
+from mdp_trt.latency import timing
 from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, summarise,
                                    time_interleaved, time_runs)
+
+
+class FakeClock:
+    """Stands in for the timing module's clock: a call 'takes' exactly what it sleeps, so the
+    policy's decisions do not depend on how busy the test machine is."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.ns
+
+    def sleep(self, seconds: float) -> None:
+        self.ns += round(seconds * 1e9)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
 
 
 def test_summarise_percentiles_and_spread():
@@ -17,14 +37,14 @@ def test_summarise_percentiles_and_spread():
         summarise([])
 
 
-def test_slow_calls_get_the_minimum_repeat_count():
+def test_slow_calls_get_the_minimum_repeat_count(clock):
     calls = []
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.001, min_repeats=4,
                           max_repeats=50, retries=0)
-    m = time_runs(lambda: (calls.append(1), time.sleep(0.002)), policy)
+    m = time_runs(lambda: (calls.append(1), clock.sleep(0.002)), policy)
     assert m.repeats == 4
     assert len(calls) == 1 + 4
-    assert m.median_ms >= 2.0
+    assert m.median_ms == pytest.approx(2.0)
 
 
 def test_fast_calls_are_capped_at_the_maximum_repeat_count():
@@ -44,28 +64,28 @@ def test_policies_are_validated_and_models_get_more_runs_than_cells():
     assert CELL_POLICY.min_repeats >= 5 and CELL_POLICY.budget_s <= 0.2
 
 
-def test_a_disturbed_series_is_timed_again_and_the_lowest_median_kept():
+def test_a_disturbed_series_is_timed_again_and_the_lowest_median_kept(clock):
     # Warm-up (1 run) and the first series alternate 12 ms / 2 ms: the spread is high, so a
     # second series runs; from then on every call is a steady 2 ms.
     calls = []
 
     def run():
         calls.append(1)
-        time.sleep(0.012 if len(calls) <= 7 and len(calls) % 2 else 0.002)
+        clock.sleep(0.012 if len(calls) <= 7 and len(calls) % 2 else 0.002)
 
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=6,
                           max_repeats=6, max_spread=0.9, retries=3)
     m = time_runs(run, policy)
     assert len(calls) == 1 + 6 + 6  # one retry, then steady
-    assert m.median_ms < 6.0 and m.repeats == 6
+    assert m.median_ms == pytest.approx(2.0) and m.repeats == 6
 
 
-def test_retries_are_bounded():
+def test_retries_are_bounded(clock):
     calls = []
 
     def run():
         calls.append(1)
-        time.sleep(0.003 if len(calls) % 2 else 0.0)
+        clock.sleep(0.003 if len(calls) % 2 else 0.0)
 
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=4,
                           max_repeats=4, max_spread=0.1, retries=2)
@@ -73,10 +93,10 @@ def test_retries_are_bounded():
     assert len(calls) == 1 + 3 * 4
 
 
-def test_interleaved_runs_alternate_in_blocks_and_each_gets_its_repeats():
+def test_interleaved_runs_alternate_in_blocks_and_each_gets_its_repeats(clock):
     order = []
-    runs = [lambda: (order.append("a"), time.sleep(0.001)),
-            lambda: (order.append("b"), time.sleep(0.002))]
+    runs = [lambda: (order.append("a"), clock.sleep(0.001)),
+            lambda: (order.append("b"), clock.sleep(0.002))]
     policy = TimingPolicy(warmup_runs=2, warmup_s=0.0, budget_s=0.0, min_repeats=12,
                           max_repeats=12, block_s=0.0045)
     a, b = time_interleaved(runs, policy)
@@ -87,10 +107,10 @@ def test_interleaved_runs_alternate_in_blocks_and_each_gets_its_repeats():
     assert rounds[:8] == ["a"] * 5 + ["b"] * 3
     assert rounds.count("a") == 6 * 5 and rounds.count("b") == 6 * 3
     assert (a.repeats, b.repeats) == (24, 12)
-    assert 1.0 <= a.median_ms < b.median_ms
+    assert (a.median_ms, b.median_ms) == pytest.approx((1.0, 2.0))
 
 
-def test_a_slow_spell_falls_on_interleaved_runs_alike():
+def test_a_slow_spell_falls_on_interleaved_runs_alike(clock):
     # From its 90th call on, the machine runs 3x slower. Timed one after the other, the second
     # model takes the whole spell and reads 6x the first; interleaved, both medians move alike.
     calls = []
@@ -98,7 +118,7 @@ def test_a_slow_spell_falls_on_interleaved_runs_alike():
     def model(ms):
         def run():
             calls.append(1)
-            time.sleep(ms / 1000 * (3 if len(calls) >= 90 else 1))
+            clock.sleep(ms / 1000 * (3 if len(calls) >= 90 else 1))
         return run
 
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=80,
