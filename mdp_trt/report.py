@@ -90,4 +90,3 @@ def format_summary(report: Report) -> str:
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
     ]
     return "\n".join(lines)
-
