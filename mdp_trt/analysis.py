@@ -27,7 +27,7 @@ from mdp_trt.errors import InputError
 from mdp_trt.latency.signature import LayerSignature
 
 __all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options",
-           "check_max_options"]
+           "check_max_options", "nothing_to_prune", "require_prunable"]
 
 FORMAT = "mdp-analysis/1"
 
@@ -130,8 +130,9 @@ class Block:
 
 
 def check_max_options(max_options: int | None) -> None:
-    if max_options is not None and max_options < 1:
-        raise InputError(f"--max-options {max_options} must be >= 1")
+    if max_options is not None and max_options < 2:
+        raise InputError(f"--max-options {max_options} must be >= 2 (one option is the full "
+                         "width: nothing could be pruned)")
 
 
 def limit_options(analysis: "Analysis", group_size: int, max_options: int | None) -> "Analysis":
@@ -161,6 +162,10 @@ class Analysis:
     groups: tuple[ChannelGroup, ...]
     blocks: tuple[Block, ...]
     notes: tuple[str, ...] = field(default=())  # graph-wide remarks (e.g. unsupported ops seen)
+    # "Op (node 'name'): why" for each Conv/Gemm/MatMul that is not a layer (a weight computed
+    # at run time, no static shape, inside control flow...)
+    skipped: tuple[str, ...] = field(default=())
+    quantized: bool = False  # the graph holds QuantizeLinear/DequantizeLinear or QLinear ops
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -177,6 +182,8 @@ class Analysis:
             "groups": [x.to_json() for x in self.groups],
             "blocks": [x.to_json() for x in self.blocks],
             "notes": list(self.notes),
+            "skipped": list(self.skipped),
+            "quantized": self.quantized,
         }
 
     @classmethod
@@ -188,6 +195,8 @@ class Analysis:
             groups=tuple(ChannelGroup.from_json(x) for x in data["groups"]),
             blocks=tuple(Block.from_json(x) for x in data["blocks"]),
             notes=tuple(data.get("notes", ())),
+            skipped=tuple(data.get("skipped", ())),
+            quantized=bool(data.get("quantized", False)),
         )
 
     def save(self, path: str | Path) -> None:
@@ -196,3 +205,43 @@ class Analysis:
     @classmethod
     def load(cls, path: str | Path) -> "Analysis":
         return cls.from_json(json.loads(Path(path).read_text()))
+
+
+SUPPORTED = ("mdp-trt prunes the channels of Conv, Gemm and MatMul layers with constant float "
+             "weights, on static shapes")
+
+# Reasons quoted in a message before "(and N more)".
+_MAX_QUOTED = 3
+
+
+def _quoted(reasons: list[str]) -> str:
+    more = len(reasons) - _MAX_QUOTED
+    return "; ".join(reasons[:_MAX_QUOTED]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def nothing_to_prune(analysis: Analysis) -> str | None:
+    """Why ``analysis`` has no prunable group: what mdp-trt supports and what this model lacks
+    (no such layer, a quantised model, or every group kept whole, with the first reasons).
+    None when some group is prunable."""
+    if any(g.prunable for g in analysis.groups):
+        return None
+    if not analysis.layers:
+        why = ("it has no such layer: " + _quoted(list(analysis.skipped)) if analysis.skipped
+               else "it has no Conv, Gemm or MatMul")
+    else:
+        reasons = list(dict.fromkeys(f"{g.name}: {g.reason}" for g in analysis.groups))
+        why = "every channel group must be kept whole (" + _quoted(reasons) + ")"
+        if analysis.skipped:
+            why += "; other candidates are not layers (" + _quoted(list(analysis.skipped)) + ")"
+    if analysis.quantized:
+        # Q/DQ pairs around every weight and activation pin all channels; the float model has
+        # none, and quantisation calibrates the pruned one as it would the original.
+        why += ". It is a quantised model: prune the float model, then quantise the pruned one"
+    return f"nothing to prune: {SUPPORTED}; {why}"
+
+
+def require_prunable(analysis: Analysis) -> None:
+    """Raise InputError (with ``nothing_to_prune``'s reason) when no group is prunable."""
+    why = nothing_to_prune(analysis)
+    if why is not None:
+        raise InputError(f"{analysis.model}: {why}")

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.text import Text
 from rich.table import Table
 
-from mdp_trt.analysis import Analysis
+from mdp_trt.analysis import Analysis, nothing_to_prune
 
 __all__ = ["render_analysis"]
 
 
 def render_analysis(analysis: Analysis, console: Console) -> None:
     shape = "x".join(map(str, analysis.input_shape))
-    console.print(f"[bold]{analysis.model}[/]  input {shape}: {len(analysis.layers)} layers, "
+    # Paths and reasons are printed literally (Text), never parsed as rich markup.
+    console.print(Text.assemble((analysis.model, "bold"), f"  input {shape}: {len(analysis.layers)} layers, "
                   f"{len(analysis.groups)} channel groups "
                   f"({sum(g.prunable for g in analysis.groups)} prunable), "
                   f"{len(analysis.blocks)} residual blocks "
-                  f"({sum(b.removable for b in analysis.blocks)} removable)")
+                  f"({sum(b.removable for b in analysis.blocks)} removable)"))
     layers = Table(title="prunable layers")
     layers.add_column("layer", no_wrap=True)
     for column in ("op", "kernel/stride", "input", "out (group)", "in (group)", "block"):
@@ -54,4 +56,8 @@ def render_analysis(analysis: Analysis, console: Console) -> None:
             blocks.add_row(str(b.id), b.name, str(len(b.layers)), status)
         console.print(blocks)
     for note in analysis.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(Text.assemble(("note: ", "yellow"), note))
+    why = nothing_to_prune(analysis)
+    if why is not None:
+        # The same reason ``prune`` stops with, so analyze answers the question first.
+        console.print(Text.assemble(("warning: ", "bold red"), why))

@@ -1,29 +1,37 @@
 """The ``mdp-trt`` command line. Each command's docstring is its help.
 
 Only this module turns errors into exit codes (interfaces.md): 0 success, 2 bad usage or input,
-3 infeasible budget; anything else escaping is a bug and keeps its traceback.
+3 infeasible budget, 4 verification failed, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP:
+raised as ``Interrupted`` where the program was, so staging folders are removed as on Ctrl-C);
+anything else escaping is a bug and keeps its traceback. Every output is checked against
+``mdp_trt.outputs``' rules before any work starts. Text is printed literally: user paths and
+install hints such as ``mdp-trt[tensorrt]`` are not rich markup.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from mdp_trt.errors import InputError, MdpTrtError
+from mdp_trt.errors import InputError, Interrupted, MdpTrtError
 from mdp_trt.latency.registry import DEFAULT_BACKEND, backend_names
+from mdp_trt.outputs import check_output_file, check_output_folder, output_folder, write_text
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Latency-budgeted channel + block pruning of ONNX models (MDP).")
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a long path stays on one line, so messages can be searched and pasted
+out = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 DEFAULT_DEMO_DIR = Path("mdp-trt-demo")
 
@@ -61,6 +69,18 @@ def _max_options_option():
                         "cut in a multiple of --group-size (fewer table cells for wide layers)")
 
 
+def _force_option(what: str):
+    return typer.Option(False, "--force", help=f"replace {what}")
+
+
+def _json_target(json_out: Optional[Path], force: bool, *inputs: Path) -> Optional[Path]:
+    """``--json``'s path, checked before any work (never an input, never overwritten without
+    --force)."""
+    if json_out is None:
+        return None
+    return check_output_file(json_out, flag="--json", inputs=inputs, force=force)
+
+
 def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -82,10 +102,12 @@ def export(
     exporter: str = typer.Option("dynamo", help="dynamo (torch.export, external data) or torchscript"),
     fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorm into Conv"),
     bn_stats: str = typer.Option("random", help="random (trained-looking) or identity BN statistics"),
+    force: bool = _force_option("an existing output file"),
 ) -> None:
     """Build a torchvision architecture (weights=None, seeded; nothing downloaded) and export ONNX."""
     from mdp_trt.models.export import ExportOptions, export_architecture
 
+    check_output_file(output, flag="-o", force=force)
     if exporter not in ("dynamo", "torchscript"):
         raise InputError(f"--exporter {exporter!r}: choose dynamo or torchscript")
     if bn_stats not in ("random", "identity"):
@@ -101,16 +123,18 @@ def analyze(
     model: Path = typer.Argument(..., help="ONNX model"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the analysis as JSON"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims, e.g. 1x3x224x224"),
+    force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Find prunable layers, channel groups, residual blocks, and what cannot be pruned (and why)."""
     from mdp_trt.analysis_table import render_analysis
     from mdp_trt.graph.model import load_model
     from mdp_trt.passes.analyze import analyze as run_analysis
 
+    json_out = _json_target(json_out, force, model)
     analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
     render_analysis(analysis, out)
     if json_out:
-        analysis.save(json_out)
+        write_text(json_out, json.dumps(analysis.to_json(), indent=1))
         out.print(f"wrote {json_out}")
 
 
@@ -133,9 +157,10 @@ def profile(
         None, metavar="K", help="measure every K-th width per axis (plus held-back cells that "
         "report the error) and interpolate the rest; default: measure every cell"),
     surface: Optional[bool] = _surface_option(),
+    force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
-    from mdp_trt.analysis import check_max_options, limit_options
+    from mdp_trt.analysis import check_max_options, limit_options, require_prunable
     from mdp_trt.graph.model import initializer_bytes, load_model
     from mdp_trt.latency.cache import LatencyCache
     from mdp_trt.latency.ray_runner import cells_option
@@ -149,12 +174,15 @@ def profile(
     check_max_options(max_options)  # before a large model is loaded and analysed
     backend_options(backend, threads=threads, precision=precision, channels_last=channels_last,
                     weights="hot" if weights == "auto" else weights)  # checked before loading
+    json_out = _json_target(json_out, force, model)
+    store = LatencyCache(cache)  # a bad cache is refused before the model loads
     loaded = load_model(model, parse_shape(input_shape))
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last,
                               weights=cell_weights(weights, backend, initializer_bytes(loaded)))
     analysis = limit_options(run_analysis(loaded, str(model)), group_size, max_options)
-    with get_backend(backend, **options) as runtime, LatencyCache(cache) as store:
+    require_prunable(analysis)
+    with store, get_backend(backend, **options) as runtime:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
                                 progress=True, interpolate=interpolate, surface=surface,
                                 measure_cells=cells_option(ray, workers, runtime, options))
@@ -171,7 +199,7 @@ def profile(
         out.print(f"reference cell drift during profiling: up to {100 * tables.drift['max_drift']:.0f}%"
                   f", {tables.drift['remeasured_cells']} cell timings repeated")
     if json_out:
-        json_out.write_text(json.dumps(tables.to_json()))
+        write_text(json_out, json.dumps(tables.to_json()))
         out.print(f"wrote {json_out}")
 
 
@@ -181,14 +209,18 @@ def solve(
     solver: str = typer.Option("exact", help="exact, milp, mindtpy or greedy"),
     time_limit: Optional[float] = typer.Option(None, help="seconds"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the plan as JSON"),
+    force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Solve a pruning problem and print the plan (exit 3 when the budget is infeasible)."""
     from mdp_trt.errors import InfeasibleBudget
     from mdp_trt.solve import load_problem, solve as run_solver
+    from mdp_trt.solve.registry import check_solver
 
+    check_solver(solver, time_limit)
+    json_out = _json_target(json_out, force, problem)
     plan = run_solver(load_problem(problem), solver, time_limit)
     if json_out:
-        json_out.write_text(json.dumps(plan.to_json(), indent=1))
+        write_text(json_out, json.dumps(plan.to_json(), indent=1))
     out.print(f"{plan.solver}: {plan.status}, objective {plan.objective}, bound {plan.bound}, "
               f"latency {plan.latency}, {plan.solve_seconds * 1000:.1f} ms")
     if plan.status == "infeasible":
@@ -207,6 +239,7 @@ def bench(
     batch: Optional[int] = typer.Option(None, help="batch size for a dynamic leading dimension"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the figures as JSON "
                                             "(a list for several models)"),
+    force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Measure end-to-end latency and FPS of a model, or compare several (e.g. original and
     pruned) timed in alternating blocks, so that a slow spell of the machine falls on all."""
@@ -216,6 +249,7 @@ def bench(
     for model in models:
         if not model.is_file():
             raise InputError(f"{model}: no such file")
+    json_out = _json_target(json_out, force, *models)
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last)
     with get_backend(backend, **options) as runtime:
@@ -228,7 +262,7 @@ def bench(
                   f"({backend}){versus}")
     if json_out:
         figures = [r.to_json() for r in results]
-        json_out.write_text(json.dumps(figures[0] if len(models) == 1 else figures, indent=1))
+        write_text(json_out, json.dumps(figures[0] if len(models) == 1 else figures, indent=1))
 
 
 @app.command()
@@ -239,10 +273,12 @@ def build(
     int8: bool = typer.Option(False, "--int8", help="needs Q/DQ nodes in the model"),
     workspace_mib: int = typer.Option(4096, help="scratch memory tactics may use, MiB"),
     optimization_level: int = typer.Option(3, help="builder optimisation level 0-5"),
+    force: bool = _force_option("an existing engine file"),
 ) -> None:
     """Build a TensorRT engine (needs the tensorrt package and an NVIDIA GPU)."""
     from mdp_trt.deploy.tensorrt import build_engine
 
+    check_output_file(output, flag="-o", inputs=[model], force=force)
     build_engine(model, output, fp16=fp16, int8=int8, workspace_mib=workspace_mib,
                  optimization_level=optimization_level)
     out.print(f"wrote {output}")
@@ -287,18 +323,25 @@ def prune(
     time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
-    force: bool = typer.Option(False, help="replace an existing output directory"),
+    force: bool = typer.Option(False, help="replace the output folder of an earlier run (never "
+                               "a folder holding files mdp-trt did not write)"),
     resume: bool = typer.Option(False, help="reuse the finished run in --output: its importance "
                                 "scores when the model, --importance and --calib are the same "
-                                "(measured latency cells always come from the cache); the folder "
-                                "is replaced by the new run"),
+                                "(measured latency cells always come from the cache); its files "
+                                "are replaced by the new run's, files you added there are kept"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+    allow_over: bool = typer.Option(False, "--allow-over", help="exit 0 when the best plan is "
+                                    "measured over the budget beyond the tolerance (default: "
+                                    "exit 5; the plan is written either way)"),
 ) -> None:
-    """Prune MODEL to a latency budget and write pruned.onnx, plan.json, problem.json, report.json."""
+    """Prune MODEL to a latency budget and write pruned.onnx, plan.json, problem.json, report.json.
+    Exit 3 when no plan can reach the budget, 5 when the best plan measured misses it."""
     from mdp_trt.prune import prune as run_prune
     from mdp_trt.report import format_summary
 
+    check_output_folder(output, inputs=[model, calib], force=force or resume,
+                        keep_foreign=resume)
     report = run_prune(model, output, _prune_options(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last, weights=weights,
@@ -309,6 +352,19 @@ def prune(
         force=force, resume=resume, ray=ray, workers=workers))
     out.print(format_summary(report))
     out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
+    _require_budget(report, output, allow_over)
+
+
+def _require_budget(report, output: Path, allow_over: bool) -> None:
+    """Exit 5 (after the files are written) when the adopted plan missed the budget."""
+    from mdp_trt.errors import BudgetNotConfirmed
+
+    if report.budget_status == "over" and not allow_over:
+        raise BudgetNotConfirmed(
+            f"budget not met: the fastest plan measured {report.measured_latency_ms:.2f} ms for a "
+            f"{report.budget_ms:.2f} ms budget ({report.measured_latency_ms / report.budget_ms - 1:.1%}"
+            f" over, tolerance {report.tolerance:.0%}); it is written to {output} for inspection. "
+            "Pass --allow-over to accept it with exit 0, or raise the budget")
 
 
 @app.command()
@@ -324,15 +380,21 @@ def finetune(
     checkpoint: Optional[Path] = typer.Option(
         None, help="state saved after every epoch; an existing one is resumed"),
     seed: int = typer.Option(0, help="seeds the batch order"),
+    force: bool = _force_option("an existing output file"),
 ) -> None:
     """Recover a pruned model's accuracy: distil the teacher into it on DATA, write OUTPUT."""
     from mdp_trt.data import load_dataset
     from mdp_trt.finetune import FinetuneOptions, finetune as run_finetune
     from mdp_trt.graph import load_model
 
+    options = FinetuneOptions(epochs=epochs, batch_size=batch_size, lr=lr, checkpoint=checkpoint,
+                              seed=seed)  # checks the flags
+    check_output_file(output, flag="-o", inputs=[model, teacher, data, checkpoint], force=force)
+    if checkpoint is not None:
+        check_output_file(checkpoint, flag="--checkpoint", inputs=[model, teacher, data, output],
+                          force=True)
     dataset = load_dataset(data, tuple(load_model(model).graph.inputs[0].shape))
-    result = run_finetune(model, teacher, dataset, output, FinetuneOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, checkpoint=checkpoint, seed=seed))
+    result = run_finetune(model, teacher, dataset, output, options)
     losses = ", ".join(f"{loss:.4f}" for loss in result.losses)
     out.print(f"{result.epochs} epochs in {result.seconds:.1f} s (resumed after "
               f"{result.resumed_from}); loss per epoch: {losses}")
@@ -355,7 +417,7 @@ def progressive(
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
     seed: int = typer.Option(0, help="seeds the fine-tuning batch order"),
-    force: bool = typer.Option(False, help="replace an existing output directory"),
+    force: bool = typer.Option(False, help="replace the output folder of an earlier run"),
 ) -> None:
     """Prune in STEPS steps with fine-tuning between (the original is the teacher); writes
     step1..stepN/, final.onnx and summary.json."""
@@ -364,16 +426,18 @@ def progressive(
     from mdp_trt.graph import load_model
     from mdp_trt.progressive import ProgressiveOptions, progressive as run_progressive
 
-    shape = tuple(load_model(model, parse_shape(input_shape)).graph.inputs[0].shape)
-    train = load_dataset(data, shape)
-    evaluate = load_dataset(eval_data, shape) if eval_data is not None else None
-    summary = run_progressive(model, output, train, ProgressiveOptions(
+    check_output_folder(output, inputs=[model, data, eval_data], force=force)
+    options = ProgressiveOptions(
         budget=budget, steps=steps, force=force,
         prune=_prune_options(threads=threads, importance=importance,
                              calib=data if importance == "taylor" else None, method=method,
                              group_size=group_size, cache=cache,
                              input_shape=parse_shape(input_shape)),
-        finetune=FinetuneOptions(epochs=epochs, seed=seed)), evaluate)
+        finetune=FinetuneOptions(epochs=epochs, seed=seed))
+    shape = tuple(load_model(model, parse_shape(input_shape)).graph.inputs[0].shape)
+    train = load_dataset(data, shape)
+    evaluate = load_dataset(eval_data, shape) if eval_data is not None else None
+    summary = run_progressive(model, output, train, options, evaluate)
     for step in summary.steps:
         accuracy = ("" if step.accuracy_finetuned is None else
                     f"; accuracy {step.accuracy_pruned:.2%} pruned, {step.accuracy_finetuned:.2%} fine-tuned")
@@ -390,25 +454,45 @@ def demo(
     group_size: int = typer.Option(32, help="channels per pruning unit"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache"),
 ) -> None:
-    """Export a ResNet-18 (224x224) and prune it to 50% of its latency on ONNX Runtime CPU."""
+    """Export a ResNet-18 (224x224) and prune it to 50% of its latency on ONNX Runtime CPU.
+    A second run replaces the first one's folder (never a folder of other files)."""
     from mdp_trt.models.export import export_architecture
     from mdp_trt.prune import prune as run_prune
     from mdp_trt.report import format_summary
 
-    output.mkdir(parents=True, exist_ok=True)
-    model = export_architecture(arch, output / f"{arch}.onnx")
-    out.print(f"exported {model}")
-    report = run_prune(model, output / "pruned", _prune_options(
-        budget=budget, group_size=group_size, cache=cache, force=True))
+    with output_folder(output, command="demo", force=True) as work:
+        model = export_architecture(arch, work / f"{arch}.onnx")
+        out.print(f"exported {output / model.name}")
+        report = run_prune(model, work / "pruned", _prune_options(
+            budget=budget, group_size=group_size, cache=cache))
     out.print(format_summary(report))
+    _require_budget(report, output / "pruned", allow_over=False)
     out.print(f"wrote {output}/pruned/ (pruned.onnx, plan.json, problem.json, report.json)")
+
+
+_SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    # Later signals are ignored so that the clean-up the first one starts can finish.
+    for other in _SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum, _SIGNALS[signum])
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _SIGNALS}
     try:
-        # typer handles usage errors itself (exit 2) and Ctrl-C ("Aborted!", exit 1)
+        # typer handles usage errors itself (exit 2)
         app(args=argv)
     except MdpTrtError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        err.print(Text.assemble(("interrupted ", "bold red"), f"({exc.name}): nothing "
+                                "half-written was left; measured latency cells are kept"))
+        sys.exit(exc.exit_code)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

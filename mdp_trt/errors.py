@@ -13,6 +13,8 @@ __all__ = [
     "BackendUnavailable",
     "InfeasibleBudget",
     "VerificationFailed",
+    "BudgetNotConfirmed",
+    "Interrupted",
 ]
 
 
@@ -57,3 +59,22 @@ class VerificationFailed(MdpTrtError):
     """The pruned model does not compute what the masked original computes (a bug; exit 4)."""
 
     exit_code = 4
+
+
+class BudgetNotConfirmed(MdpTrtError):
+    """After every round the best plan is measured over the budget beyond the tolerance (exit 5;
+    its files are written so the user can inspect it; ``--allow-over`` accepts it)."""
+
+    exit_code = 5
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP, raised where the program was (``cli.main`` installs the
+    handlers) so that every ``finally`` and staging clean-up runs as for Ctrl-C. A
+    BaseException: library code that catches ``Exception`` must not swallow it."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.signum = signum
+        self.name = name
+        self.exit_code = 128 + signum

@@ -25,7 +25,8 @@ from mdp_trt.data.datasets import ArrayDataset
 from mdp_trt.errors import InputError
 from mdp_trt.finetune import FinetuneOptions, finetune
 from mdp_trt.graph import load_model, save_model
-from mdp_trt.prune import PruneOptions, prune, staged_output
+from mdp_trt.outputs import output_folder
+from mdp_trt.prune import PruneOptions, prune
 
 __all__ = ["ProgressiveOptions", "StepSummary", "ProgressiveSummary", "budget_schedule",
            "progressive"]
@@ -46,6 +47,9 @@ class ProgressiveOptions:
     prune: PruneOptions = field(default_factory=PruneOptions)
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     force: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self)  # built from flags: a bad one fails before any data is loaded
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,10 @@ def progressive(model_path: str | Path, out_dir: str | Path, train: ArrayDataset
                 options: ProgressiveOptions, evaluate: ArrayDataset | None = None) -> ProgressiveSummary:
     """Prune ``model_path`` to ``options.budget`` in ``options.steps`` steps, fine-tuning on
     ``train`` after each; accuracies on ``evaluate`` (labelled) when given."""
-    _check(options)
     model_path, out_dir = Path(model_path), Path(out_dir)
     accuracy = (lambda path: evaluate_accuracy(path, evaluate)) if evaluate is not None else (lambda path: None)
-    with staged_output(out_dir, options.force) as work:
+    with output_folder(out_dir, command="progressive", inputs=[model_path],
+                       force=options.force) as work:
         current, baseline_ms, steps = model_path, None, []
         for k, fraction in enumerate(budget_schedule(options.budget, options.steps), start=1):
             folder = work / f"step{k}"

@@ -1,7 +1,8 @@
 """The whole pipeline: analyse, score, profile, solve, cut, verify, measure, report.
 
-Everything is written into a temporary directory beside ``out_dir`` and moved into place only
-when the run succeeded, so an error or Ctrl-C never leaves a half-written output directory.
+Everything is written into a staging folder beside ``out_dir`` and swapped into place only
+when the run succeeded (``mdp_trt.outputs``: never over an input or a folder of the user's
+files; an error, Ctrl-C or SIGTERM never leaves a half-written output directory).
 The pruned model is timed together with the original (interleaved, ``benchmark_models``), and
 its time scaled to the machine state of the baseline measurement (``_paired``); when it misses
 the budget (over by more than ``tolerance``, or under by more than twice that), the target
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -24,9 +25,10 @@ from typing import Literal
 
 import numpy as np
 
-from mdp_trt.analysis import Analysis, check_max_options, limit_options
+from mdp_trt.analysis import Analysis, check_max_options, limit_options, require_prunable
 from mdp_trt.errors import InfeasibleBudget, InputError
-from mdp_trt.graph import initializer_array, initializer_bytes, layer_output_scale, load_model, save_model
+from mdp_trt.graph import (check_finite_weights, initializer_array, initializer_bytes,
+                           layer_output_scale, load_model, save_model)
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
@@ -36,14 +38,16 @@ from mdp_trt.latency.ray_runner import cells_option
 from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.latency.timing import MODEL_POLICY
+from mdp_trt.outputs import output_folder
 from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from mdp_trt.report import Report
 from mdp_trt.solve import load_problem
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 from mdp_trt.solve.methods import METHODS, Method, method_problem, solve_method
+from mdp_trt.solve.registry import check_solver
 
-__all__ = ["PruneOptions", "prune", "staged_output"]
+__all__ = ["PruneOptions", "prune"]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +104,10 @@ def _check_options(options: PruneOptions) -> None:
         raise InputError("give exactly one of --budget FRACTION or --budget-ms MS")
     if options.budget is not None and not 0 < options.budget <= 1:
         raise InputError(f"--budget {options.budget} must be a fraction in (0, 1], e.g. 0.5")
-    if options.budget_ms is not None and options.budget_ms <= 0:
-        raise InputError(f"--budget-ms {options.budget_ms} must be positive")
+    if options.budget_ms is not None and not (math.isfinite(options.budget_ms)
+                                              and options.budget_ms > 0):
+        raise InputError(f"--budget-ms {options.budget_ms} must be a positive number of "
+                         "milliseconds")
     if options.group_size < 1:
         raise InputError(f"--group-size {options.group_size} must be >= 1")
     check_max_options(options.max_options)
@@ -119,29 +125,9 @@ def _check_options(options: PruneOptions) -> None:
     if options.calibration not in CALIBRATIONS:
         raise InputError(f"--calibration {options.calibration!r}: choose one of "
                          f"{', '.join(CALIBRATIONS)}")
-
-
-def _prepare_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise InputError(f"output directory {out_dir} exists and is not empty; pass --force to "
-                         "replace it or choose another -o")
-
-
-@contextmanager
-def staged_output(out_dir: Path, force: bool):
-    """A fresh directory beside ``out_dir`` that becomes ``out_dir`` only if the body succeeds
-    (an error or Ctrl-C removes it and leaves any existing ``out_dir`` untouched)."""
-    _prepare_out_dir(out_dir, force)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        yield work
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    check_solver(options.solver, options.time_limit)
+    if options.calib is not None and not options.calib.exists():
+        raise InputError(f"--calib {options.calib}: no such file or folder")
 
 
 @dataclass(frozen=True)
@@ -159,7 +145,6 @@ def _previous_run(out_dir: Path) -> _Previous | None:
         log.info("--resume: %s holds no earlier run; every stage runs", out_dir)
         return None
     if not (out_dir / "report.json").is_file():
-        # --resume replaces the folder at the end: never one that prune did not write.
         raise InputError(f"--resume: {out_dir} holds no finished prune run (no report.json); "
                          "choose its output folder, or drop --resume")
     stages = {"analysis.json": Analysis.load, "importance.json": Importance.load,
@@ -198,22 +183,31 @@ def _resumed_importance(previous: _Previous | None, analysis: Analysis,
 
 
 def prune(model_path: str | Path, out_dir: str | Path, options: PruneOptions) -> Report:
+    """Prune ``model_path`` into ``out_dir`` (the rules of ``mdp_trt.outputs``: with
+    ``options.force`` an earlier run's folder is replaced; with ``options.resume`` its files are
+    and the files the user added there are kept)."""
     _check_options(options)
     model_path, out_dir = Path(model_path), Path(out_dir)
-    previous = _previous_run(out_dir) if options.resume else None
-    with staged_output(out_dir, options.force or previous is not None) as work:
-        report = _run(model_path, work, options, previous)
+    inputs = [model_path, options.calib]
+    with output_folder(out_dir, command="prune", inputs=inputs,
+                       force=options.force or options.resume, keep_foreign=options.resume
+                       ) as work, LatencyCache(options.cache) as cache:
+        previous = _previous_run(out_dir) if options.resume else None
+        report = _run(model_path, work, options, previous, cache)
         for staged in work.glob("original.onnx*"):
             staged.unlink()
     return report
 
 
-def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previous | None) -> Report:
+def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previous | None,
+         cache: LatencyCache) -> Report:
     clock = _Stopwatch()
     with clock.stage("analyze"):
         model = load_model(model_path, options.input_shape)
+        check_finite_weights(model, model_path)
         analysis = limit_options(analyze(model, str(model_path)), options.group_size,
                                  options.max_options)
+        require_prunable(analysis)  # before anything is measured
         analysis.save(work / "analysis.json")
         # The original, with its shape fixed, saved the same way as the pruned model will be,
         # so that both are timed under identical conditions.
@@ -235,14 +229,11 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
             baseline = measure(work / "original.onnx")
         budget_ms = options.budget_ms if options.budget_ms is not None else options.budget * baseline.latency_ms
         with clock.stage("profile"):
-            with LatencyCache(options.cache) as cache:
-                tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
-                                        cache=cache, progress=options.progress,
-                                        interpolate=options.interpolate,
-                                        surface=options.surface,
-                                        measure_cells=cells_option(
-                                            options.ray, options.workers, backend,
-                                            runtime_options))
+            tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
+                                    cache=cache, progress=options.progress,
+                                    interpolate=options.interpolate, surface=options.surface,
+                                    measure_cells=cells_option(options.ray, options.workers,
+                                                               backend, runtime_options))
             (work / "tables.json").write_text(json.dumps(tables.to_json()))
         with clock.stage("calibrate"):
             paired = _paired(partial(benchmark_models, backend=backend), work / "original.onnx",
@@ -279,6 +270,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         calib=str(options.calib) if options.calib is not None else None,
         weights=weights,
         resumed=["importance"] if resumed is not None else [],
+        tolerance=options.tolerance,
+        budget_status="met" if measured_ms <= budget_ms * (1 + options.tolerance) else "over",
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
                  "original_ms": r["original_ms"],
@@ -394,7 +387,7 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
         if seen:
             shutil.rmtree(folder)  # the new target gives a plan already measured: converged
             if narrowest and seen[0]["measured_ms"] > high:
-                raise _unreachable(budget_ms, seen[0], baseline_ms)
+                raise _unreachable(budget_ms, seen[0], baseline_ms, options, analysis)
             break
         with clock.stage("measure_pruned"):
             measured, original_ms = measure(folder / "pruned.onnx")
@@ -402,7 +395,7 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
                        "original_ms": original_ms,
                        "target_ms": target})
         if narrowest and measured > high:
-            raise _unreachable(budget_ms, rounds[-1], baseline_ms)
+            raise _unreachable(budget_ms, rounds[-1], baseline_ms, options, analysis)
         if low <= measured <= high:
             break
         if measured <= high:
@@ -415,7 +408,8 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
     return rounds
 
 
-def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float) -> InfeasibleBudget:
+def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float, options: PruneOptions,
+                 analysis: Analysis) -> InfeasibleBudget:
     """The error for a budget under the measured latency of the narrowest plan (``narrowest``,
     a round); the model's prediction for that plan may have fitted the budget, which is why
     the measurement, not the model, decides."""
@@ -424,9 +418,26 @@ def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float) -> Infea
         f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency is "
         f"{measured:.2f} ms measured ({measured / baseline_ms:.0%} of the measured "
         f"{baseline_ms:.2f} ms; the latency model predicted "
-        f"{narrowest['result']['predicted_ms']:.2f} ms for it); raise --budget to at least "
-        f"{measured / baseline_ms:.2f}",
+        f"{narrowest['result']['predicted_ms']:.2f} ms for it); "
+        f"{_budget_hint(options, analysis, measured, baseline_ms)}",
         min_latency=measured)
+
+
+def _budget_hint(options: PruneOptions, analysis: Analysis, smallest_ms: float,
+                 baseline_ms: float) -> str:
+    """What the user can change when no plan reaches the budget: the budget, in the flag they
+    used, unless the pruning units leave nothing to narrow or remove."""
+    # options(...)[0] is the never-chosen empty option: two entries mean full width only
+    if not removable_blocks(analysis) and all(len(g.options(options.group_size)) <= 2
+                                              for g in analysis.groups):
+        widest = max((g.channels for g in analysis.groups if g.prunable), default=0)
+        limit = f" and --max-options {options.max_options}" if options.max_options else ""
+        return (f"at --group-size {options.group_size}{limit} every group keeps all its "
+                f"channels (the widest prunable one has {widest}) and no block is removable: "
+                "lower --group-size" + (" or raise --max-options" if limit else ""))
+    if options.budget_ms is not None:
+        return f"raise --budget-ms to at least {smallest_ms:.2f}"
+    return f"raise --budget to at least {smallest_ms / baseline_ms:.2f}"
 
 
 def _next_target(under, over, budget_ms: float) -> float:
@@ -515,7 +526,8 @@ def _solve_and_cut(model, analysis, importance, tables, work, options, clock, *,
             raise InfeasibleBudget(
                 f"no plan reaches {budget_ms:.2f} ms: the smallest achievable latency under the "
                 f"latency model is {smallest:.2f} ms ({smallest / baseline_ms:.0%} of the measured "
-                f"{baseline_ms:.2f} ms); raise --budget to at least {smallest / baseline_ms:.2f}",
+                f"{baseline_ms:.2f} ms); "
+                f"{_budget_hint(options, analysis, smallest, baseline_ms)}",
                 min_latency=smallest)
     decoded = decode_plan(analysis, importance, options.group_size, plan.options, plan.blocks)
     with clock.stage("surgery"):

@@ -43,6 +43,9 @@ class Report:
     calib: str | None = None  # the calibration data of taylor importance
     weights: str = "hot"  # how table cells were timed (ort-cpu: "cold" streams the weights)
     resumed: list[str] = field(default_factory=list)  # stages taken from an earlier run (--resume)
+    tolerance: float = 0.03  # a plan measured up to this fraction over the budget is adopted
+    # "met" (measured within budget x (1 + tolerance)) or "over" (the fastest plan measured; exit 5)
+    budget_status: str = "met"
 
     @property
     def within_budget(self) -> bool:
@@ -62,7 +65,9 @@ def format_summary(report: Report) -> str:
     error = (report.predicted_latency_ms - report.measured_latency_ms) / report.measured_latency_ms
     # prune adopts a plan up to its tolerance over the budget: say by how much
     over = ("within budget" if report.within_budget else
-            f"OVER budget by {report.measured_latency_ms / report.budget_ms - 1:.1%}")
+            f"OVER budget by {report.measured_latency_ms / report.budget_ms - 1:.1%}"
+            + (f", beyond the {report.tolerance:.0%} tolerance"
+               if report.budget_status == "over" else ""))
     lines = [
         f"backend {report.backend} ({report.threads} thread{'s' * (report.threads != 1)}), "
         f"group size {report.group_size}"

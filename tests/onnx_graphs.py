@@ -403,3 +403,173 @@ def run(model: ir.Model, x: np.ndarray) -> list[np.ndarray]:
 def proto_bytes(model: ir.Model) -> bytes:
     """A serialisation used to check that a pass left its input unchanged."""
     return ir.to_proto(model).SerializeToString(deterministic=True)
+
+
+# --- control flow and models with nothing to prune ---------------------------------------------
+
+
+def _branch(name: str, node: onnx.NodeProto, shape: list[int]) -> onnx.GraphProto:
+    """A subgraph of one node whose single output is ``node``'s (If branches, no inputs)."""
+    out = helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, shape)
+    return helper.make_graph([node], name, [], [out])
+
+
+def _data_condition(b: GraphBuilder, x: str) -> str:
+    """A boolean computed from ``x`` at run time (a constant one would be folded away)."""
+    total = b.node("ReduceSum", [x], "cond_sum", keepdims=0)
+    return b.node("Greater", [total, b.const("cond_zero", np.array(0, np.float32))], "cond")
+
+
+def if_reads_outer() -> onnx.ModelProto:
+    """conv1(8) -> relu1; If(sum(image) > 0) whose branches read relu1's output by name (no
+    input lists it) -> conv2(6) -> Mul(scale) -> relu -> conv3(4) -> relu -> head.
+
+    The else branch also reads conv2's per-channel 'scale' (times the condition's sum, then a
+    ReduceMean), which surgery cuts for the top-level Mul: the branch must keep the whole
+    tensor. conv1's group is unprunable (read inside the If), conv2's and conv3's are prunable.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv1")], "relu1")
+    cond = _data_condition(b, "image")
+    scale = b.const("scale", (0.5 + b.rng.random((1, 6, 1, 1))).astype(np.float32))
+    then_branch = _branch("then", helper.make_node("Relu", [x], ["then_out"], name="then_relu"), [1, 8, 8, 8])
+    # scale * sum: a run-time value, so that loading does not fold the read of 'scale' away.
+    gain = helper.make_node("Mul", [scale, "cond_sum_out"], ["else_gain"], name="else_gain")
+    mean = helper.make_node("ReduceMean", ["else_gain"], ["else_mean"], name="else_mean", keepdims=0)
+    scaled = helper.make_node("Mul", [x, "else_mean"], ["else_out"], name="else_mul")
+    else_out = helper.make_tensor_value_info("else_out", TensorProto.FLOAT, [1, 8, 8, 8])
+    else_branch = helper.make_graph([gain, mean, scaled], "else", [], [else_out])
+    b.nodes.append(helper.make_node("If", [cond], ["branch_out"], name="branch",
+                                    then_branch=then_branch, else_branch=else_branch))
+    y = b.node("Mul", [b.conv("branch_out", 8, 6, "conv2"), scale], "scale_mul")
+    y = b.node("Relu", [b.conv(b.node("Relu", [y], "relu2"), 6, 4, "conv3")], "relu3")
+    head(b, y, 4)
+    return b.model()
+
+
+def loop_body_conv() -> onnx.ModelProto:
+    """conv1(8) -> relu1 -> Loop (2 iterations, relu1's output carried) whose body is a Conv
+    (8 -> 8) and a Relu -> conv2(6) -> relu -> head.
+
+    onnx infers no shape for a loop-carried output (it may change from one iteration to the
+    next), so conv2 and fc have inputs of unknown shape: only conv1 is a layer.
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv1")], "relu1")
+    typed = [1, 8, 8, 8]
+    weight = numpy_helper.from_array(b.rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.1, "body_w")
+    body = helper.make_graph(
+        [helper.make_node("Conv", ["x_in", "body_w"], ["body_conv_out"], name="body_conv", pads=[1] * 4),
+         helper.make_node("Relu", ["body_conv_out"], ["x_out"], name="body_relu"),
+         helper.make_node("Identity", ["keep_in"], ["keep_out"], name="body_keep")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("keep_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_in", TensorProto.FLOAT, typed)],
+        [helper.make_tensor_value_info("keep_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x_out", TensorProto.FLOAT, typed)],
+        [weight],
+    )
+    trips = b.const("trips", np.array(2, np.int64))
+    b.nodes.append(helper.make_node("Loop", [trips, "", x], ["loop_out"], name="loop", body=body))
+    y = b.node("Relu", [b.conv("loop_out", 8, 6, "conv2")], "relu2")
+    head(b, y, 6)
+    return b.model()
+
+
+def if_in_loop_reads_outer() -> onnx.ModelProto:
+    """conv0(8) -> relu0 -> conv1(8) -> relu1 -> head; relu1's output is also read by an If
+    nested in a Loop body (2 levels down), whose accumulator (zeros + the If's output) is the
+    graph output 'features'. conv0's group is prunable, conv1's is not."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "conv0")], "relu0")
+    x = b.node("Relu", [b.conv(x, 8, 8, "conv1")], "relu1")
+    cond = _data_condition(b, "image")
+    typed = [1, 8, 8, 8]
+    inner = helper.make_node(
+        "If", [cond], ["inner_out"], name="inner_if",
+        then_branch=_branch("then", helper.make_node("Relu", [x], ["then_out"], name="then_relu"), typed),
+        else_branch=_branch("else", helper.make_node("Neg", [x], ["else_out"], name="else_neg"), typed),
+    )
+    body = helper.make_graph(
+        [inner,
+         helper.make_node("Add", ["acc_in", "inner_out"], ["acc_out"], name="body_add"),
+         helper.make_node("Identity", ["keep_in"], ["keep_out"], name="body_keep")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("keep_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, typed)],
+        [helper.make_tensor_value_info("keep_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, typed)],
+    )
+    zeros = b.const("acc_zeros", np.zeros(typed, np.float32))
+    trips = b.const("trips", np.array(2, np.int64))
+    b.nodes.append(helper.make_node("Loop", [trips, "", zeros], ["features"], name="loop", body=body))
+    b.output("features", typed)
+    head(b, x, 8)
+    return b.model()
+
+
+def residual_with_if() -> onnx.ModelProto:
+    """stem(8) -> fork; branch: conv_a(6) -> relu_a, read by name inside an If (condition from
+    the fork) -> conv_b(8); Add(conv_b, fork) -> relu -> head.
+
+    The branch reaches conv_a only through the If's subgraphs: the block is (conv_a, conv_b).
+    """
+    b = GraphBuilder((1, 3, 8, 8))
+    fork = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_relu")
+    y = b.node("Relu", [b.conv(fork, 8, 6, "conv_a")], "relu_a")
+    cond = _data_condition(b, fork)
+    typed = [1, 6, 8, 8]
+    b.nodes.append(helper.make_node(
+        "If", [cond], ["branch_out"], name="branch",
+        then_branch=_branch("then", helper.make_node("Relu", [y], ["then_out"], name="then_relu"), typed),
+        else_branch=_branch("else", helper.make_node("Neg", [y], ["else_out"], name="else_neg"), typed),
+    ))
+    x = b.node("Relu", [b.node("Add", [b.conv("branch_out", 6, 8, "conv_b"), fork], "add")], "relu_out")
+    head(b, x, 8)
+    return b.model()
+
+
+def relu_only() -> onnx.ModelProto:
+    """image -> Relu -> output: no layer at all."""
+    b = GraphBuilder((1, 3, 8, 8))
+    b.output(b.node("Relu", ["image"], "relu"), [1, 3, 8, 8])
+    return b.model()
+
+
+def _qdq(b: GraphBuilder, x: str, name: str) -> str:
+    scale = b.const(f"{name}.scale", np.array(0.05, np.float32))
+    zero = b.const(f"{name}.zero_point", np.array(0, np.int8))
+    return b.node("DequantizeLinear", [b.node("QuantizeLinear", [x, scale, zero], f"{name}_q"), scale, zero],
+                  f"{name}_dq")
+
+
+def qdq_convs() -> onnx.ModelProto:
+    """A QDQ-quantised conv1(8) -> relu -> conv2(6) -> relu: each Conv reads a quantised-
+    dequantised activation and a weight that DequantizeLinear computes from an int8
+    initializer, as quantisation tools write them."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = "image"
+    for name, cin, cout in (("conv1", 3, 8), ("conv2", 8, 6)):
+        weight = b.const(f"{name}.weight_int8", b.rng.integers(-100, 100, (cout, cin, 3, 3)).astype(np.int8))
+        scale = b.const(f"{name}.weight_scale", np.array(0.01, np.float32))
+        zero = b.const(f"{name}.weight_zero_point", np.array(0, np.int8))
+        w = b.node("DequantizeLinear", [weight, scale, zero], f"{name}_weight_dq")
+        conv = b.node("Conv", [_qdq(b, x, f"{name}_input"), w], name, pads=[1] * 4)
+        x = b.node("Relu", [conv], f"{name}_relu")
+    b.output(x, [1, 6, 8, 8])
+    return b.model()
+
+
+def opset7_weights_as_inputs() -> onnx.ModelProto:
+    """conv_bn_relu_chain as an opset-7, IR-3 file: every initializer is also a graph input,
+    as that IR required."""
+    model = conv_bn_relu_chain()
+    graph = model.graph
+    graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                       for t in graph.initializer)
+    old = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 7)])
+    old.ir_version = 3
+    onnx.checker.check_model(old)
+    return old

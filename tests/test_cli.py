@@ -154,6 +154,8 @@ def test_finetune_writes_a_model_and_resumes_its_checkpoint(tmp_path, capsys):
     session = ort.InferenceSession(str(tmp_path / "tuned.onnx"), providers=["CPUExecutionProvider"])
     assert session.run(None, {"image": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)})[0].shape == (1, 5)
     code, text = run(argv + ["--epochs", "2"], capsys)
+    assert code == 2 and "exists; pass --force" in text  # the first run's model is not replaced
+    code, text = run(argv + ["--epochs", "2", "--force"], capsys)
     assert code == 0 and "resumed after 1" in text, text
 
     code, text = run(argv[:4] + ["--data", str(tmp_path / "missing.npz"), "-o",
@@ -188,7 +190,7 @@ def test_prune_resume_refuses_a_folder_prune_did_not_write(tmp_path, capsys):
     (tmp_path / "out" / "notes.txt").write_text("keep me")
     code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "--resume",
                       "-o", str(tmp_path / "out")], capsys)
-    assert code == 2 and "no finished prune run" in " ".join(text.split()) and "Traceback" not in text
+    assert code == 2 and "did not write (notes.txt)" in text and "Traceback" not in text
     assert (tmp_path / "out" / "notes.txt").exists()
 
 
@@ -247,3 +249,25 @@ def test_profile_fits_a_surface_on_the_cpu_unless_asked_for_measured_cells(tmp_p
     assert code == 0 and cells["surface"] is None and "fitted to the cells" not in text
     assert cells["cells_measured"] == 0  # the same cells, from the cache
     assert cells["tables"]["conv2"] != fit["tables"]["conv2"]
+
+
+def _tiny_model(tmp_path):
+    from tests import onnx_graphs as G
+
+    return G.load(G.residual_identity(), tmp_path, "m.onnx")[1]
+
+
+@pytest.mark.slow
+def test_a_budget_missed_after_every_round_exits_5_and_writes_the_plan(tmp_path, capsys,
+                                                                       fast_prune):
+    # A tolerance of -90% makes every measured plan "over": the fastest one is adopted.
+    fast_prune.update(tolerance=-0.9, max_rounds=1)
+    argv = ["prune", str(_tiny_model(tmp_path)), "--budget", "0.8", "--group-size", "4",
+            "--cache", str(tmp_path / "c.sqlite"), "-o", str(tmp_path / "out")]
+    code, text = run(argv, capsys)
+    assert code == 5 and "budget not met" in text and "--allow-over" in text, text
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["budget_status"] == "over" and (tmp_path / "out" / "pruned.onnx").is_file()
+    code, text = run(argv + ["--force", "--allow-over"], capsys)
+    assert code == 0, text
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["budget_status"] == "over"

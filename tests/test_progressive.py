@@ -52,7 +52,7 @@ def test_two_steps_on_the_mnist_model(tmp_path):
     out = tmp_path / "out"
     # A model over 1 MB of weights keeps them in final.onnx.data beside it (save_model).
     names = sorted(p.name for p in out.iterdir() if p.name != "final.onnx.data")
-    assert names == ["final.onnx", "step1", "step2", "summary.json"]
+    assert names == [".mdp-trt-manifest.json", "final.onnx", "step1", "step2", "summary.json"]
     first, second = summary.steps
     # both steps aim at fractions of the ORIGINAL latency, the first measured by step 1
     assert first.budget_ms == pytest.approx(0.6 ** 0.5 * summary.baseline_latency_ms)

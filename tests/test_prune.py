@@ -7,8 +7,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from mdp_trt.analysis import Analysis, ChannelGroup
 from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.models.export import ExportOptions, export_architecture
+from mdp_trt.outputs import MANIFEST
 from mdp_trt.prune import PruneOptions, prune
 
 REPORT_FIELDS = {"backend", "device", "baseline_latency_ms", "budget_ms", "predicted_latency_ms",
@@ -220,8 +222,11 @@ def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, bud
     calls: list[float] = []
     monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
     measure = lambda path: (measured_of(float(path.read_text())), 10.0)  # (ms, original's ms)
+    # one prunable 64-channel group, so that a budget hint is about the budget
+    analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
+                        groups=(ChannelGroup(0, "g", 64, (), ()),))
     rounds = prune_module._closed_loop(
-        None, None, None, None, tmp_path, PruneOptions(budget=0.5), prune_module._Stopwatch(),
+        None, analysis, None, None, tmp_path, PruneOptions(budget=0.5), prune_module._Stopwatch(),
         measure, budget_ms=budget_ms, offset_ms=0.0, baseline_ms=10.0, name="m")
     return rounds, calls
 
@@ -245,6 +250,7 @@ def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_flo
         _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
                           measured_of=lambda target: target, budget_ms=5.0)
     assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
+    assert "raise --budget to at least 0.70" in str(exc.value)
 
 
 def test_a_budget_the_model_wrongly_fits_still_raises_once_the_narrowest_plan_is_measured(
@@ -324,7 +330,7 @@ def test_resume_refuses_a_folder_that_prune_did_not_write(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="no finished prune run"):
+    with pytest.raises(InputError, match=r"did not write \(notes.txt\)"):
         prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
     assert (folder / "notes.txt").read_text() == "keep me"
 
@@ -334,6 +340,8 @@ def test_resume_names_the_unreadable_stage_file(tmp_path):
     folder.mkdir()
     for name in ("analysis.json", "report.json"):
         (folder / name).write_text("{")
+    (folder / MANIFEST).write_text(json.dumps({"format": "mdp-trt-manifest/1",
+                                               "files": ["analysis.json", "report.json"]}))
     with pytest.raises(InputError, match=r"cannot read .*analysis\.json \(JSONDecodeError"):
         prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
 
@@ -389,3 +397,17 @@ def test_cpu_tables_are_a_fitted_surface_and_the_summary_says_so(cold_run):
     assert tables["surface"] == surface
     assert f"tables fitted to the cells of {surface['fitted']} layer signatures" in " ".join(
         format_summary(report).split())
+
+
+def test_the_infeasible_hint_names_the_flag_the_user_gave_or_the_units_at_fault():
+    from mdp_trt.prune import _budget_hint
+
+    analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
+                        groups=(ChannelGroup(0, "g", 64, (), ()),))
+    assert _budget_hint(PruneOptions(budget_ms=3.0), analysis, 4.0, 10.0) == \
+        "raise --budget-ms to at least 4.00"
+    assert _budget_hint(PruneOptions(budget=0.3), analysis, 4.0, 10.0) == \
+        "raise --budget to at least 0.40"
+    hint = _budget_hint(PruneOptions(budget=0.3, group_size=100_000), analysis, 10.0, 10.0)
+    assert "at --group-size 100000 every group keeps all its channels" in hint
+    assert "lower --group-size" in hint and "--budget" not in hint

@@ -61,4 +61,5 @@ def evaluate_accuracy(model_path: str | Path, dataset: ArrayDataset, *, batch_si
     if logits.ndim != 2:
         raise InputError(f"{model_path}: the first output has shape {list(logits.shape)}; "
                          "accuracy needs (batch, classes) logits")
+    dataset.check_classes(logits.shape[1])  # a label the model cannot predict is bad data
     return float(np.mean(np.argmax(logits, axis=1) == dataset.y))

@@ -3,7 +3,8 @@
 Two sources, chosen by what ``path`` is:
 - an ``.npz`` file with array ``x`` (N x C x H x W) and optionally ``y`` (N class indices). It is
   used as-is: no resizing and no normalisation, so it must already be preprocessed exactly as
-  the model expects (the way to feed a model trained with its own normalisation, e.g. MNIST);
+  the model expects (the way to feed a model trained with its own normalisation, e.g. MNIST).
+  NaN or inf samples and float or negative labels are refused, never converted;
 - a folder of images (png, jpg, jpeg, bmp). Images in sub-folders are labelled by the index of
   their sub-folder in sorted name order (``cat/``, ``dog/`` -> 0, 1), as torchvision's
   ImageFolder does; images directly in the folder carry no labels. Each image is converted to
@@ -14,6 +15,7 @@ Two sources, chosen by what ``path`` is:
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,15 +33,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value: identity equality
 class ArrayDataset:
-    """Samples ``x`` (N x C x H x W float32) and optional labels ``y`` (N int64)."""
+    """Samples ``x`` (N x ... float32, all finite) and optional labels ``y`` (N int64 class
+    indices, >= 0); ``source`` names where they came from in error messages.
+
+    Construction checks and converts: x must be real numbers (cast to float32; a value beyond
+    float32's range becomes inf and is refused), y must be integers (float labels are refused
+    rather than truncated: 0.9 would silently become class 0)."""
 
     x: np.ndarray
     y: np.ndarray | None = None
+    source: str = "the data"
 
     def __post_init__(self) -> None:
-        if self.y is not None and (self.y.ndim != 1 or len(self.y) != len(self.x)):
-            raise InputError(f"the labels y have shape {list(self.y.shape)}; give one label per "
-                             f"sample of x ({len(self.x)} samples)")
+        # frozen: normalised arrays are set once here, before anyone sees the dataset
+        object.__setattr__(self, "x", _checked_samples(self.x, self.source))
+        if self.y is not None:
+            object.__setattr__(self, "y", _checked_labels(self.y, len(self.x), self.source))
+
+    def check_classes(self, classes: int) -> None:
+        """Raise InputError unless every label is a class index of a model with ``classes``
+        outputs (negative labels are refused at construction)."""
+        if self.y is not None and self.y.size and self.y.max() >= classes:
+            raise InputError(f"{self.source}: labels must be class indices in 0..{classes - 1} "
+                             f"(the model has {classes} outputs); y holds "
+                             f"{self.y.min()}..{self.y.max()}")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -55,7 +72,7 @@ class ArrayDataset:
         return self._subset(first), self._subset(~first)
 
     def _subset(self, mask: np.ndarray) -> "ArrayDataset":
-        return ArrayDataset(self.x[mask], None if self.y is None else self.y[mask])
+        return ArrayDataset(self.x[mask], None if self.y is None else self.y[mask], self.source)
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -67,6 +84,41 @@ class ArrayDataset:
         for start in range(0, len(self), batch_size):
             index = order[start:start + batch_size]
             yield self.x[index], None if self.y is None else self.y[index]
+
+
+def _checked_samples(x: np.ndarray, source: str) -> np.ndarray:
+    """``x`` as contiguous float32, refused when it holds anything but finite real numbers."""
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{source}: x has dtype {x.dtype}; save the samples as real numbers "
+                         "(float32)")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported below
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    # a float64 sum of float32 values cannot overflow, so it is finite exactly when every value
+    # is; one pass without a mask the size of x (the mask is built only to report bad data)
+    if x.size and not np.isfinite(x.sum(dtype=np.float64)):
+        per_sample = np.count_nonzero(~np.isfinite(x.reshape(len(x), -1)), axis=1)
+        nan = np.count_nonzero(np.isnan(x))
+        bad = np.flatnonzero(per_sample)
+        raise InputError(f"{source}: x holds {nan} NaN and {per_sample.sum() - nan} inf values "
+                         f"(as float32) in {len(bad)} of {len(x)} samples (first: sample "
+                         f"{bad[0]}); replace or drop those samples")
+    return x
+
+
+def _checked_labels(y: np.ndarray, samples: int, source: str) -> np.ndarray:
+    """``y`` as int64, refused unless it holds one non-negative integer per sample."""
+    if y.ndim != 1 or len(y) != samples:
+        raise InputError(f"{source}: y has shape {list(y.shape)} but x holds {samples} samples; "
+                         "give one class index per sample")
+    if y.dtype.kind not in "iu":
+        raise InputError(f"{source}: y must hold integer class indices, got {y.dtype}; if the "
+                         "values are whole numbers, cast with y.astype(np.int64) before saving")
+    y = y.astype(np.int64)
+    negative = np.flatnonzero(y < 0)
+    if negative.size:
+        raise InputError(f"{source}: y holds {negative.size} negative labels (first: sample "
+                         f"{negative[0]}, {y[negative[0]]}); class indices start at 0")
+    return y
 
 
 def load_dataset(path: str | Path, input_shape: tuple[int, ...] | None = None) -> ArrayDataset:
@@ -99,20 +151,20 @@ def _load_npz(path: Path, input_shape: tuple[int, ...] | None) -> ArrayDataset:
             held = ", ".join(archive.files) or "nothing"
             raise InputError(f"{path} has no array 'x' (it holds: {held}); save the samples as "
                              "x (N x C x H x W)")
-        x = archive["x"]
-        y = archive["y"] if "y" in archive.files else None
+        try:
+            x = archive["x"]
+            y = archive["y"] if "y" in archive.files else None
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+            # object arrays (which need pickle) and damaged members fail only when read
+            raise InputError(f"{path}: its arrays cannot be read ({err}); save plain numeric "
+                             "arrays with np.savez") from err
     if x.ndim != 4:
         raise InputError(f"{path}: x has shape {list(x.shape)}; give N x C x H x W images")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape[1:]):
         raise InputError(f"{path}: samples are {'x'.join(map(str, x.shape[1:]))} (C x H x W) "
                          f"but the model takes {'x'.join(map(str, input_shape[1:]))}; the .npz is "
                          "used as-is, so save it at the model's channels and size")
-    if y is not None:
-        if y.ndim != 1 or len(y) != len(x):
-            raise InputError(f"{path}: y has shape {list(y.shape)} but x holds {len(x)} samples; "
-                             "give one class index per sample")
-        y = y.astype(np.int64)
-    return ArrayDataset(np.ascontiguousarray(x, dtype=np.float32), y)
+    return ArrayDataset(x, y, str(path))
 
 
 def _images(folder: Path) -> list[Path]:
@@ -135,7 +187,7 @@ def _load_folder(folder: Path, input_shape: tuple[int, ...]) -> ArrayDataset:
                          "in class sub-folders")
     x = np.stack([_read_image(p, input_shape) for p, _ in files])
     y = np.asarray([label for _, label in files], dtype=np.int64) if classes else None
-    return ArrayDataset(x, y)
+    return ArrayDataset(x, y, str(folder))
 
 
 def _read_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:

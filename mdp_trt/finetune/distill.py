@@ -16,13 +16,17 @@ widths were just cut, and Adam's per-parameter step sizes work at one default le
 all of them, where SGD would need a learning rate (and warm-up) tuned per model.
 
 The trained weights are written into the student's own graph (``TorchGraph.write_back``), saved
-atomically, and the file is run in ONNX Runtime before ``finetune`` returns.
+atomically, and the file is run in ONNX Runtime before ``finetune`` returns. A run that diverges
+(a NaN or inf loss, weight or output, typically from too large a learning rate) fails before
+that, writing neither the model nor a checkpoint of the failing epoch: an exit status of 0 must
+never mean a model that outputs NaN.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +41,8 @@ __all__ = ["FinetuneOptions", "FinetuneResult", "finetune", "distillation_loss"]
 
 log = logging.getLogger(__name__)
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class FinetuneOptions:
@@ -49,15 +55,21 @@ class FinetuneOptions:
     checkpoint: Path | None = None  # written after every epoch; an existing one is resumed
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        self.check()  # built from flags: a bad one fails here, before any data is loaded
+
     def check(self) -> None:
+        """Raise InputError naming the flag (or field) of the first unusable option."""
         if self.epochs < 1:
             raise InputError(f"--epochs {self.epochs} must be >= 1")
         if self.batch_size < 1:
             raise InputError(f"--batch-size {self.batch_size} must be >= 1")
-        if not self.lr > 0:
-            raise InputError(f"--lr {self.lr} must be positive")
-        if not self.temperature > 0:
-            raise InputError(f"temperature {self.temperature} must be positive")
+        # torch applies the step size in the weights' float32: beyond its range it is inf
+        if not 0 < self.lr <= _FLOAT32_MAX:  # also False for NaN
+            raise InputError(f"--lr {self.lr} must be > 0 and at most {_FLOAT32_MAX:.3g} (the "
+                             "float32 range); Adam's step size, 1e-3 suits most models")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise InputError(f"temperature {self.temperature} must be a finite number > 0")
         if not 0 <= self.alpha <= 1:
             raise InputError(f"alpha {self.alpha} must be in [0, 1]")
 
@@ -100,8 +112,10 @@ def distillation_loss(student, teacher, labels, *, temperature: float, alpha: fl
 
 def _load(path: str | Path, role: str, dataset: ArrayDataset):
     from mdp_trt.graph import load_model
+    from mdp_trt.graph.weights import check_finite_weights
 
     model = load_model(path)
+    check_finite_weights(model, path)
     sample = tuple(model.graph.inputs[0].shape)[1:]
     if tuple(dataset.x.shape[1:]) != sample:
         raise InputError(f"{path}: the {role} takes samples of {'x'.join(map(str, sample))}, the "
@@ -123,6 +137,15 @@ def _teacher_logits(teacher, dataset: ArrayDataset, batch_size: int, progress: b
     return np.concatenate(chunks)
 
 
+def _check_targets(targets: np.ndarray, teacher_path: str | Path) -> None:
+    """Finite weights and data can still overflow; a NaN target would make every loss NaN."""
+    bad = np.flatnonzero(~np.isfinite(targets).all(axis=1))
+    if bad.size:
+        raise InputError(f"{teacher_path}: the teacher's outputs are NaN or inf on {bad.size} of "
+                         f"{len(targets)} samples (first: sample {bad[0]}); give a teacher and "
+                         "data it computes finite logits on")
+
+
 def _track(batches, total: int, description: str, enabled: bool):
     from rich.console import Console
     from rich.progress import track
@@ -137,16 +160,16 @@ def finetune(student_path: str | Path, teacher_path: str | Path, dataset: ArrayD
 
     With ``options.checkpoint`` the state is saved after every epoch and an existing checkpoint
     (same run options) is resumed, ending with the weights an uninterrupted run would have.
-    Raises InputError for unusable data or models, VerificationFailed when the written model
-    does not run in ONNX Runtime like the trained module.
+    Raises InputError for unusable data or models (NaN or inf weights included) and
+    VerificationFailed, writing no model and no checkpoint of the failing epoch, when training
+    diverges (a NaN or inf loss, weight or output) or the written model does not run in ONNX
+    Runtime like the trained module.
     """
     import torch
 
     from mdp_trt.graph import save_model
     from mdp_trt.graph.torch_graph import TorchGraph
-    from mdp_trt.importance.taylor import check_labels, logits_of
 
-    options.check()
     if len(dataset) == 0:
         raise InputError("the fine-tuning data is empty; give at least one sample")
     start = time.perf_counter()
@@ -155,7 +178,8 @@ def finetune(student_path: str | Path, teacher_path: str | Path, dataset: ArrayD
     student = TorchGraph.from_model(student_model)
     targets = _teacher_logits(teacher, dataset, options.batch_size, options.progress)
     del teacher
-    check_labels(dataset.y, targets.shape[1])
+    _check_targets(targets, teacher_path)
+    dataset.check_classes(targets.shape[1])
     optimizer = torch.optim.Adam(student.parameters(), lr=options.lr)
 
     losses: list[float] = []
@@ -163,25 +187,9 @@ def finetune(student_path: str | Path, teacher_path: str | Path, dataset: ArrayD
         losses = _resume(options, student, optimizer)
     resumed = len(losses)
     for epoch in range(resumed, options.epochs):
-        total, seen = 0.0, 0
-        order = np.random.default_rng([options.seed, epoch]).permutation(len(dataset))
-        batches = [order[i:i + options.batch_size] for i in range(0, len(order), options.batch_size)]
-        for index in _track(batches, len(batches), f"epoch {epoch + 1}/{options.epochs}",
-                            options.progress):
-            x = dataset.x[index]
-            logits = logits_of(student, torch.from_numpy(x))
-            if logits.shape[1] != targets.shape[1]:
-                raise InputError(f"the student has {logits.shape[1]} outputs, the teacher "
-                                 f"{targets.shape[1]}; give the original of this model")
-            labels = None if dataset.y is None else torch.from_numpy(dataset.y[index])
-            loss = distillation_loss(logits, torch.from_numpy(targets[index]), labels,
-                                     temperature=options.temperature, alpha=options.alpha)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total, seen = total + loss.item() * len(x), seen + len(x)
-        losses.append(total / seen)
+        losses.append(_train_epoch(student, optimizer, dataset, targets, options, epoch))
         log.info("epoch %d/%d: loss %.4f", epoch + 1, options.epochs, losses[-1])
+        _check_trained(student, dataset, options, epoch)
         if options.checkpoint is not None:
             save_checkpoint(Checkpoint(epoch=epoch + 1, losses=list(losses),
                                        run=options.run_key(), parameters=student.state_dict(),
@@ -193,6 +201,71 @@ def finetune(student_path: str | Path, teacher_path: str | Path, dataset: ArrayD
     return FinetuneResult(epochs=options.epochs - resumed, losses=losses,
                           seconds=time.perf_counter() - start, resumed_from=resumed,
                           output=str(out_path))
+
+
+def _train_epoch(student, optimizer, dataset: ArrayDataset, targets: np.ndarray,
+                 options: FinetuneOptions, epoch: int) -> float:
+    """One optimizer step per batch, in the order drawn from (seed, epoch); the mean loss."""
+    import torch
+
+    from mdp_trt.importance.taylor import logits_of
+
+    total, seen = 0.0, 0
+    order = np.random.default_rng([options.seed, epoch]).permutation(len(dataset))
+    batches = [order[i:i + options.batch_size] for i in range(0, len(order), options.batch_size)]
+    tracked = _track(batches, len(batches), f"epoch {epoch + 1}/{options.epochs}", options.progress)
+    for step, index in enumerate(tracked, start=1):
+        x = dataset.x[index]
+        logits = logits_of(student, torch.from_numpy(x))
+        if logits.shape[1] != targets.shape[1]:
+            raise InputError(f"the student has {logits.shape[1]} outputs, the teacher "
+                             f"{targets.shape[1]}; give the original of this model")
+        labels = None if dataset.y is None else torch.from_numpy(dataset.y[index])
+        loss = distillation_loss(logits, torch.from_numpy(targets[index]), labels,
+                                 temperature=options.temperature, alpha=options.alpha)
+        # checked before the step: a NaN gradient would spread into every weight
+        if not torch.isfinite(loss):
+            raise _diverged(f"the loss is {loss.item()} at epoch {epoch + 1}, batch {step}",
+                            options)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total, seen = total + loss.item() * len(x), seen + len(x)
+    return total / seen
+
+
+def _nonfinite_parameters(student) -> list[str]:
+    """The initializer names of the student's trainable weights that hold NaN or inf."""
+    import torch
+
+    return [name for name, attr in student.parameter_names.items()
+            if not torch.isfinite(student.get_parameter(attr)).all()]
+
+
+def _check_trained(student, dataset: ArrayDataset, options: FinetuneOptions, epoch: int) -> None:
+    """Raise VerificationFailed unless the weights after ``epoch`` are fit to be saved.
+
+    No loss sees the epoch's last step, and finite weights can still be so large that every
+    output overflows: the weights are checked, then the first batch is run through them."""
+    import torch
+
+    from mdp_trt.importance.taylor import logits_of
+
+    broken = _nonfinite_parameters(student)
+    if broken:
+        raise _diverged(f"after epoch {epoch + 1} the weights {', '.join(broken)} hold NaN or "
+                        "inf", options)
+    with torch.no_grad():
+        logits = logits_of(student, torch.from_numpy(dataset.x[:options.batch_size]))
+    if not torch.isfinite(logits).all():
+        raise _diverged(f"after epoch {epoch + 1} the model's outputs are NaN or inf", options)
+
+
+def _diverged(what: str, options: FinetuneOptions) -> VerificationFailed:
+    kept = (f"; {options.checkpoint} keeps the last good epoch"
+            if options.checkpoint is not None and options.checkpoint.exists() else "")
+    return VerificationFailed(f"training diverged: {what}; no model was written{kept}. Lower "
+                              f"--lr (it is {options.lr:g})")
 
 
 def _resume(options: FinetuneOptions, student, optimizer) -> list[float]:
@@ -207,6 +280,10 @@ def _resume(options: FinetuneOptions, student, optimizer) -> list[float]:
     except (RuntimeError, ValueError, KeyError) as err:
         raise InputError(f"{options.checkpoint} holds the state of another model ({err}); use "
                          "another --checkpoint path to start over") from err
+    broken = _nonfinite_parameters(student)
+    if broken:  # written before checkpoints were checked, or edited: resuming would train NaN
+        raise InputError(f"{options.checkpoint} holds NaN or inf weights ({', '.join(broken)}); "
+                         "delete it to start over")
     if state.epoch > options.epochs:
         raise InputError(f"{options.checkpoint} has {state.epoch} finished epochs, more than "
                          f"--epochs {options.epochs}; ask for at least {state.epoch}")
@@ -233,7 +310,8 @@ def _check_written(path: Path, student, dataset: ArrayDataset) -> None:
         expected = student(torch.from_numpy(x))
     expected = (expected[0] if isinstance(expected, tuple) else expected).numpy()
     scale = max(float(np.abs(expected).max()), 1e-6)
-    if written.shape != expected.shape or np.abs(written - expected).max() > 1e-3 * scale:
+    # `<=` is False for NaN, so a NaN anywhere in the written output fails too
+    if written.shape != expected.shape or not (np.abs(written - expected) <= 1e-3 * scale).all():
         _remove(path)
         raise VerificationFailed(f"{path}: ONNX Runtime's output differs from the trained "
                                  "module's; the written weights are wrong (a bug); it was removed")

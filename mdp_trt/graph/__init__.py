@@ -4,6 +4,7 @@ from mdp_trt.graph.batchnorm import layer_output_scale
 from mdp_trt.graph.constants import constant_array, initializer_array
 from mdp_trt.graph.model import initializer_bytes, load_model, save_model
 from mdp_trt.graph.shapes import check_model, infer_shapes
+from mdp_trt.graph.weights import check_finite_weights
 
 __all__ = [
     "load_model",
@@ -14,4 +15,5 @@ __all__ = [
     "constant_array",
     "initializer_array",
     "layer_output_scale",
+    "check_finite_weights",
 ]

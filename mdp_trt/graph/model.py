@@ -6,7 +6,13 @@
 - constant sub-graphs are folded (the dynamo exporter without optimisation computes conv biases
   from ``Shape(weight)``; folding turns them into initializers; ``Shape`` of a tensor whose shape
   is static after inference folds too) and Constant nodes become initializers;
-- every node output has a static shape (onnx shape inference).
+- every node output has a static shape (onnx shape inference);
+- the initializers of an IR < 4 model are constants: that IR required every initializer to be
+  listed among the graph inputs, so the listing says nothing about intent, and ONNX Runtime
+  never lets an input override one there. They are taken off the inputs and the IR version is
+  raised to 4 (the first where initializers need not be inputs; the opsets are unchanged).
+  From IR 4 on, an initializer listed as an input is a default that may be fed at run time, so
+  it stays an input and a weight of that kind is not pruned (the analysis says why).
 """
 
 from __future__ import annotations
@@ -40,8 +46,22 @@ def _format_shape(shape: ir.Shape | None) -> str:
 
 
 def _real_inputs(graph: ir.Graph) -> list[ir.Value]:
-    # Old (IR < 4) models list initializers among the inputs; those are weights, not inputs.
+    # Initializers listed among the inputs (overridable defaults) are weights, not the image.
     return [v for v in graph.inputs if v.name not in graph.initializers]
+
+
+# The first IR version in which an initializer need not be a graph input.
+_IR_INITIALIZERS_APART = 4
+
+
+def _initializers_as_constants(model: ir.Model) -> None:
+    """IR < 4: take the initializers off the graph inputs (see the module docstring)."""
+    if model.ir_version >= _IR_INITIALIZERS_APART:
+        return
+    ir.passes.common.RemoveInitializersFromInputsPass()(model)
+    log.info("IR version %d: initializers listed as inputs are taken as constants; the model "
+             "is handled as IR version %d", model.ir_version, _IR_INITIALIZERS_APART)
+    model.ir_version = _IR_INITIALIZERS_APART
 
 
 def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = None) -> ir.Model:
@@ -58,6 +78,7 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
     except Exception as err:  # protobuf DecodeError, onnx errors...: all mean "not ONNX"
         raise InputError(f"{path} is not a readable ONNX model ({type(err).__name__}: {err})") from err
 
+    _initializers_as_constants(model)
     inputs = _real_inputs(model.graph)
     if len(inputs) != 1:
         names = ", ".join(repr(v.name) for v in inputs) or "none"

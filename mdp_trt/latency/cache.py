@@ -9,6 +9,8 @@ its spread (p10/p90) and the machine drift seen by the reference cell when it wa
 (``drift``: relative excess over the fastest reference timing; NULL when unguarded). Rows are written in autocommit
 mode, so each cell is durable as soon as ``put`` returns: an interrupted profile keeps every
 finished cell. WAL journaling lets a reader (e.g. a second ``profile``) coexist with a writer.
+A cache on read-only storage (a shared, pre-filled one) is read as it is: cells measured then
+are kept for the run only, with a warning.
 
 Schema version 2 (version 1 files, which lacked ``weights`` and ``drift``, are migrated in
 place on opening: their cells were timed hot)::
@@ -21,7 +23,9 @@ place on opening: their cells were timed hot)::
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -84,7 +88,14 @@ class LatencyCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
+        self.read_only = self.path.is_file() and not (
+            os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK | os.X_OK))
+        # Cells measured while the file is read-only: (key..., out, in) -> (measurement, drift)
+        self._unsaved: dict[tuple, tuple[Measurement, float | None]] = {}
         self._conn = self._open()
+        if self.read_only:
+            log.warning("%s is read-only: cells measured now are used in this run but not "
+                        "saved; pass --cache with a writable path to keep them", self.path)
 
     def _corrupt(self, why: str) -> InputError:
         return InputError(
@@ -110,7 +121,11 @@ class LatencyCache:
                                  "pass --cache with a writable path") from exc
         try:
             # isolation_level=None: autocommit, every put is its own durable transaction.
-            conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+            # immutable: a WAL file cannot get its shared-memory index on read-only storage.
+            conn = (sqlite3.connect(f"file:{urllib.parse.quote(str(path.resolve()))}"
+                                    "?mode=ro&immutable=1", uri=True, isolation_level=None)
+                    if self.read_only else
+                    sqlite3.connect(str(path), timeout=30.0, isolation_level=None))
         except sqlite3.Error as exc:
             raise InputError(f"{path}: cannot open the latency cache ({exc}); pass --cache "
                              "with a writable path") from exc
@@ -124,6 +139,8 @@ class LatencyCache:
     def _check_or_create(self, conn: sqlite3.Connection) -> None:
         try:
             tables = self._tables(conn)
+            if not tables and self.read_only:
+                raise self._corrupt("it is an empty, read-only file")
             if not tables:
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
                 # IMMEDIATE takes the write lock first and IF NOT EXISTS tolerates a concurrent
@@ -151,6 +168,10 @@ class LatencyCache:
                     f"mdp-trt (this one reads version {SCHEMA_VERSION}); upgrade mdp-trt, or pass "
                     "--cache with another path"
                 )
+            if version == 1 and "cells" in tables and self.read_only:
+                raise InputError(f"{self.path}: a version-1 latency cache on read-only storage "
+                                 "(it needs a migration); copy it to a writable place and pass "
+                                 "--cache with that path")
             if version == 1 and "cells" in tables:
                 self._migrate_v1(conn)
             elif version != SCHEMA_VERSION:
@@ -215,26 +236,34 @@ class LatencyCache:
 
     def get(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
             in_channels: int, *, weights: Weights = "hot") -> Measurement | None:
+        key = (*self._key(fp, sig, weights), out_channels, in_channels)
+        if key in self._unsaved:
+            return self._unsaved[key][0]
         row = self._conn.execute(
             f"SELECT median_ms, spread, repeats, p10_ms, p90_ms FROM cells WHERE {self._WHERE} "
-            "AND out_channels = ? AND in_channels = ?",
-            (*self._key(fp, sig, weights), out_channels, in_channels)).fetchone()
+            "AND out_channels = ? AND in_channels = ?", key).fetchone()
         return None if row is None else Measurement(*row)
 
     def get_many(self, fp: DeviceFingerprint, sig: LayerSignature, *,
                  weights: Weights = "hot") -> dict[tuple[int, int], Measurement]:
         """Every cached cell of ``sig`` on ``fp``, by (out_channels, in_channels)."""
+        prefix = self._key(fp, sig, weights)
         rows = self._conn.execute(
             "SELECT out_channels, in_channels, median_ms, spread, repeats, p10_ms, p90_ms "
-            f"FROM cells WHERE {self._WHERE}", self._key(fp, sig, weights))
-        return {(row[0], row[1]): Measurement(*row[2:]) for row in rows}
+            f"FROM cells WHERE {self._WHERE}", prefix)
+        cells = {(row[0], row[1]): Measurement(*row[2:]) for row in rows}
+        cells.update({key[-2:]: m for key, (m, _) in self._unsaved.items() if key[:-2] == prefix})
+        return cells
 
     def drift(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
               in_channels: int, *, weights: Weights = "hot") -> float | None:
         """The reference-cell drift recorded with a cell (None: unguarded or absent)."""
+        key = (*self._key(fp, sig, weights), out_channels, in_channels)
+        if key in self._unsaved:
+            return self._unsaved[key][1]
         row = self._conn.execute(
             f"SELECT drift FROM cells WHERE {self._WHERE} AND out_channels = ? AND "
-            "in_channels = ?", (*self._key(fp, sig, weights), out_channels, in_channels)).fetchone()
+            "in_channels = ?", key).fetchone()
         return None if row is None else row[0]
 
     def put(self, fp: DeviceFingerprint, sig: LayerSignature, out_channels: int,
@@ -243,6 +272,10 @@ class LatencyCache:
         """Store (or replace) a cell; durable when this returns."""
         measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         backend, fingerprint, version, signature, weights = self._key(fp, sig, weights)
+        if self.read_only:
+            self._unsaved[(backend, fingerprint, version, signature, weights, out_channels,
+                           in_channels)] = (m, drift)
+            return
         try:
             self._conn.execute(
                 f"INSERT OR REPLACE INTO cells ({', '.join(_CELL_COLUMNS)}) "
@@ -255,4 +288,5 @@ class LatencyCache:
                              "--cache with a writable path") from exc
 
     def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        stored = self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        return stored + len(self._unsaved)

@@ -285,4 +285,11 @@ class OrtCpuBackend(BackendBase):
             session = self._session(str(path))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise InputError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
-        return session, random_feeds(inputs, seed=self.seed)
+        feeds = random_feeds(inputs, seed=self.seed)
+        try:
+            session.run(None, feeds)
+        except Exception as exc:  # a model that loads can still fail on its first inputs
+            raise InputError(f"{path}: onnxruntime loads the model but cannot run it on inputs "
+                             f"of shape {', '.join(str(a.shape) for a in feeds.values())} "
+                             f"({exc})") from exc
+        return session, feeds

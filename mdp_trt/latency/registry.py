@@ -9,6 +9,9 @@ measuring process (the Ray runner reserves one per worker).
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 from collections.abc import Callable
 
 from mdp_trt.errors import BackendUnavailable, InputError
@@ -16,6 +19,8 @@ from mdp_trt.latency.protocol import LatencyBackend
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend", "backend_names",
            "backend_options", "cell_weights"]
+
+log = logging.getLogger(__name__)
 
 
 def _ort_cpu(**options) -> LatencyBackend:
@@ -67,7 +72,7 @@ def backend_options(name: str, *, threads: int = 1, precision: str = "fp32",
     a memory layout of the torch backends only and cold weights a CPU-cache protocol of ort-cpu
     only, so asking another backend for them is an input error). ``weights`` is "hot" or
     "cold" here ("auto" is resolved against the model first: ``cell_weights``)."""
-    options: dict = {"threads": threads}
+    options: dict = {"threads": _usable_threads(threads)}
     if weights not in ("hot", "cold"):
         raise InputError(f"--weights {weights!r}: choose hot, cold or auto")
     if weights == "cold":
@@ -83,6 +88,24 @@ def backend_options(name: str, *, threads: int = 1, precision: str = "fp32",
                              "chooses its own memory layout")
         options["channels_last"] = True
     return options
+
+
+def _usable_threads(threads: int) -> int:
+    """``--threads`` capped to the cores this process may run on: more threads than cores only
+    time-slice, and a thousand of them stall every timed run."""
+    if threads < 1:
+        raise InputError(f"--threads {threads} must be >= 1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads > cores:
+        _warn_capped(threads, cores)
+        return cores
+    return threads
+
+
+@functools.cache  # once per run, though options are checked before a model loads and again after
+def _warn_capped(threads: int, cores: int) -> None:
+    log.warning("--threads %d: this machine lets mdp-trt use %d cores; using %d threads",
+                threads, cores, cores)
 
 
 def cell_weights(choice: str, backend: str, model_weight_bytes: int) -> str:

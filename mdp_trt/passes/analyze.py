@@ -14,15 +14,20 @@ from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer
 from mdp_trt.errors import InputError
 from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
-from mdp_trt.passes.groups import GroupTrace, Trace, trace_groups
+from mdp_trt.passes.groups import LAYER_OPS, GroupTrace, Trace, layer_rejection, trace_groups
 from mdp_trt.passes.names import module_path
 from mdp_trt.passes.signature import layer_signature
+from mdp_trt.passes.subgraphs import subgraph_owners
 
 __all__ = ["analyze", "check_node_names"]
 
 log = logging.getLogger(__name__)
 
 _MAX_REASONS = 3
+
+# Ops of a quantised (Q/DQ or QLinear) model; ConvInteger/MatMulInteger are dynamic quantisation.
+_QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                               "ConvInteger", "MatMulInteger"})
 
 
 def check_node_names(graph: ir.Graph) -> None:
@@ -107,6 +112,29 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
     return layers
 
 
+def _skipped(graph: ir.Graph, layers: list[Layer]) -> list[str]:
+    """Why each Conv/Gemm/MatMul of the graph (subgraphs included) is not among ``layers``."""
+    owners = subgraph_owners(graph)
+    names = {layer.name for layer in layers}
+    skipped = []
+    for node in graph.all_nodes():
+        if node.op_type not in LAYER_OPS or node.domain not in ("", "ai.onnx") or node.name in names:
+            continue
+        if node.graph is graph:
+            why = layer_rejection(node)
+        else:
+            owner, attribute = owners[node.graph]
+            why = (f"it is inside the {attribute!r} of {owner.op_type} (node {owner.name!r}); "
+                   "control flow is not pruned")
+        skipped.append(f"{node.op_type} (node {node.name!r}): {why}")
+    return skipped
+
+
+def _quantized(graph: ir.Graph) -> bool:
+    return any(node.op_type in _QUANTIZATION_OPS or node.op_type.startswith("QLinear")
+               for node in graph.all_nodes())
+
+
 def analyze(model: ir.Model, path: str) -> Analysis:
     """Describe ``model`` (loaded from ``path``) for pruning; the model is not modified.
 
@@ -121,13 +149,16 @@ def analyze(model: ir.Model, path: str) -> Analysis:
     notes = [f"unsupported op {where}: the channels it touches are kept whole" for where in trace.unsupported]
     image = [v for v in graph.inputs if v.name not in graph.initializers]
     input_shape = static_shape(image[0]) if image else None
+    layers = _layers(trace, blocks, order)
     analysis = Analysis(
         model=str(path),
         input_shape=tuple(input_shape or ()),
-        layers=tuple(_layers(trace, blocks, order)),
+        layers=tuple(layers),
         groups=tuple(_group(g) for g in trace.groups),
         blocks=tuple(_block(b) for b in blocks),
         notes=tuple(notes),
+        skipped=tuple(_skipped(graph, layers)),
+        quantized=_quantized(graph),
     )
     log.info(
         "%s: %d layers, %d groups (%d prunable), %d blocks (%d removable)",

@@ -8,6 +8,8 @@ the fork. The nodes between F and an operand form that operand's path:
   a block that keeps its channels prunable but cannot be removed (``removable=False``).
 An Add whose operands have no common ancestor, or whose path reaches another graph input, is
 not a residual join and produces no block.
+An If/Loop/Scan reads tensors inside its subgraphs without listing them as inputs; those reads
+count as its inputs here, and a read by its subgraph counts as a use by the node itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import onnx_ir as ir
 from mdp_trt.graph.constants import is_constant
 from mdp_trt.passes.groups import is_layer
 from mdp_trt.passes.names import block_name
+from mdp_trt.passes.subgraphs import Owners, outer_reads, subgraph_owners, top_level_node
 
 __all__ = ["BlockTrace", "find_blocks"]
 
@@ -46,6 +49,10 @@ def _strip_identity(value: ir.Value) -> ir.Value:
     return value
 
 
+def _inputs(node: ir.Node) -> list[ir.Value]:
+    return [*(v for v in node.inputs if v is not None), *outer_reads(node)]
+
+
 def _ancestors(value: ir.Value) -> set[ir.Value]:
     seen: set[ir.Value] = set()
     stack = [value]
@@ -56,7 +63,7 @@ def _ancestors(value: ir.Value) -> set[ir.Value]:
         seen.add(v)
         node = v.producer()
         if node is not None:
-            stack.extend(i for i in node.inputs if i is not None)
+            stack.extend(_inputs(node))
     return seen
 
 
@@ -74,17 +81,18 @@ def _path(value: ir.Value, fork: ir.Value) -> set[ir.Node] | None:
         if node is None:
             return None  # another graph input feeds this operand
         nodes.add(node)
-        stack.extend(i for i in node.inputs if i is not None)
+        stack.extend(_inputs(node))
     return nodes
 
 
-def _self_contained(branch: set[ir.Node], add: ir.Node) -> bool:
+def _self_contained(branch: set[ir.Node], add: ir.Node, owners: Owners) -> bool:
     for node in branch:
         for out in node.outputs:
             if out.is_graph_output():
                 return False
             for use in out.uses():
-                if use.node is not add and use.node not in branch:
+                user = top_level_node(use.node, owners)
+                if user is not add and user not in branch:
                     return False
     return True
 
@@ -93,6 +101,7 @@ def find_blocks(graph: ir.Graph) -> list[BlockTrace]:
     """All residual joins of ``graph`` in graph order (see the module docstring)."""
     nodes = list(graph)
     order = {node: i for i, node in enumerate(nodes)}
+    owners = subgraph_owners(graph)
     blocks: list[BlockTrace] = []
     for add in nodes:
         if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
@@ -121,7 +130,7 @@ def find_blocks(graph: ir.Graph) -> list[BlockTrace]:
             main = 0 if paths[0] else 1
             skip = 1 - main
             branch = paths[main]
-            removable = _self_contained(branch, add)
+            removable = _self_contained(branch, add, owners)
             reason = None if removable else "a tensor of the branch is used outside it"
         else:
             main = 0 if (len(layers[0]), len(paths[0])) >= (len(layers[1]), len(paths[1])) else 1

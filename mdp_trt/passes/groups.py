@@ -32,7 +32,9 @@ it into a Gather of the kept channels (``ChannelShuffle``). A depthwise Conv ove
 holds several groups (ShuffleNetV2's strided units) passes each part through
 (``GroupTrace.depthwise_parts``). Known limits (kept whole, with the reason): LayerNorm over the
 channels, other reshapes of the channel axis (attention heads), an Add that joins a
-concatenation with one layer's output (the group would be made of parts of other groups).
+concatenation with one layer's output (the group would be made of parts of other groups), a
+tensor that an If/Loop/Scan takes or that a node of its subgraphs reads (control flow is not
+traced; only the top-level graph's layers are layers).
 
 The trace holds graph objects and is rebuilt from the graph by surgery and masking; the
 serialisable summary is ``mdp_trt.analysis.ChannelGroup``. The graph must be topologically
@@ -52,6 +54,7 @@ import onnx_ir as ir
 
 from mdp_trt.graph.constants import constant_array, is_constant
 from mdp_trt.graph.shapes import static_shape
+from mdp_trt.passes.subgraphs import subgraph_owners, top_level_node
 
 __all__ = [
     "Layout",
@@ -66,7 +69,9 @@ __all__ = [
     "Reject",
     "HANDLERS",
     "register_handler",
+    "LAYER_OPS",
     "is_layer",
+    "layer_rejection",
     "layer_out_channels",
     "layer_weight_axes",
     "trace_groups",
@@ -229,27 +234,67 @@ def _depthwise(node: ir.Node, weight: tuple[int, ...]) -> bool:
     return _attr(node, "group", 1) == channels == weight[0] and weight[1] == 1
 
 
+LAYER_OPS = ("Conv", "Gemm", "MatMul")
+
+_FLOAT_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
+
+
 def is_layer(node: ir.Node) -> bool:
     """A prunable layer: Conv (dense or grouped; depthwise convs are channel-wise ops instead),
-    Gemm (transA=0) or 2-D MatMul with a constant weight."""
-    if node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
-        return False
+    Gemm (transA=0) or 2-D MatMul with a constant float weight, on an input of static shape.
+
+    Only nodes of the top-level graph are ever traced: a layer inside an If/Loop/Scan subgraph
+    is never a prunable layer (``analyze`` lists it among the skipped ones)."""
+    return node.op_type in LAYER_OPS and node.domain in ("", "ai.onnx") and layer_rejection(node) is None
+
+
+def layer_rejection(node: ir.Node) -> str | None:
+    """Why a Conv/Gemm/MatMul ``node`` is not a prunable layer, or None when it is one.
+
+    Its latency signature is read from the weight's and the input's static shapes, so both are
+    required; a weight computed at run time (DequantizeLinear of a quantised model) or fed as a
+    graph input cannot be cut.
+    """
+    if len(node.inputs) < 2 or node.inputs[1] is None:
+        return "it has no weight input"
     weight = node.inputs[1]
     if not is_constant(weight):
-        return False
+        return _not_constant(weight)
     shape = static_shape(weight)
     if shape is None:
-        return False
+        return f"its weight {weight.name!r} has no static shape"
+    dtype = weight.dtype if weight.dtype is not None else getattr(weight.const_value, "dtype", None)
+    if dtype is not None and dtype not in _FLOAT_TYPES:
+        return f"its weight {weight.name!r} is {dtype.name}, not floating point"
+    if static_shape(node.inputs[0]) is None:
+        return f"its input {node.inputs[0].name!r} has no static shape"
     if node.op_type == "Conv":
-        return len(shape) >= 3 and (_attr(node, "group", 1) == 1 or not _depthwise(node, shape))
+        if len(shape) < 3:
+            return f"its weight {weight.name!r} has {len(shape)} axes"
+        if _attr(node, "group", 1) != 1 and _depthwise(node, shape):
+            return "it is depthwise (a channel-wise op of its input's channels)"
+        return None
+    if len(shape) != 2:
+        return f"its weight {weight.name!r} has {len(shape)} axes, not 2"
     if node.op_type == "Gemm":
-        if _attr(node, "transA", 0) != 0 or len(shape) != 2:
-            return False
+        if _attr(node, "transA", 0) != 0:
+            return "it has transA=1"
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        return bias is None or is_constant(bias)
-    if node.op_type == "MatMul":
-        return len(shape) == 2
-    return False
+        if bias is not None and not is_constant(bias):
+            return f"its bias {bias.name!r} is computed at run time"
+    return None
+
+
+def _not_constant(weight: ir.Value) -> str:
+    producer = weight.producer()
+    if producer is not None:
+        return f"its weight {weight.name!r} is computed at run time by {_where(producer)}"
+    if weight.is_graph_input():
+        # IR >= 4: an initializer listed among the inputs is only a default (load_model turns
+        # those of IR < 4 models, where every initializer had to be listed, into constants).
+        return (f"its weight {weight.name!r} is a graph input, so it may change at run time; "
+                "if it is a constant, remove it from the graph inputs")
+    return f"its weight {weight.name!r} is not a constant of this graph"
 
 
 def layer_weight_axes(node: ir.Node) -> tuple[int, int]:
@@ -317,9 +362,7 @@ def _conv(node: ir.Node, index: int, layout: Layout) -> Outcome:
         # Over several groups (a shuffled tensor) each part passes through; its latency depends
         # on several groups at once, so it has no table (it stays in the calibrated constant).
         return Pass(outputs=out, slices=tuple(slices), depthwise_parts=(node,))
-    if not is_constant(node.inputs[1]):
-        return Reject(f"{_where(node)} has a weight that is not a constant initializer")
-    return Reject(f"{_where(node)} (group={group}) has a weight of unknown shape")
+    return Reject(f"{_where(node)} is not a prunable layer: {layer_rejection(node)}")
 
 
 @register_handler("Gemm")
@@ -327,7 +370,7 @@ def _gemm(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if index != 0:
         return Reject(f"used as the weight or bias of {_where(node)}")
     if not is_layer(node):
-        return Reject(f"{_where(node)} has a non-constant weight/bias or transA=1")
+        return Reject(f"{_where(node)} is not a prunable layer: {layer_rejection(node)}")
     if layout.axis != 1:
         return Reject(f"{_where(node)} reads channels on axis {layout.axis}")
     _, in_axis = layer_weight_axes(node)
@@ -337,8 +380,10 @@ def _gemm(node: ir.Node, index: int, layout: Layout) -> Outcome:
 @register_handler("MatMul")
 def _matmul(node: ir.Node, index: int, layout: Layout) -> Outcome:
     rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else -1
-    if index != 0 or not is_layer(node):
-        return Reject(f"{_where(node)} does not multiply by a constant 2-D weight")
+    if index != 0:
+        return Reject(f"used as the weight of {_where(node)}")
+    if not is_layer(node):
+        return Reject(f"{_where(node)} is not a prunable layer: {layer_rejection(node)}")
     if layout.axis != rank - 1:
         return Reject(f"{_where(node)} contracts an axis other than the channel axis")
     return Consume(node, ConstantSlice(node, 1, replace(layout, axis=0), consumer=True))
@@ -843,6 +888,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
     nodes = list(graph)
     order = {node: i for i, node in enumerate(nodes)}
     layers = [n for n in nodes if is_layer(n)]
+    owners = subgraph_owners(graph)
     uf = _UnionFind()
     seed_of: dict[ir.Node, int] = {layer: uf.add() for layer in layers}
     key_seed: dict[_Key, int] = {}
@@ -885,10 +931,14 @@ def trace_groups(graph: ir.Graph) -> Trace:
         layout = layouts[key]
         if value.is_graph_output():
             fact(seed, "reasons", f"reaches graph output {value.name!r}")
-        for use in sorted(value.uses(), key=lambda u: (order.get(u.node, -1), u.idx)):
+        for use in sorted(value.uses(), key=lambda u: (order[top_level_node(u.node, owners)], u.idx)):
             node, idx = use.node, use.idx
             if node not in order:
-                continue  # a node of a subgraph: handled by the rejecting parent op
+                # Control flow is not traced, and the subgraph's nodes expect every channel.
+                owner, attribute = owners[node.graph]
+                fact(seed, "reasons", f"read inside the {attribute!r} of {_where(owner)}")
+                unsupported.append(_where(owner))
+                continue
             handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             outcome = (
                 handler(node, idx, layout)

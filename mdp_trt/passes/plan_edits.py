@@ -18,6 +18,7 @@ from mdp_trt.graph.constants import add_initializer, constant_array
 from mdp_trt.graph.shapes import check_model, infer_shapes
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
 from mdp_trt.passes.groups import ConstantSlice, Trace, trace_groups
+from mdp_trt.passes.subgraphs import outer_reads, release_outer_reads
 
 __all__ = [
     "physical_keep",
@@ -178,9 +179,23 @@ def bypass_blocks(graph: ir.Graph, blocks: list[BlockTrace], removed: set[int]) 
         log.debug("bypassed block %s (%s)", block.id, block.name)
 
 
+def _remove_unused(model: ir.Model) -> None:
+    """Remove dead nodes and initializers, including what a dead If/Loop/Scan read by name:
+    onnx-ir keeps counting the reads of a removed node's subgraphs as uses of outer tensors,
+    which would keep e.g. the first layers of a bypassed block that feed an If alive."""
+    holders = [node for node in model.graph if outer_reads(node)]
+    while True:
+        ir.passes.common.RemoveUnusedNodesPass()(model)
+        dead = [node for node in holders if node.graph is None and outer_reads(node)]
+        if not dead:
+            return
+        for node in dead:
+            release_outer_reads(node)
+
+
 def finish(model: ir.Model) -> ir.Model:
     """Remove dead nodes/initializers, sort, re-infer all shapes and run the checker."""
-    ir.passes.common.RemoveUnusedNodesPass()(model)
+    _remove_unused(model)
     ir.passes.common.TopologicalSortPass()(model)
     infer_shapes(model, reset=True)
     check_model(model)

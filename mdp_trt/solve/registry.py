@@ -8,6 +8,7 @@ instead of raising; only unusable input or a missing backend raises.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -19,7 +20,7 @@ from mdp_trt.solve.mindtpy import solve_mindtpy
 from mdp_trt.solve.plan import Plan
 from mdp_trt.solve.problem import Problem
 
-__all__ = ["SolverName", "SOLVERS", "solve"]
+__all__ = ["SolverName", "SOLVERS", "check_solver", "solve"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ SOLVERS: dict[str, Callable[[Problem, float | None], Plan]] = {
 assert set(SOLVERS) == set(get_args(SolverName))
 
 
+def check_solver(solver: str, time_limit: float | None) -> None:
+    """Raise InputError for an unknown solver name or a time limit that is not a positive,
+    finite number of seconds (checked before any work, so a typo costs no measuring)."""
+    if solver not in SOLVERS:
+        raise InputError(f"--solver {solver!r} is unknown; choose one of: {', '.join(SOLVERS)}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise InputError(f"--time-limit {time_limit!r} must be a positive number of seconds")
+
+
 def solve(problem: Problem, solver: str = "exact", time_limit: float | None = None) -> Plan:
     """Solve ``problem`` with the named solver; ``time_limit`` in seconds (None: no limit).
 
@@ -41,10 +51,7 @@ def solve(problem: Problem, solver: str = "exact", time_limit: float | None = No
     when the solver's dependencies are missing. An infeasible budget is not an error here: the
     plan has status "infeasible" and ``min_latency``.
     """
-    if solver not in SOLVERS:
-        raise InputError(f"unknown solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
-    if time_limit is not None and not time_limit > 0:
-        raise InputError(f"time limit must be a positive number of seconds, got {time_limit!r}")
+    check_solver(solver, time_limit)
     plan = SOLVERS[solver](problem, time_limit)
     logger.info("%s: %s, objective %s, latency %s, %.3f s", plan.solver, plan.status, plan.objective, plan.latency, plan.solve_seconds)
     return plan

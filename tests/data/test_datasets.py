@@ -125,5 +125,83 @@ def test_batches_cover_every_sample_once():
 
 
 def test_labels_must_match_samples():
-    with pytest.raises(InputError, match="one label per sample"):
+    with pytest.raises(InputError, match=r"y has shape \[2\] but x holds 3 samples; give one "
+                                         "class index per sample"):
         ArrayDataset(np.zeros((3, 1, 2, 2), np.float32), np.zeros(2, np.int64))
+
+
+def _images_with(value, at, dtype=np.float32):
+    """Six all-zero 3x8x6 samples with ``value`` at the (sample, c, h, w) positions ``at``."""
+    x = np.zeros((6, 3, 8, 6), dtype)
+    for index in at:
+        x[index] = value
+    return x
+
+
+@pytest.mark.parametrize("x,message", [
+    (_images_with(np.nan, [(4, 0, 1, 1)]),
+     r"1 NaN and 0 inf values \(as float32\) in 1 of 6 samples \(first: sample 4\); replace or "
+     "drop those samples"),
+    (_images_with(np.inf, [(2, 0, 0, 0), (2, 1, 0, 0), (5, 2, 7, 5)]),
+     r"0 NaN and 3 inf values \(as float32\) in 2 of 6 samples \(first: sample 2\)"),
+    (_images_with(-np.inf, [(1, 0, 0, 0)]) + _images_with(np.nan, [(0, 2, 0, 0)]),
+     r"1 NaN and 1 inf values \(as float32\) in 2 of 6 samples \(first: sample 0\)"),
+    # finite as float64, but inf once stored as the float32 that every model takes
+    (_images_with(1e39, [(3, 0, 0, 0)], np.float64),
+     r"0 NaN and 1 inf values \(as float32\) in 1 of 6 samples \(first: sample 3\)"),
+])
+def test_non_finite_samples_are_refused_naming_the_file_and_sample(tmp_path, x, message):
+    path = _npz(tmp_path, x=x, y=np.zeros(6, np.int64))
+    with pytest.raises(InputError, match=rf"d.npz: x holds {message}"):
+        load_dataset(path, SHAPE)
+
+
+@pytest.mark.parametrize("y,message", [
+    (np.array([0, 1, 2, 1], np.float32),
+     r"y must hold integer class indices, got float32; if the values are whole numbers, cast "
+     r"with y.astype\(np.int64\)"),
+    # 0.9 would have been truncated to class 0
+    (np.array([0.0, 1.0, 0.9, 1.0]), "y must hold integer class indices, got float64"),
+    (np.array([True, False, True, True]), "y must hold integer class indices, got bool"),
+    (np.array([0, -1, 2, -3], np.int8), r"y holds 2 negative labels \(first: sample 1, -1\); "
+                                        "class indices start at 0"),
+    (np.array(["cat", "dog", "cat", "dog"]), "y must hold integer class indices, got <U3"),
+])
+def test_labels_that_are_no_class_indices_are_refused(tmp_path, y, message):
+    path = _npz(tmp_path, x=np.zeros((4, 3, 8, 6), np.float32), y=y)
+    with pytest.raises(InputError, match=f"d.npz: {message}"):
+        load_dataset(path, SHAPE)
+
+
+def test_integer_labels_of_any_width_become_int64(tmp_path):
+    for dtype in (np.uint8, np.int16, np.uint32):
+        data = load_dataset(_npz(tmp_path, x=np.zeros((3, 3, 8, 6)), y=np.array([2, 0, 1], dtype)))
+        assert data.y.dtype == np.int64 and data.y.tolist() == [2, 0, 1]
+
+
+def test_arrays_that_are_no_numbers_are_refused(tmp_path):
+    with pytest.raises(InputError, match=r"d.npz: x has dtype <U1; save the samples as real"):
+        load_dataset(_npz(tmp_path, x=np.full((2, 3, 8, 6), "a")), SHAPE)
+    objects = np.empty((2, 3, 8, 6), object)
+    with pytest.raises(InputError, match=r"o.npz: its arrays cannot be read .*Object arrays.*; "
+                                         "save plain numeric arrays"):
+        load_dataset(_npz(tmp_path, "o.npz", x=objects), SHAPE)
+
+
+def test_directly_built_datasets_are_checked_and_subsets_keep_the_source():
+    with pytest.raises(InputError, match=r"^the data: x holds 1 NaN"):
+        ArrayDataset(_images_with(np.nan, [(0, 0, 0, 0)]))
+    with pytest.raises(InputError, match=r"^mine: y must hold integer class indices"):
+        ArrayDataset(np.zeros((2, 3)), np.zeros(2), source="mine")
+    data = ArrayDataset(np.zeros((4, 3), np.float64), np.array([0, 1, 2, 3], np.int32), "mine")
+    assert data.x.dtype == np.float32 and data.y.dtype == np.int64
+    assert data.split(0.5)[0].source == "mine"
+
+
+def test_labels_beyond_the_model_classes_are_refused():
+    data = ArrayDataset(np.zeros((3, 2), np.float32), np.array([0, 4, 2]), "d.npz")
+    data.check_classes(5)
+    ArrayDataset(np.zeros((3, 2), np.float32)).check_classes(1)  # no labels: nothing to check
+    with pytest.raises(InputError, match=r"d.npz: labels must be class indices in 0..3 \(the model "
+                                         r"has 4 outputs\); y holds 0..4"):
+        data.check_classes(4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -10,9 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from mdp_trt.data import ArrayDataset
-from mdp_trt.errors import InputError
+from mdp_trt.errors import InputError, VerificationFailed
 from mdp_trt.finetune import FinetuneOptions, FinetuneResult, finetune
-from mdp_trt.finetune.checkpoint import load_checkpoint
+from mdp_trt.finetune.checkpoint import load_checkpoint, save_checkpoint
 from mdp_trt.graph import save_model
 from mdp_trt.passes import analyze, apply_plan
 from tests import onnx_graphs as G
@@ -133,3 +134,98 @@ def test_bad_inputs_are_refused(setup, tmp_path):
     with pytest.raises(InputError, match="--epochs 0 must be >= 1"):
         finetune(student_path, teacher_path, train, tmp_path / "o.onnx", FinetuneOptions(epochs=0))
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("options", [
+    {"epochs": 0}, {"epochs": -2}, {"batch_size": 0}, {"lr": 0.0}, {"lr": -1e-3},
+    {"lr": float("nan")}, {"lr": float("inf")}, {"lr": 1e39}, {"temperature": 0.0},
+    {"temperature": float("inf")}, {"alpha": 1.5}, {"alpha": float("nan")},
+])
+def test_bad_options_are_refused_when_built_naming_the_flag(options):
+    (field, value), = options.items()
+    flag = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr"}.get(field, field)
+    message = re.escape(f"{flag} {value} must be")
+    with pytest.raises(InputError, match=f"^{message}"):
+        FinetuneOptions(**options)
+    with pytest.raises(InputError, match=f"^{message}"):
+        replace(FinetuneOptions(), **options)
+
+
+@pytest.mark.parametrize("lr,batch_size,reason", [
+    (1e30, 16, r"the loss is nan at epoch 1, batch 2"),  # the first step's weights overflow
+    (1e30, 64, r"after epoch 1 the model's outputs are NaN or inf"),  # one step: no loss sees it
+])
+def test_a_diverging_run_fails_and_writes_nothing(setup, tmp_path, lr, batch_size, reason):
+    folder, teacher_path, student_path, train, _ = setup
+    out, checkpoint = tmp_path / "o.onnx", tmp_path / "run.pt"
+    message = rf"^training diverged: {reason}; no model was written. Lower --lr "
+    with pytest.raises(VerificationFailed, match=message + re.escape(f"(it is {lr:g})")):
+        finetune(student_path, teacher_path, ArrayDataset(train.x[:64], train.y[:64]), out,
+                 FinetuneOptions(lr=lr, batch_size=batch_size, checkpoint=checkpoint,
+                                 progress=False))
+    assert list(tmp_path.iterdir()) == []  # no model, no external data, no checkpoint
+
+
+def test_a_step_that_leaves_nan_weights_fails_the_epoch(setup, tmp_path, monkeypatch):
+    """Whatever the cause (here a patched step), NaN weights are never saved."""
+    import torch
+
+    folder, teacher_path, student_path, train, _ = setup
+    step = torch.optim.Adam.step
+
+    def nan_step(self, *args, **kwargs):
+        result = step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0][0] = float("nan")
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", nan_step)
+    with pytest.raises(VerificationFailed, match=r"^training diverged: after epoch 1 the weights "
+                                                 r"conv1.weight hold NaN or inf; no model"):
+        finetune(student_path, teacher_path, ArrayDataset(train.x[:8], train.y[:8]),
+                 tmp_path / "o.onnx", FinetuneOptions(checkpoint=tmp_path / "run.pt",
+                                                      progress=False))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _with_weights(source, path, change):
+    """A copy of the model at ``source`` whose float initializers went through ``change``."""
+    model = onnx.load(str(source))
+    for tensor in model.graph.initializer:
+        array = onnx.numpy_helper.to_array(tensor)
+        if array.dtype == np.float32:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(change(tensor.name, array), tensor.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_models_with_nan_weights_or_overflowing_outputs_are_refused(setup, tmp_path):
+    folder, teacher_path, student_path, train, _ = setup
+    data, out = ArrayDataset(train.x[:8], train.y[:8]), tmp_path / "o.onnx"
+    nan = _with_weights(student_path, tmp_path / "nan.onnx",
+                        lambda name, a: np.where(a > 0, np.nan, a) if name == "conv2.weight" else a)
+    with pytest.raises(InputError, match=r"nan.onnx: 1 weight initializer\(s\) hold NaN or inf "
+                                         r"values: 'conv2.weight' \(\d+ of \d+\)"):
+        finetune(nan, teacher_path, data, out, FinetuneOptions(progress=False))
+    # finite weights, yet 1e20 per conv overflows float32 by the second one
+    huge = _with_weights(teacher_path, tmp_path / "huge.onnx",
+                         lambda name, a: a * 1e20 if name.startswith("conv") else a)
+    with pytest.raises(InputError, match=r"huge.onnx: the teacher's outputs are NaN or inf on 8 "
+                                         r"of 8 samples \(first: sample 0\)"):
+        finetune(student_path, huge, data, out, FinetuneOptions(progress=False))
+    assert not out.exists()
+
+
+def test_a_checkpoint_with_nan_weights_is_not_resumed(setup, tmp_path):
+    folder, teacher_path, student_path, train, _ = setup
+    data, checkpoint = ArrayDataset(train.x[:16], train.y[:16]), tmp_path / "run.pt"
+    options = FinetuneOptions(batch_size=16, checkpoint=checkpoint, progress=False)
+    finetune(student_path, teacher_path, data, tmp_path / "a.onnx", options)
+    state = load_checkpoint(checkpoint)
+    name = next(iter(state.parameters))
+    state.parameters[name].fill_(float("nan"))
+    save_checkpoint(state, checkpoint)
+    with pytest.raises(InputError, match=r"run.pt holds NaN or inf weights \(conv1.weight\); "
+                                         "delete it to start over"):
+        finetune(student_path, teacher_path, data, tmp_path / "b.onnx", replace(options, epochs=2))
+    assert not (tmp_path / "b.onnx").exists()

@@ -177,3 +177,30 @@ def test_a_version_1_cache_with_foreign_columns_is_refused(tmp_path):
     conn.close()
     with pytest.raises(InputError, match=r"odd.sqlite.*version-1 'cells' table.*delete the file"):
         LatencyCache(path)
+
+
+def test_a_warm_cache_on_read_only_storage_is_read_and_new_cells_kept_in_memory(
+        tmp_path, monkeypatch, caplog):
+    path = tmp_path / "c.sqlite"
+    stored, new = Measurement(1.0, 0.0, 5, 1.0, 1.0), Measurement(2.0, 0.1, 5, 1.9, 2.1)
+    with LatencyCache(path) as cache:
+        cache.put(FP, SIG, 16, 8, stored)
+    before = path.read_bytes()
+    # Tests run as root, whom file modes do not stop: read-only storage is what access() says.
+    monkeypatch.setattr(cache_module.os, "access", lambda p, mode: not mode & cache_module.os.W_OK)
+    with caplog.at_level("WARNING"), LatencyCache(path) as cache:
+        assert cache.read_only and "read-only" in caplog.text
+        assert cache.get(FP, SIG, 16, 8) == stored
+        cache.put(FP, SIG, 32, 16, new, drift=0.5)
+        assert cache.get(FP, SIG, 32, 16) == new and cache.drift(FP, SIG, 32, 16) == 0.5
+        assert cache.get_many(FP, SIG) == {(16, 8): stored, (32, 16): new}
+        assert len(cache) == 2
+    assert path.read_bytes() == before
+
+
+def test_an_empty_read_only_file_is_not_a_cache(tmp_path, monkeypatch):
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"")
+    monkeypatch.setattr(cache_module.os, "access", lambda p, mode: not mode & cache_module.os.W_OK)
+    with pytest.raises(InputError, match="empty, read-only"):
+        LatencyCache(path)

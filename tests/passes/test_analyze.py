@@ -1,9 +1,10 @@
-"""End to end on torchvision exports (both exporters, BN folded or not): analyse, prune with a
-random plan, and check the pruned model against the masked original in ORT."""
+"""End to end on torchvision exports (both exporters, BN folded or not) and on an old (IR 3)
+file: analyse, prune with a random plan, and check the pruned model against the masked original
+in ORT."""
 
 import pytest
 
-from mdp_trt.graph import layer_output_scale, load_model
+from mdp_trt.graph import layer_output_scale, load_model, save_model
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from tests import onnx_graphs as G
 
@@ -16,6 +17,20 @@ EXPORTS = [
     pytest.param("vgg11_bn_small", False, True, id="vgg-torchscript"),
     pytest.param("vgg11_bn_small", True, False, id="vgg-dynamo-bn"),
 ]
+
+
+def test_an_ir3_model_with_its_weights_among_the_inputs_is_pruned(tmp_path):
+    """IR < 4 listed every initializer as an input: they are weights (load_model's docstring)."""
+    model, path = G.load(G.opset7_weights_as_inputs(), tmp_path)
+    assert [v.name for v in model.graph.inputs] == ["image"] and model.ir_version == 4
+    analysis = analyze(model, str(path))
+    assert [layer.name for layer in analysis.layers] == ["conv1", "conv2", "fc"]
+    assert [g.prunable for g in analysis.groups] == [True, True, False]
+    keep = {0: [1, 3, 4], 1: [0, 5]}
+    pruned = apply_plan(model, analysis, keep)
+    assert verify(mask_model(model, analysis, keep), pruned, inputs=2).passed
+    saved = load_model(save_model(pruned, tmp_path / "pruned.onnx"))
+    assert saved.opset_imports[""] == 7 and saved.ir_version == 4
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,11 @@ def test_unknown_solver_lists_choices() -> None:
         solve(p, "cplex")
 
 
-def test_bad_time_limit() -> None:
+@pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf")])
+def test_bad_time_limit(limit) -> None:
     p = load_problem(chain_instance(3, 3))
-    with pytest.raises(InputError, match="time limit"):
-        solve(p, "exact", time_limit=0)
+    with pytest.raises(InputError, match="--time-limit"):
+        solve(p, "exact", time_limit=limit)
 
 
 @pytest.mark.parametrize("name", ["exact", "milp", "greedy"])
