@@ -10,7 +10,8 @@ Problem.evaluate, independently of the solvers.
     .venv/bin/python benchmarks/solver_official.py [DIR] [--solvers exact milp greedy mindtpy]
         [--instances 00 05 ...] [--repeat 3] [--time-limit 600] [--json OUT.json]
 
-DIR defaults to ../shared/benchmarks/mdp_official_resnet50 relative to the repository.
+DIR defaults to benchmarks/instances/mdp_official_resnet50 (a copy of
+shared/benchmarks/mdp_official_resnet50 that travels with the repository).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from mdp_trt.solve import SOLVERS, load_problem, solve
 from mdp_trt.solve.mindtpy import mindtpy_unavailable_reason
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mdp_official_resnet50"
+DEFAULT_DIR = Path(__file__).resolve().parent / "instances" / "mdp_official_resnet50"
 
 
 def main() -> None:

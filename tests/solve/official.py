@@ -1,27 +1,24 @@
-"""Paths to the official MDP instances in shared/ (tests skip when the folder is absent)."""
+"""Paths to the official MDP instances, which travel with the repository
+(benchmarks/instances/mdp_official_resnet50: 30 problems and their proven optima, 1 MB), so the
+solver tests run in any clone. A missing file is a broken checkout: the test fails, never skips."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 __all__ = ["OFFICIAL_DIR", "official_reference", "official_path"]
 
-OFFICIAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "mdp_official_resnet50"
+OFFICIAL_DIR = (Path(__file__).resolve().parents[2] / "benchmarks" / "instances"
+                / "mdp_official_resnet50")
 
 
 def official_reference() -> dict:
-    """reference_solutions.json's per-step records (skips the test when shared/ is absent)."""
-    path = OFFICIAL_DIR / "reference_solutions.json"
-    if not path.exists():
-        pytest.skip(f"official instances not found at {OFFICIAL_DIR}")
-    return json.loads(path.read_text())["steps"]
+    """reference_solutions.json's per-step records."""
+    return json.loads((OFFICIAL_DIR / "reference_solutions.json").read_text())["steps"]
 
 
 def official_path(step: str) -> Path:
     path = OFFICIAL_DIR / f"step_{step}.json"
-    if not path.exists():
-        pytest.skip(f"official instance {path} not found")
+    assert path.is_file(), f"official instance {path} missing from the checkout"
     return path
