@@ -163,7 +163,7 @@ def profile(
     from mdp_trt.analysis import check_max_options, limit_options, require_prunable
     from mdp_trt.graph.model import initializer_bytes, load_model
     from mdp_trt.latency.cache import LatencyCache
-    from mdp_trt.latency.ray_runner import cells_option
+    from mdp_trt.latency.ray_runner import cells_option, check_ray_flags
     from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
     from mdp_trt.latency.surface import describe as describe_surface
     from mdp_trt.latency.tables import profile_tables
@@ -172,8 +172,10 @@ def profile(
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
     check_max_options(max_options)  # before a large model is loaded and analysed
-    backend_options(backend, threads=threads, precision=precision, channels_last=channels_last,
-                    weights="hot" if weights == "auto" else weights)  # checked before loading
+    check_ray_flags(ray, workers)
+    get_backend(backend, **backend_options(  # flags and runtime checked before loading
+        backend, threads=threads, precision=precision, channels_last=channels_last,
+        weights="hot" if weights == "auto" else weights))
     json_out = _json_target(json_out, force, model)
     store = LatencyCache(cache)  # a bad cache is refused before the model loads
     loaded = load_model(model, parse_shape(input_shape))
@@ -256,8 +258,11 @@ def bench(
         results = ([benchmark_model(models[0], runtime, batch=batch)] if len(models) == 1
                    else benchmark_models(models, runtime, batch=batch))
     for model, result in zip(models, results):
-        versus = (f", {result.latency_ms / results[0].latency_ms:.3f} x {models[0].name}"
-                  if len(models) > 1 else "")
+        ratio = result.ratio
+        versus = "" if ratio is None else (
+            f", {ratio.value:.4f} x {models[0].name} (95% interval [{ratio.low:.4f}, "
+            f"{ratio.high:.4f}], {ratio.rounds} interleaved rounds"
+            f"{'' if ratio.reliable else '; too wide: UNRELIABLE, the machine is too busy'})")
         out.print(f"{model}: {result.latency_ms:.3f} ms median, {result.fps:.1f} FPS "
                   f"({backend}){versus}")
     if json_out:
@@ -359,6 +364,15 @@ def _require_budget(report, output: Path, allow_over: bool) -> None:
     """Exit 5 (after the files are written) when the adopted plan missed the budget."""
     from mdp_trt.errors import BudgetNotConfirmed
 
+    if report.budget_status == "unreliable" and not allow_over:
+        ratio = report.measurement
+        raise BudgetNotConfirmed(
+            f"budget not confirmed: the plan written to {output} measured "
+            f"{report.measured_latency_ms:.2f} ms for a {report.budget_ms:.2f} ms budget, but "
+            f"its ratio to the original, {ratio['value']:.4f}, has a 95% interval "
+            f"[{ratio['low']:.4f}, {ratio['high']:.4f}] wider than the timing allows after "
+            f"{ratio['rounds']} rounds: the machine is too busy to measure reliably. Re-run on a "
+            "quieter machine, check with benchmarks/retime.py, or pass --allow-over to accept it")
     if report.budget_status == "over" and not allow_over:
         raise BudgetNotConfirmed(
             f"budget not met: the fastest plan measured {report.measured_latency_ms:.2f} ms for a "

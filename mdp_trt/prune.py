@@ -34,7 +34,8 @@ from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.latency.cache import LatencyCache
 from mdp_trt.latency.calibration import (CALIBRATIONS, Calibration, correct_layers, fit_calibration,
                                          layer_ratios, probe_options)
-from mdp_trt.latency.ray_runner import cells_option
+from mdp_trt.latency.ray_runner import cells_option, check_ray_flags
+from mdp_trt.latency.protocol import Ratio
 from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
 from mdp_trt.latency.timing import MODEL_POLICY
@@ -118,14 +119,17 @@ def _check_options(options: PruneOptions) -> None:
                          "PATH (an .npz with x and optionally y, or a folder of images)")
     if options.method not in METHODS:
         raise InputError(f"--method {options.method!r}: choose one of {', '.join(METHODS)}")
-    # The backend's own flags (--channels-last, --weights), checked before a model is loaded.
-    backend_options(options.backend, threads=options.threads, precision=options.precision,
-                    channels_last=options.channels_last,
-                    weights="hot" if options.weights == "auto" else options.weights)
+    # The backend's own flags (--channels-last, --weights) and whether its runtime is here,
+    # checked before a model is loaded.
+    get_backend(options.backend, **backend_options(
+        options.backend, threads=options.threads, precision=options.precision,
+        channels_last=options.channels_last,
+        weights="hot" if options.weights == "auto" else options.weights))
     if options.calibration not in CALIBRATIONS:
         raise InputError(f"--calibration {options.calibration!r}: choose one of "
                          f"{', '.join(CALIBRATIONS)}")
     check_solver(options.solver, options.time_limit)
+    check_ray_flags(options.ray, options.workers)
     if options.calib is not None and not options.calib.exists():
         raise InputError(f"--calib {options.calib}: no such file or folder")
 
@@ -247,7 +251,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         rounds = _closed_loop(model, analysis, importance, tables, work, options, clock, paired,
                               budget_ms=budget_ms, offset_ms=calibration.offset_ms,
                               baseline_ms=baseline.latency_ms, name=model_path.stem)
-        best = _adopt_best_round(rounds, work, budget_ms * (1 + options.tolerance))
+        best, status = _adopt_best_round(rounds, work, budget_ms * (1 + options.tolerance))
         fingerprint = backend.fingerprint().to_json()
     result, measured_ms = best["result"], best["measured_ms"]
     decoded = result["decoded"]
@@ -271,10 +275,12 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         weights=weights,
         resumed=["importance"] if resumed is not None else [],
         tolerance=options.tolerance,
-        budget_status="met" if measured_ms <= budget_ms * (1 + options.tolerance) else "over",
+        budget_status=status,
+        measurement=best["ratio"].to_json(),
+        warnings=[w for w in [calibration.note, *(r["warning"] for r in rounds)] if w],
         rounds=[{**r["result"]["solver"], "target_ms": r["target_ms"],
                  "predicted_ms": r["result"]["predicted_ms"], "measured_ms": r["measured_ms"],
-                 "original_ms": r["original_ms"],
+                 "original_ms": r["original_ms"], "ratio": r["ratio"].to_json(),
                  "adopted": r is best} for r in rounds],
     )
     report.save(work / "report.json")
@@ -294,15 +300,14 @@ def probe_model(model, analysis: Analysis, importance: Importance, group_size: i
 
 def _paired(compare, original: Path, baseline_ms: float):
     """A measure for candidate models: each timed together with the original by ``compare``
-    (paths -> results: ``benchmark_models``, interleaved on CPU) and scaled by ``baseline_ms`` /
-    the original's time then, so it is reported in the machine state of the baseline
-    measurement. The ratio of two models timed together survives a slow spell of the machine;
-    lone timings do not (on a 2-core VM the same model's timing moved by up to 20% between
-    minutes, enough to send the closed loop after noise). Returns (scaled ms, the original's ms
-    then)."""
-    def timed(path: Path) -> tuple[float, float]:
-        now, candidate = (r.latency_ms for r in compare([original, path]))
-        return candidate * baseline_ms / now, now
+    (paths -> results: ``benchmark_models``, interleaved on CPU) and reported as its ratio to
+    the original times ``baseline_ms``, i.e. in the machine state of the baseline measurement.
+    The ratio of two models timed together survives a slow spell of the machine; lone timings
+    do not (on a 2-core VM the same model's timing moved by up to 20% between minutes, enough
+    to send the closed loop after noise). Returns (ms, the original's ms then, the Ratio)."""
+    def timed(path: Path) -> tuple[float, float, Ratio]:
+        now, candidate = compare([original, path])
+        return candidate.ratio.value * baseline_ms, now.latency_ms, candidate.ratio
     return timed
 
 
@@ -390,9 +395,10 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
                 raise _unreachable(budget_ms, seen[0], baseline_ms, options, analysis)
             break
         with clock.stage("measure_pruned"):
-            measured, original_ms = measure(folder / "pruned.onnx")
+            measured, original_ms, ratio, warning = _checked(measure, folder / "pruned.onnx",
+                                                             result["predicted_ms"], baseline_ms)
         rounds.append({"folder": folder, "result": result, "measured_ms": measured,
-                       "original_ms": original_ms,
+                       "original_ms": original_ms, "ratio": ratio, "warning": warning,
                        "target_ms": target})
         if narrowest and measured > high:
             raise _unreachable(budget_ms, rounds[-1], baseline_ms, options, analysis)
@@ -406,6 +412,33 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
         log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",
                  measured, budget_ms, target)
     return rounds
+
+
+# A plan measured beyond this factor of its prediction (either way) is timed again: tables and
+# calibration are never that far off for a real plan, a disturbed timing can be.
+_IMPLAUSIBLE = 2.0
+
+
+def _checked(measure, path: Path, predicted_ms: float, baseline_ms: float):
+    """``measure(path)``, repeated once when the figure is implausible against the latency
+    model's ``predicted_ms`` (beyond a factor ``_IMPLAUSIBLE``) or its ratio is unreliable; the
+    figure kept is the one with the narrower interval. Returns (ms, the original's ms then,
+    Ratio, a warning or None when the figure stays implausible)."""
+    measured, original_ms, ratio = measure(path)
+    implausible = not 1 / _IMPLAUSIBLE <= measured / predicted_ms <= _IMPLAUSIBLE
+    if implausible or not ratio.reliable:
+        log.warning("%s measured %.3f ms (ratio %.4f [%.4f, %.4f]) against %.3f ms predicted: "
+                    "timing it again", path.parent.name, measured, ratio.value, ratio.low,
+                    ratio.high, predicted_ms)
+        again = measure(path)
+        if again[2].halfwidth < ratio.halfwidth:
+            measured, original_ms, ratio = again
+        implausible = not 1 / _IMPLAUSIBLE <= measured / predicted_ms <= _IMPLAUSIBLE
+    warning = (f"a plan measured {measured:.3f} ms ({measured / baseline_ms:.1%} of the "
+               f"original) twice, {measured / predicted_ms:.2f}x the latency model's "
+               f"{predicted_ms:.3f} ms: check it with an independent timing "
+               "(benchmarks/retime.py)") if implausible else None
+    return measured, original_ms, ratio, warning
 
 
 def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float, options: PruneOptions,
@@ -454,16 +487,22 @@ def _next_target(under, over, budget_ms: float) -> float:
 
 
 def _adopt_best_round(rounds: list[dict], work: Path, limit_ms: float):
-    """Move the best round's files into ``work``: the most important plan among those measured
-    within ``limit_ms``, else the fastest one (the report then says the budget was missed)."""
+    """Move the best round's files into ``work`` and say how it stands: the most important plan
+    among those reliably measured within ``limit_ms`` ("met"); else the most important one
+    measured within it on an unreliable ratio ("unreliable"); else the fastest ("over").
+    Returns (round, status)."""
     within = [r for r in rounds if r["measured_ms"] <= limit_ms]
-    best = (max(within, key=lambda r: r["result"]["objective"]) if within
-            else min(rounds, key=lambda r: r["measured_ms"]))
+    trusted = [r for r in within if r["ratio"].reliable]
+    if trusted or within:
+        best = max(trusted or within, key=lambda r: r["result"]["objective"])
+        status = "met" if trusted else "unreliable"
+    else:
+        best, status = min(rounds, key=lambda r: r["measured_ms"]), "over"
     for path in best["folder"].iterdir():
         path.rename(work / path.name)
     for r in rounds:
         shutil.rmtree(r["folder"])
-    return best
+    return best, status
 
 
 def _importance(model, analysis: Analysis, options: PruneOptions) -> Importance:

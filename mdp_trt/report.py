@@ -44,8 +44,12 @@ class Report:
     weights: str = "hot"  # how table cells were timed (ort-cpu: "cold" streams the weights)
     resumed: list[str] = field(default_factory=list)  # stages taken from an earlier run (--resume)
     tolerance: float = 0.03  # a plan measured up to this fraction over the budget is adopted
-    # "met" (measured within budget x (1 + tolerance)) or "over" (the fastest plan measured; exit 5)
+    # "met": measured within budget x (1 + tolerance) on a reliable ratio; "unreliable": within
+    # it, but the ratio's 95% interval stayed wider than the timing policy allows; "over": the
+    # fastest plan measured misses it (both exit 5 unless --allow-over)
     budget_status: str = "met"
+    measurement: dict = field(default_factory=dict)  # the adopted plan's Ratio to the original
+    warnings: list[str] = field(default_factory=list)  # sanity checks that did not pass
 
     @property
     def within_budget(self) -> bool:
@@ -68,6 +72,9 @@ def format_summary(report: Report) -> str:
             f"OVER budget by {report.measured_latency_ms / report.budget_ms - 1:.1%}"
             + (f", beyond the {report.tolerance:.0%} tolerance"
                if report.budget_status == "over" else ""))
+    if report.budget_status == "unreliable":
+        over += ", NOT CONFIRMED: the timing did not settle"
+    ratio = report.measurement
     lines = [
         f"backend {report.backend} ({report.threads} thread{'s' * (report.threads != 1)}), "
         f"group size {report.group_size}"
@@ -78,6 +85,9 @@ def format_summary(report: Report) -> str:
         f"{over})",
         f"FPS      {report.fps_before:8.1f}    -> {report.fps_after:8.1f}    "
         f"(x{report.fps_after / report.fps_before:.2f})",
+        *([f"measured {ratio['value']:.4f} x the original, 95% interval [{ratio['low']:.4f}, "
+           f"{ratio['high']:.4f}] over {ratio['rounds']} interleaved rounds"
+           f"{'' if ratio['reliable'] else ' (too wide: unreliable)'}"] if ratio else []),
         f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "
         f"(x{report.calibration.get('scale', 1.0):.3f} calibrated) + offset "
         f"{report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
@@ -93,5 +103,6 @@ def format_summary(report: Report) -> str:
         f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s"
         + (f"; {fit}" if (fit := describe_surface(report.profile.get("surface"))) else ""),
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
+        *(f"WARNING  {warning}" for warning in report.warnings),
     ]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import pytest
 
 from mdp_trt.analysis import Analysis, ChannelGroup
 from mdp_trt.errors import InfeasibleBudget, InputError
+from mdp_trt.latency.protocol import Ratio
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.outputs import MANIFEST
 from mdp_trt.prune import PruneOptions, prune
@@ -221,7 +222,10 @@ def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, bud
 
     calls: list[float] = []
     monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
-    measure = lambda path: (measured_of(float(path.read_text())), 10.0)  # (ms, original's ms)
+    def measure(path):  # (ms, the original's ms, the ratio): a steady machine
+        ms = measured_of(float(path.read_text()))
+        return ms, 10.0, Ratio(ms / 10.0, ms / 10.0, ms / 10.0, 6, True)
+
     # one prunable 64-channel group, so that a budget hint is about the budget
     analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
                         groups=(ChannelGroup(0, "g", 64, (), ()),))
@@ -271,16 +275,54 @@ def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
     # original reads 12.5 ms then, the candidate 6.25 ms; their ratio is the candidate's 5 ms at
     # the baseline's speed.
     true_ms = {"original.onnx": 10.0, "cand.onnx": 5.0}
-    result = lambda ms: type("R", (), {"latency_ms": ms})
+    ratio = Ratio(0.5, 0.49, 0.51, 6, True)
+    result = lambda ms, r: type("R", (), {"latency_ms": ms, "ratio": r})
     compared = []
 
     def compare(paths):
         compared.append([p.name for p in paths])
-        return [result(true_ms[p.name] * 1.25) for p in paths]
+        return [result(true_ms[p.name] * 1.25, r) for p, r in zip(paths, [None, ratio])]
 
     timed = _paired(compare, tmp_path / "original.onnx", 10.0)
-    assert timed(tmp_path / "cand.onnx") == pytest.approx((5.0, 12.5))
+    assert timed(tmp_path / "cand.onnx") == (pytest.approx(5.0), pytest.approx(12.5), ratio)
     assert compared == [["original.onnx", "cand.onnx"]]
+
+
+def _round(objective, measured_ms, reliable, folder):
+    folder.mkdir()
+    (folder / "pruned.onnx").write_text(str(objective))
+    return {"folder": folder, "result": {"objective": objective}, "measured_ms": measured_ms,
+            "ratio": Ratio(measured_ms / 10, measured_ms / 10, measured_ms / 10, 6, reliable)}
+
+
+@pytest.mark.parametrize("rounds, adopted, status", [
+    ([(5, 4.0, True), (9, 5.1, True), (7, 9.0, True)], 9, "met"),
+    ([(5, 4.0, True), (9, 5.1, False)], 5, "met"),  # an unreliable figure is never preferred
+    ([(9, 5.1, False)], 9, "unreliable"),
+    ([(5, 6.0, True), (9, 7.0, True)], 5, "over"),  # the fastest
+])
+def test_the_adopted_plan_and_its_status(tmp_path, rounds, adopted, status):
+    from mdp_trt.prune import _adopt_best_round
+
+    work = tmp_path / "work"
+    work.mkdir()
+    made = [_round(o, ms, ok, tmp_path / f"r{k}") for k, (o, ms, ok) in enumerate(rounds)]
+    best, got = _adopt_best_round(made, work, 5.15)  # a 5 ms budget, 3% tolerance
+    assert (best["result"]["objective"], got) == (adopted, status)
+    assert (work / "pruned.onnx").read_text() == str(adopted)
+
+
+def test_an_implausible_figure_is_timed_again_and_warned_about(tmp_path):
+    from mdp_trt.prune import _checked
+
+    figures = iter([(0.5, 10.0, Ratio(0.05, 0.04, 0.06, 6, False)),
+                    (0.6, 10.0, Ratio(0.06, 0.059, 0.061, 6, True))])
+    measured, original, ratio, warning = _checked(lambda path: next(figures),
+                                                  tmp_path / "round0" / "pruned.onnx", 5.0, 10.0)
+    assert (measured, ratio.value) == (0.6, 0.06)  # the narrower interval is kept
+    assert warning and "0.12x the latency model's 5.000 ms" in warning
+    steady = iter([(4.0, 10.0, Ratio(0.4, 0.39, 0.41, 6, True))])
+    assert _checked(lambda path: next(steady), tmp_path / "p.onnx", 5.0, 10.0)[3] is None
 
 
 def _cuda_reason():

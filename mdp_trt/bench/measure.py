@@ -11,17 +11,18 @@ inflates one round does not move the figure.
 
 ``benchmark_models`` times models that are compared with each other (prune's candidates with the
 original) through the backend's ``measure_models``: on CPU in alternating short blocks, so that
-a slow spell of the machine falls on all of them alike.
+a slow spell of the machine falls on all of them alike; each model after the first carries its
+``Ratio`` to the first, with a 95% interval and whether it is reliable (latency/timing.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mdp_trt.latency.inputs import ModelInput, model_inputs
-from mdp_trt.latency.protocol import LatencyBackend
+from mdp_trt.latency.protocol import LatencyBackend, Ratio
 
 __all__ = ["BenchResult", "benchmark_model", "benchmark_models", "FORMAT"]
 
@@ -52,6 +53,7 @@ class BenchResult:
     fps: float
     repeats: int
     round_medians_ms: tuple[float, ...] = ()
+    ratio: Ratio | None = None  # to the first model timed with it (benchmark_models)
 
     def to_json(self) -> dict:
         return {
@@ -68,6 +70,7 @@ class BenchResult:
             "fps": self.fps,
             "repeats": self.repeats,
             "round_medians_ms": list(self.round_medians_ms),
+            "ratio": None if self.ratio is None else self.ratio.to_json(),
         }
 
     @classmethod
@@ -76,6 +79,7 @@ class BenchResult:
         fields["inputs"] = tuple(ModelInput(x["name"], tuple(x["shape"]), x["dtype"])
                                  for x in data["inputs"])
         fields["round_medians_ms"] = tuple(data.get("round_medians_ms", ()))
+        fields["ratio"] = Ratio.from_json(data["ratio"]) if data.get("ratio") else None
         return cls(**fields)
 
 
@@ -103,10 +107,11 @@ def benchmark_models(paths, backend: LatencyBackend, *, batch: int | None = None
     paths = [Path(p) for p in paths]
     inputs = [model_inputs(path, batch=batch) for path in paths]
     with backend:
-        measured = backend.measure_models(paths, batch=batch)
+        compared = backend.measure_models(paths, batch=batch)
         fingerprint = backend.fingerprint().to_json()
-    return [_result(path, backend, fingerprint, x, [m])
-            for path, x, m in zip(paths, inputs, measured)]
+    return [replace(_result(path, backend, fingerprint, x, [m]), ratio=ratio)
+            for path, x, m, ratio in zip(paths, inputs, compared.measurements,
+                                         [None, *compared.ratios])]
 
 
 def _result(path: Path, backend: LatencyBackend, fingerprint: dict, inputs, measured

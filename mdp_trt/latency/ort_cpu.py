@@ -29,7 +29,7 @@ from mdp_trt.latency.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.layer_model import build_layer_model, layer_input_shape
 from mdp_trt.latency import node_profile
 from mdp_trt.latency.cache import Weights
-from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
+from mdp_trt.latency.protocol import BackendBase, Comparison, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
 from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
                                    time_runs)
@@ -274,7 +274,7 @@ class OrtCpuBackend(BackendBase):
         self._require_active()
         return self._time_session(*self._model_session(path, batch), self.model_policy)
 
-    def measure_models(self, paths, *, batch: int | None = None) -> list[Measurement]:
+    def measure_models(self, paths, *, batch: int | None = None) -> Comparison:
         self._require_active()
         runs = [self._bound_run(*self._model_session(path, batch)) for path in paths]
         return time_interleaved(runs, self.model_policy)

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.latency.signature import LayerSignature
 
-__all__ = ["DeviceFingerprint", "Measurement", "LatencyBackend", "BackendBase"]
+__all__ = ["DeviceFingerprint", "Measurement", "Ratio", "Comparison", "LatencyBackend",
+           "BackendBase"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,45 @@ class Measurement:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """A model's latency relative to a reference model timed together with it.
+
+    ``value`` is the median of the per-round ratios (each round times both models once, see
+    ``timing.time_interleaved``), ``low``/``high`` a 95% confidence interval for that median
+    (distribution-free: order statistics of the rounds' ratios), ``rounds`` how many rounds.
+    ``reliable``: the interval's half-width reached the timing policy's ``ratio_halfwidth``
+    (relative) before its time ran out; an unreliable ratio is reported, never trusted.
+    """
+
+    value: float
+    low: float
+    high: float
+    rounds: int
+    reliable: bool
+
+    @property
+    def halfwidth(self) -> float:
+        """The interval's larger half, relative to the value."""
+        return max(self.value - self.low, self.high - self.value) / self.value
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "halfwidth": self.halfwidth}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Ratio":
+        return cls(**{k: v for k, v in data.items() if k != "halfwidth"})
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Models timed together: each one's measurement, and each after the first as a ``Ratio``
+    to the first."""
+
+    measurements: list[Measurement]
+    ratios: list[Ratio]
+
+
 @runtime_checkable
 class LatencyBackend(Protocol):
     """A runtime that times one-layer models and whole ONNX models the same way."""
@@ -104,11 +144,17 @@ class LatencyBackend(Protocol):
         ...
 
     def measure_models(self, paths: Sequence[str | Path], *, batch: int | None = None
-                       ) -> list[Measurement]:
-        """``measure_model`` of several models that are to be compared, timed so that a change
-        of the machine's speed during the timing falls on all of them alike where the backend
-        can (CPU: interleaved blocks)."""
+                       ) -> Comparison:
+        """``measure_model`` of several models that are to be compared, and each one's ratio to
+        the first with its confidence interval, timed so that a change of the machine's speed
+        during the timing falls on all of them alike where the backend can (CPU: interleaved
+        blocks, until the intervals are narrow enough or the policy's time is up)."""
         ...
+
+
+_SEQUENTIAL_ROUNDS = 3  # BackendBase.measure_models
+# A ratio is reliable when its 95% interval is within +-2% of it (MODEL_POLICY.ratio_halfwidth)
+RATIO_HALFWIDTH = 0.02
 
 
 class BackendBase:
@@ -161,10 +207,24 @@ class BackendBase:
         self.deactivate()
 
     def measure_models(self, paths: Sequence[str | Path], *, batch: int | None = None
-                       ) -> list[Measurement]:
-        """One after the other: right for GPU runtimes, whose timed device no other process of
-        the host slows down between two timings (CPU runtimes override this to interleave)."""
-        return [self.measure_model(path, batch=batch) for path in paths]
+                       ) -> Comparison:
+        """One after the other, in ``_SEQUENTIAL_ROUNDS`` rounds whose order alternates: right
+        for GPU runtimes, whose timed device no other process of the host slows down between
+        two timings (CPU runtimes override this to interleave). Each model's measurement is its
+        least disturbed round; a ratio's interval is the range of the rounds' ratios."""
+        models = range(len(paths))
+        rounds: list[list[Measurement]] = []
+        for index in range(_SEQUENTIAL_ROUNDS if paths else 0):
+            timed = {k: self.measure_model(paths[k], batch=batch)
+                     for k in (models if index % 2 == 0 else reversed(models))}
+            rounds.append([timed[k] for k in models])
+        best = [min((r[k] for r in rounds), key=lambda m: m.median_ms) for k in models]
+        ratios = []
+        for k in models[1:]:
+            values = sorted(r[k].median_ms / r[0].median_ms for r in rounds)
+            ratio = Ratio(values[len(values) // 2], values[0], values[-1], len(values), True)
+            ratios.append(replace(ratio, reliable=ratio.halfwidth <= RATIO_HALFWIDTH))
+        return Comparison(best, ratios)
 
     def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
         """Each of ``layers``' share of the run time of the model at ``path`` (its analysed

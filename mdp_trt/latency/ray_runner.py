@@ -32,7 +32,7 @@ from mdp_trt.latency.protocol import DeviceFingerprint, LatencyBackend, Measurem
 from mdp_trt.latency.registry import GPU_BACKENDS, get_backend
 from mdp_trt.latency.tables import Cell, MeasureCells, MeasuredChunk
 
-__all__ = ["ray_measure_cells", "cells_option", "chunk_cells", "measure_chunk", "CHUNK_BATCHES"]
+__all__ = ["ray_measure_cells", "cells_option", "check_ray_flags", "chunk_cells", "measure_chunk", "CHUNK_BATCHES"]
 
 # Drift batches per chunk: enough references for the guard to compare, few enough that an
 # interrupted profile loses little (one chunk per worker).
@@ -172,6 +172,15 @@ def ray_measure_cells(backend_name: str, backend_options: dict | None = None, *,
     return measure_cells
 
 
+def check_ray_flags(ray: str | None, workers: int | None) -> None:
+    """``--workers`` without ``--ray``, or fewer than one worker, is a usage error (checked
+    before any model is loaded)."""
+    if ray is None and workers is not None:
+        raise InputError("--workers needs --ray")
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers} must be >= 1")
+
+
 def cells_option(ray: str | None, workers: int | None, backend: LatencyBackend,
                  backend_options: dict) -> MeasureCells | None:
     """The ``--ray ADDRESS`` / ``--workers N`` options as ``profile_tables``' ``measure_cells``:
@@ -179,9 +188,8 @@ def cells_option(ray: str | None, workers: int | None, backend: LatencyBackend,
     workers build ``backend.name`` with ``backend_options``, which must be what built
     ``backend``, whose fingerprint they are checked against. They time their cells under the
     drift policy that ``profile_tables`` is given, as a local profile would."""
+    check_ray_flags(ray, workers)
     if ray is None:
-        if workers is not None:
-            raise InputError("--workers needs --ray")
         return None
     return ray_measure_cells(backend.name, backend_options,
                              address=None if ray == "local" else ray, workers=workers,

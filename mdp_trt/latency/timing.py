@@ -11,6 +11,18 @@ threads, the machine's speed drifts by 15-25% over seconds; two models timed one
 then differ by the drift, while in alternating 0.3 s blocks the drift falls on both alike
 (ResNet-18 at 2 threads: a pruned/original ratio repeated within +-1.5% where 3 s timings one after
 the other gave +-10%).
+
+What compared models are compared by is each round's *mean* time per call of each block (the
+block's timed calls' total / their count), not the median of single calls. On a machine whose
+cores other processes share, the scheduler takes the core away for a few milliseconds at a time:
+a call of 40 ms is interrupted in almost every block and its median carries the load, while a
+call of 0.07 ms is interrupted in few of them and its median does not. Their ratio of medians
+then understates the smaller model by the load factor (ResNet-18 at 64x64 against a 2% plan
+with two busy processes on a 2-core VM: 0.014 claimed where an independent timing measured
+0.05-0.14). Means over the same 0.3 s carry the same share of interruption. The ratio is the
+median of the rounds' ratios, with a distribution-free 95% interval; rounds go on until the
+interval is within ``ratio_halfwidth`` of it or ``compare_s`` has passed (then it is marked
+unreliable, never silently trusted).
 """
 
 from __future__ import annotations
@@ -22,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mdp_trt.latency.protocol import Measurement
+from mdp_trt.latency.protocol import RATIO_HALFWIDTH, Comparison, Measurement, Ratio
 
 __all__ = ["TimingPolicy", "CELL_POLICY", "MODEL_POLICY", "time_runs", "time_interleaved",
-           "summarise"]
+           "summarise", "median_interval", "ratio_of_rounds"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,9 @@ class TimingPolicy:
     A series whose relative spread exceeds ``max_spread`` was disturbed (another process took
     the core for part of it); it is timed again, up to ``retries`` more times, and the series
     with the lowest median is kept, because interference only ever adds time. ``block_s`` is the
-    length of one block when several models are timed interleaved (``time_interleaved``).
+    length of one block when several models are timed interleaved (``time_interleaved``), which
+    goes on past the repeat count until each ratio's 95% interval is within ``ratio_halfwidth``
+    (relative) or ``compare_s`` seconds have passed.
     """
 
     warmup_runs: int = 2
@@ -49,10 +63,13 @@ class TimingPolicy:
     max_spread: float = 0.5
     retries: int = 2
     block_s: float = 0.3
+    ratio_halfwidth: float = RATIO_HALFWIDTH
+    compare_s: float = 30.0
 
     def __post_init__(self) -> None:
         if (self.min_repeats < 1 or self.max_repeats < self.min_repeats or self.warmup_runs < 1
-                or self.retries < 0 or self.max_spread <= 0 or self.block_s <= 0):
+                or self.retries < 0 or self.max_spread <= 0 or self.block_s <= 0
+                or self.ratio_halfwidth <= 0 or self.compare_s < 0):
             raise ValueError(f"inconsistent timing policy: {self}")
 
 
@@ -85,23 +102,67 @@ def time_runs(run: Callable[[], object], policy: TimingPolicy = CELL_POLICY) -> 
     return best
 
 
+# Rounds below which a median's 95% interval is the whole range of the ratios (order statistics).
+_MIN_ROUNDS = 6
+
+
 def time_interleaved(runs: Sequence[Callable[[], object]],
-                     policy: TimingPolicy = MODEL_POLICY) -> list[Measurement]:
+                     policy: TimingPolicy = MODEL_POLICY) -> Comparison:
     """Time each of ``runs`` as ``time_runs`` would (warm-up, then at least its repeat count),
     but in rounds of one block of about ``policy.block_s`` seconds per run, each block opened by
-    one untimed call (switching models evicts the previous one's weights from cache). Each
-    measurement pools its run's blocks; no retries: a slow spell falls on every run alike."""
+    one untimed call (switching models evicts the previous one's weights from cache); the order
+    within a round alternates. Each measurement pools its run's blocks; each run after the first
+    gets its ``Ratio`` to the first from the rounds' block means (module docstring). No retries:
+    a slow spell falls on every run alike."""
     if not runs:
-        return []
+        return Comparison([], [])
+    start = time.perf_counter_ns()
     estimates = [_warm_up(run, policy) for run in runs]
     per_block = [max(1, int(policy.block_s / e)) for e in estimates]
-    rounds = max(math.ceil(_repeats(policy, e) / n) for e, n in zip(estimates, per_block))
+    minimum = max(_MIN_ROUNDS if len(runs) > 1 else 1,
+                  *(math.ceil(_repeats(policy, e) / n) for e, n in zip(estimates, per_block)))
     samples: list[list[np.ndarray]] = [[] for _ in runs]
-    for _ in range(rounds):
-        for run, n, out in zip(runs, per_block, samples):
-            run()
-            out.append(_series(run, n))
-    return [summarise(np.concatenate(out)) for out in samples]
+    while True:
+        order = range(len(runs)) if len(samples[0]) % 2 == 0 else reversed(range(len(runs)))
+        for k in order:
+            runs[k]()
+            samples[k].append(_series(runs[k], per_block[k]))
+        rounds = len(samples[0])
+        if rounds < minimum:
+            continue
+        ratios = [ratio_of_rounds(_block_means(out) / _block_means(samples[0]), policy)
+                  for out in samples[1:]]
+        spent = (time.perf_counter_ns() - start) / 1e9
+        if all(r.reliable for r in ratios) or spent >= policy.compare_s:
+            return Comparison([summarise(np.concatenate(out)) for out in samples], ratios)
+
+
+def _block_means(blocks: list[np.ndarray]) -> np.ndarray:
+    return np.array([block.mean() for block in blocks])
+
+
+def median_interval(values: Sequence[float] | np.ndarray, level: float = 0.95
+                    ) -> tuple[float, float]:
+    """A distribution-free ``level`` confidence interval for the median of ``values``: the
+    order statistics k and n-1-k (0-based) for the largest k whose binomial tail
+    P(Binomial(n, 1/2) <= k) is at most (1 - level) / 2; the whole range for fewer values."""
+    data = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(data)
+    tail, k = 0.0, -1
+    while k + 1 < n and tail + math.comb(n, k + 1) / 2 ** n <= (1 - level) / 2:
+        k += 1
+        tail += math.comb(n, k) / 2 ** n
+    k = max(k, 0)
+    return float(data[k]), float(data[n - 1 - k])
+
+
+def ratio_of_rounds(ratios: np.ndarray, policy: TimingPolicy = MODEL_POLICY) -> Ratio:
+    """The median of the rounds' ``ratios`` with its 95% interval, reliable when the interval
+    is within ``policy.ratio_halfwidth`` of it."""
+    low, high = median_interval(ratios)
+    value = float(np.median(ratios))
+    halfwidth = max(value - low, high - value) / value
+    return Ratio(value, low, high, len(ratios), halfwidth <= policy.ratio_halfwidth)
 
 
 def _warm_up(run: Callable[[], object], policy: TimingPolicy) -> float:

@@ -34,7 +34,7 @@ from mdp_trt.latency.gpu import DeviceClock, gpu_description, time_device_runs
 from mdp_trt.latency.inputs import model_inputs, random_feeds
 from mdp_trt.latency.layer_model import ACTIVATIONS, layer_input_shape
 from mdp_trt.latency.ort_cpu import cpu_description
-from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
+from mdp_trt.latency.protocol import BackendBase, Comparison, DeviceFingerprint, Measurement
 from mdp_trt.latency.signature import LayerSignature
 from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
                                    time_runs)
@@ -295,7 +295,7 @@ class TorchBackend(BackendBase):
         self._require_active()
         return self._time(self._model_run(path, batch), self.model_policy)
 
-    def measure_models(self, paths, *, batch: int | None = None) -> list[Measurement]:
+    def measure_models(self, paths, *, batch: int | None = None) -> Comparison:
         if self.device != "cpu":
             return super().measure_models(paths, batch=batch)
         # other processes slow the CPU down between two timings: interleave, as ort-cpu does

@@ -103,11 +103,19 @@ def test_models_compared_are_timed_together_in_order(tmp_path):
     results = benchmark_models(paths, backend, batch=None)
     assert not backend.active
     assert [r.model for r in results] == [str(p) for p in paths]
+    assert results[0].ratio is None and results[1].ratio.rounds >= 6
+    assert results[1].ratio.low <= results[1].ratio.value <= results[1].ratio.high
     assert all(r.latency_ms > 0 and r.repeats >= 7 and len(r.round_medians_ms) == 1
                for r in results)
 
 
-def test_backends_without_interleaving_time_compared_models_one_by_one(tmp_path):
+def test_backends_without_interleaving_time_compared_models_in_alternating_rounds(tmp_path):
     path = save(build_layer_model(conv_sig(16, 8, 8), 16, 8), tmp_path / "m.onnx")
-    results = benchmark_models([path, path], BurstyBackend())
-    assert [r.latency_ms for r in results] == [5.0, 2.0]
+    backend = BurstyBackend()
+    # rounds in the order (0, 1), (1, 0), (0, 1): ratios 2/5, 4/4, 2/4
+    backend.medians = iter([5.0, 2.0, 4.0, 4.0, 4.0, 2.0])
+    first, second = benchmark_models([path, path], backend)
+    assert (first.latency_ms, second.latency_ms) == (4.0, 2.0)  # each one's least disturbed
+    assert first.ratio is None
+    assert (second.ratio.value, second.ratio.low, second.ratio.high) == (0.5, 0.4, 1.0)
+    assert second.ratio.rounds == 3 and not second.ratio.reliable

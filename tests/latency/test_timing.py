@@ -1,8 +1,11 @@
 import pytest
 
 from mdp_trt.latency import timing
-from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, summarise,
-                                   time_interleaved, time_runs)
+import numpy as np
+
+from mdp_trt.latency.protocol import Comparison
+from mdp_trt.latency.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, median_interval,
+                                   summarise, time_interleaved, time_runs)
 
 
 class FakeClock:
@@ -99,15 +102,19 @@ def test_interleaved_runs_alternate_in_blocks_and_each_gets_its_repeats(clock):
             lambda: (order.append("b"), clock.sleep(0.002))]
     policy = TimingPolicy(warmup_runs=2, warmup_s=0.0, budget_s=0.0, min_repeats=12,
                           max_repeats=12, block_s=0.0045)
-    a, b = time_interleaved(runs, policy)
+    compared = time_interleaved(runs, policy)
+    a, b = compared.measurements
     # Blocks of 4 (a) and 2 (b) timed calls, each opened by one untimed call; 6 rounds give b
-    # its 12 runs (and a 24).
+    # its 12 runs (and a 24); the order within a round alternates.
     assert order[:4] == ["a", "a", "b", "b"]  # warm-up
     rounds = order[4:]
-    assert rounds[:8] == ["a"] * 5 + ["b"] * 3
+    assert rounds[:16] == ["a"] * 5 + ["b"] * 3 + ["b"] * 3 + ["a"] * 5
     assert rounds.count("a") == 6 * 5 and rounds.count("b") == 6 * 3
     assert (a.repeats, b.repeats) == (24, 12)
     assert (a.median_ms, b.median_ms) == pytest.approx((1.0, 2.0))
+    (ratio,) = compared.ratios
+    assert (ratio.value, ratio.low, ratio.high, ratio.rounds) == pytest.approx((2.0, 2.0, 2.0, 6))
+    assert ratio.reliable  # steady: no round beyond the six needed for an interval
 
 
 def test_a_slow_spell_falls_on_interleaved_runs_alike(clock):
@@ -123,12 +130,58 @@ def test_a_slow_spell_falls_on_interleaved_runs_alike(clock):
 
     policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=80,
                           max_repeats=80, block_s=0.01, retries=0)
-    fast, slow = time_interleaved([model(1.0), model(2.0)], policy)
+    compared = time_interleaved([model(1.0), model(2.0)], policy)
+    fast, slow = compared.measurements
     assert slow.median_ms / fast.median_ms == pytest.approx(2.0, rel=0.25)
+    assert compared.ratios[0].value == pytest.approx(2.0, rel=0.01)
     calls.clear()
     fast, slow = time_runs(model(1.0), policy), time_runs(model(2.0), policy)
     assert slow.median_ms / fast.median_ms > 4
 
 
 def test_nothing_to_interleave_gives_nothing():
-    assert time_interleaved([], MODEL_POLICY) == []
+    assert time_interleaved([], MODEL_POLICY) == Comparison([], [])
+
+
+def test_compared_models_are_compared_by_block_means_not_medians(clock):
+    # A loaded machine gives this process 2/3 of a core, in slices of a few ms: a 30 ms call is
+    # always interrupted (45 ms), a 0.1 ms call only every 20th time (by 1 ms). Medians say
+    # 0.1/45 = 0.0022, the share of the machine each gets says 0.15/45 = 0.0033 = 0.1/30.
+    calls = []
+
+    def short():
+        calls.append(1)
+        clock.sleep((0.1 + (1.0 if len(calls) % 20 == 0 else 0.0)) / 1000)
+
+    policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=1,
+                          max_repeats=1, block_s=0.2, retries=0)
+    compared = time_interleaved([lambda: clock.sleep(0.045), short], policy)
+    long, fast = compared.measurements
+    assert fast.median_ms / long.median_ms == pytest.approx(0.1 / 45)
+    assert compared.ratios[0].value == pytest.approx(0.1 / 30, rel=0.01)
+
+
+def test_rounds_go_on_until_the_interval_is_narrow_or_time_is_up(clock):
+    rounds = []
+
+    def noisy(spread):
+        def run():
+            rounds.append(1)
+            clock.sleep(0.002 * (1 + spread * (-1) ** (len(rounds) // 5)))
+        return run
+
+    policy = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.0, min_repeats=1,
+                          max_repeats=1, block_s=0.01, retries=0, ratio_halfwidth=0.02,
+                          compare_s=2.0)
+    steady = time_interleaved([lambda: clock.sleep(0.002), noisy(0.0)], policy)
+    assert steady.ratios[0].reliable and steady.ratios[0].rounds == 6
+    start = clock.ns
+    shaky = time_interleaved([lambda: clock.sleep(0.002), noisy(0.3)], policy)
+    assert not shaky.ratios[0].reliable and shaky.ratios[0].halfwidth > 0.02
+    assert (clock.ns - start) / 1e9 >= 2.0 and shaky.ratios[0].rounds > 6
+
+
+def test_median_interval_is_the_binomial_order_statistics():
+    assert median_interval(np.arange(10.0)) == (1.0, 8.0)
+    assert median_interval(np.arange(100.0)) == (39.0, 60.0)
+    assert median_interval(np.arange(5.0)) == (0.0, 4.0)  # too few for better than the range
