@@ -467,15 +467,17 @@ def demo(
     budget: float = typer.Option(0.5, help="latency budget as a fraction of the baseline"),
     group_size: int = typer.Option(32, help="channels per pruning unit"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache"),
+    input_shape: str = typer.Option("1x3x224x224", help="static input shape NxCxHxW"),
 ) -> None:
     """Export a ResNet-18 (224x224) and prune it to 50% of its latency on ONNX Runtime CPU.
     A second run replaces the first one's folder (never a folder of other files)."""
-    from mdp_trt.models.export import export_architecture
+    from mdp_trt.models.export import ExportOptions, export_architecture
     from mdp_trt.prune import prune as run_prune
     from mdp_trt.report import format_summary
 
+    shape = parse_shape(input_shape)
     with output_folder(output, command="demo", force=True) as work:
-        model = export_architecture(arch, work / f"{arch}.onnx")
+        model = export_architecture(arch, work / f"{arch}.onnx", ExportOptions(input_shape=shape))
         out.print(f"exported {output / model.name}")
         report = run_prune(model, work / "pruned", _prune_options(
             budget=budget, group_size=group_size, cache=cache))

@@ -468,9 +468,10 @@ def _budget_hint(options: PruneOptions, analysis: Analysis, smallest_ms: float,
         return (f"at --group-size {options.group_size}{limit} every group keeps all its "
                 f"channels (the widest prunable one has {widest}) and no block is removable: "
                 "lower --group-size" + (" or raise --max-options" if limit else ""))
+    # rounded up: the figure given must itself be enough
     if options.budget_ms is not None:
-        return f"raise --budget-ms to at least {smallest_ms:.2f}"
-    return f"raise --budget to at least {smallest_ms / baseline_ms:.2f}"
+        return f"raise --budget-ms to at least {math.ceil(smallest_ms * 100) / 100:.2f}"
+    return f"raise --budget to at least {math.ceil(smallest_ms / baseline_ms * 100) / 100:.2f}"
 
 
 def _next_target(under, over, budget_ms: float) -> float:

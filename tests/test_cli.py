@@ -131,9 +131,10 @@ def test_taylor_importance_needs_calibration_data(tmp_path, capsys):
     assert code == 2 and "pass --calib" in text and "Traceback" not in text
 
 
-def test_finetune_writes_a_model_and_resumes_its_checkpoint(tmp_path, capsys):
+def student_teacher_data(tmp_path):
+    """A conv chain (the teacher), its half-width cut (the student) and 40 labelled samples
+    (d.npz): (student path, teacher path, rng)."""
     import numpy as np
-    import onnxruntime as ort
 
     from mdp_trt.graph import save_model
     from mdp_trt.passes import analyze, apply_plan
@@ -146,6 +147,14 @@ def test_finetune_writes_a_model_and_resumes_its_checkpoint(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((40, 3, 8, 8)).astype(np.float32),
              y=rng.integers(0, 5, 40))
+    return student, teacher_path, rng
+
+
+def test_finetune_writes_a_model_and_resumes_its_checkpoint(tmp_path, capsys):
+    import numpy as np
+    import onnxruntime as ort
+
+    student, teacher_path, rng = student_teacher_data(tmp_path)
     argv = ["finetune", str(student), "--teacher", str(teacher_path), "--data",
             str(tmp_path / "d.npz"), "--batch-size", "16", "--checkpoint",
             str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "tuned.onnx")]

@@ -450,6 +450,8 @@ def test_the_infeasible_hint_names_the_flag_the_user_gave_or_the_units_at_fault(
         "raise --budget-ms to at least 4.00"
     assert _budget_hint(PruneOptions(budget=0.3), analysis, 4.0, 10.0) == \
         "raise --budget to at least 0.40"
+    assert _budget_hint(PruneOptions(budget=0.02), analysis, 0.13, 5.17) == \
+        "raise --budget to at least 0.03"  # 0.0251, rounded up
     hint = _budget_hint(PruneOptions(budget=0.3, group_size=100_000), analysis, 10.0, 10.0)
     assert "at --group-size 100000 every group keeps all its channels" in hint
     assert "lower --group-size" in hint and "--budget" not in hint
