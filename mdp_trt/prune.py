@@ -371,10 +371,13 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
     """
     rounds: list[dict] = []
     low, high = budget_ms * (1 - 2 * options.tolerance), budget_ms * (1 + options.tolerance)
-    under: tuple[float, float] | None = None
-    over = (baseline_ms, baseline_ms)
-    target = budget_ms
-    for index in range(options.max_rounds):
+    unreachable = partial(_unreachable, budget_ms, baseline_ms=baseline_ms, options=options,
+                          analysis=analysis)
+
+    def attempt(index: int, target: float) -> dict | None:
+        """One round solved for ``target`` and measured; None when its plan was measured
+        already (converged). Raises InfeasibleBudget when the narrowest plan is measured over
+        the budget."""
         folder = work / f"round{index}"
         folder.mkdir()
         solve_at = partial(_solve_and_cut, model, analysis, importance, tables, folder, options,
@@ -390,27 +393,39 @@ def _closed_loop(model, analysis, importance, tables, work, options, clock, meas
             result = solve_at(budget_ms=target)
         seen = [r for r in rounds if r["result"]["options"] == result["options"]]
         if seen:
-            shutil.rmtree(folder)  # the new target gives a plan already measured: converged
+            shutil.rmtree(folder)
             if narrowest and seen[0]["measured_ms"] > high:
-                raise _unreachable(budget_ms, seen[0], baseline_ms, options, analysis)
-            break
+                raise unreachable(seen[0])
+            return None
         with clock.stage("measure_pruned"):
             measured, original_ms, ratio, warning = _checked(measure, folder / "pruned.onnx",
                                                              result["predicted_ms"], baseline_ms)
         rounds.append({"folder": folder, "result": result, "measured_ms": measured,
                        "original_ms": original_ms, "ratio": ratio, "warning": warning,
-                       "target_ms": target})
+                       "target_ms": target, "narrowest": narrowest})
         if narrowest and measured > high:
-            raise _unreachable(budget_ms, rounds[-1], baseline_ms, options, analysis)
-        if low <= measured <= high:
+            raise unreachable(rounds[-1])
+        return rounds[-1]
+
+    under: tuple[float, float] | None = None
+    over = (baseline_ms, baseline_ms)
+    target = budget_ms
+    for index in range(options.max_rounds):
+        latest = attempt(index, target)
+        if latest is None or low <= latest["measured_ms"] <= high:
             break
-        if measured <= high:
-            under = max(under or (target, measured), (target, measured))
+        point = (latest["target_ms"], latest["measured_ms"])  # the narrowest plan's own target
+        if point[1] <= high:
+            under = max(under or point, point)
         else:
-            over = min(over, (target, measured))
+            over = min(over, point)
         target = _next_target(under, over, budget_ms)
         log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",
-                 measured, budget_ms, target)
+                 point[1], budget_ms, target)
+    if all(r["measured_ms"] > high and not r["narrowest"] for r in rounds):
+        # Every plan measured misses the budget: whether any plan can is the narrowest plan's
+        # to say (a zero target is infeasible for any latency model), so it is measured too.
+        attempt(options.max_rounds, 0.0)
     return rounds
 
 
@@ -441,7 +456,7 @@ def _checked(measure, path: Path, predicted_ms: float, baseline_ms: float):
     return measured, original_ms, ratio, warning
 
 
-def _unreachable(budget_ms: float, narrowest: dict, baseline_ms: float, options: PruneOptions,
+def _unreachable(budget_ms: float, narrowest: dict, *, baseline_ms: float, options: PruneOptions,
                  analysis: Analysis) -> InfeasibleBudget:
     """The error for a budget under the measured latency of the narrowest plan (``narrowest``,
     a round); the model's prediction for that plan may have fitted the budget, which is why

@@ -217,10 +217,11 @@ def _fake_round(min_latency_ms: float, calls: list):
     return solve_and_cut
 
 
-def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, budget_ms):
+def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, budget_ms,
+                      calls=None):
     from mdp_trt import prune as prune_module
 
-    calls: list[float] = []
+    calls = [] if calls is None else calls
     monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
     def measure(path):  # (ms, the original's ms, the ratio): a steady machine
         ms = measured_of(float(path.read_text()))
@@ -439,6 +440,20 @@ def test_cpu_tables_are_a_fitted_surface_and_the_summary_says_so(cold_run):
     assert tables["surface"] == surface
     assert f"tables fitted to the cells of {surface['fitted']} layer signatures" in " ".join(
         format_summary(report).split())
+
+
+def test_when_every_round_misses_the_narrowest_plan_decides_between_exit_3_and_a_plan(
+        monkeypatch, tmp_path):
+    # Each plan measures 2.1 ms + half its target: the four rounds (targets 2, 0.9, 0.35, 0.075)
+    # all miss a 2 ms budget without reaching the model's floor (0.001 ms); then the narrowest
+    # plan is measured (2.1005 ms) and says that no plan reaches the budget.
+    calls = []
+    with pytest.raises(InfeasibleBudget) as exc:
+        _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=0.001,
+                          measured_of=lambda target: 2.1 + 0.5 * target, budget_ms=2.0,
+                          calls=calls)
+    assert calls == pytest.approx([2.0, 0.9, 0.35, 0.075, 0.0, 0.001])
+    assert exc.value.min_latency == pytest.approx(2.1005)
 
 
 def test_the_infeasible_hint_names_the_flag_the_user_gave_or_the_units_at_fault():

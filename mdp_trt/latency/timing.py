@@ -19,7 +19,7 @@ a call of 40 ms is interrupted in almost every block and its median carries the 
 call of 0.07 ms is interrupted in few of them and its median does not. Their ratio of medians
 then understates the smaller model by the load factor (ResNet-18 at 64x64 against a 2% plan
 with two busy processes on a 2-core VM: 0.014 claimed where an independent timing measured
-0.05-0.14). Means over the same 0.3 s carry the same share of interruption. The ratio is the
+0.05-0.14). Means over the same block carry the same share of interruption. The ratio is the
 median of the rounds' ratios, with a distribution-free 95% interval; rounds go on until the
 interval is within ``ratio_halfwidth`` of it or ``compare_s`` has passed (then it is marked
 unreliable, never silently trusted).
@@ -74,8 +74,12 @@ class TimingPolicy:
 
 
 CELL_POLICY = TimingPolicy()
+# Compared models alternate in 0.1 s blocks: a round's ratio then pairs two moments 0.1 s
+# apart, and 30 s hold ~100 rounds. In 0.3 s blocks (~40 rounds) a 64x64 ResNet-18 plan's
+# ratio with two busy processes on a 2-core VM stayed at +-2.6% to +-6% after 30 s, where an
+# independent timing in 50 ms chunks reached +-1.4% to +-2% in 20 s (busy_machine results).
 MODEL_POLICY = TimingPolicy(warmup_runs=5, warmup_s=0.5, budget_s=3.0, min_repeats=30,
-                            max_repeats=10_000)
+                            max_repeats=10_000, block_s=0.1)
 
 
 def summarise(samples_ms: list[float] | np.ndarray) -> Measurement:

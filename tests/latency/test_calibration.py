@@ -26,13 +26,21 @@ def test_a_probe_too_close_to_the_original_falls_back_to_the_constant():
 
 @pytest.mark.parametrize("points, clamped", [
     ([(40.0, 50.0), (20.0, 49.0)], SCALE_LIMITS[0]),  # slope 0.05: a disturbed measurement
-    ([(40.0, 50.0), (20.0, -30.0)], SCALE_LIMITS[1]),  # slope 4
+    # slope 4, clamped to 3 through the original: offset -70 ms, so a scale alone
+    ([(40.0, 50.0), (20.0, -30.0)], 50.0 / 40.0),
 ])
 def test_implausible_slopes_are_clamped_through_the_original_and_say_so(points, clamped):
     cal = fit_calibration(points)
-    assert cal.scale == clamped and "clamped" in cal.note
+    assert cal.scale == clamped and "clamped" in cal.note and cal.offset_ms >= 0
     assert cal.predict(40.0) == pytest.approx(50.0)
     assert SCALE_LIMITS[0] < 1.0 < SCALE_LIMITS[1]
+
+
+def test_a_negative_offset_becomes_a_scale_through_the_original():
+    # slope 2 is plausible, but its offset of -30 ms would predict -10 ms for a 10 ms table sum
+    cal = fit_calibration([(40.0, 50.0), (20.0, 10.0)])
+    assert (cal.scale, cal.offset_ms) == (1.25, 0.0) and "offset -30.000 ms < 0" in cal.note
+    assert cal.predict(40.0) == pytest.approx(50.0) and cal.predict(1.0) > 0
 
 
 def test_calibration_needs_a_point():
