@@ -82,6 +82,8 @@ class PruneOptions:
     max_rounds: int = 4
     measure_seconds: float = 3.0  # timed runs per whole-model measurement round (at least 30 runs)
     measure_rounds: int = 3  # whole-model rounds; the least disturbed one counts
+    # at most this long per comparison of a candidate with the original (TimingPolicy.compare_s)
+    compare_seconds: float = 30.0
     force: bool = False
     resume: bool = False  # reuse the stages of the finished run in the output directory
     progress: bool = True
@@ -226,7 +228,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                                       precision=options.precision,
                                       channels_last=options.channels_last, weights=weights)
     backend = get_backend(options.backend, **runtime_options,
-                          model_policy=replace(MODEL_POLICY, budget_s=options.measure_seconds))
+                          model_policy=replace(MODEL_POLICY, budget_s=options.measure_seconds,
+                                               compare_s=options.compare_seconds))
     measure = partial(benchmark_model, backend=backend, rounds=options.measure_rounds)
     with backend:
         with clock.stage("measure_baseline"):

@@ -10,6 +10,7 @@ def fast_prune(monkeypatch):
     from mdp_trt import cli
 
     real = cli._prune_options
-    extra = {"measure_seconds": 0.2, "measure_rounds": 1, "progress": False}
+    extra = {"measure_seconds": 0.2, "measure_rounds": 1, "compare_seconds": 3.0,
+             "progress": False}
     monkeypatch.setattr(cli, "_prune_options", lambda **kw: real(**{**kw, **extra}))
     return extra

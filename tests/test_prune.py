@@ -31,7 +31,8 @@ def resnet18(tmp_path_factory):
 def _options(cache, **kw):
     # short whole-model timing keeps the suite fast; the figures are not what is tested here
     return PruneOptions(**{"budget": 0.8, "group_size": 64, "cache": cache, "progress": False,
-                           "measure_seconds": 0.3, "measure_rounds": 1, **kw})
+                           "measure_seconds": 0.3, "measure_rounds": 1, "compare_seconds": 3.0,
+                           **kw})
 
 
 def _within_target(report, adopted: dict, out) -> bool:

@@ -68,12 +68,14 @@ def test_models_measured_together_keep_their_order_and_sizes(tmp_path):
     small = save(build_layer_model(conv_sig(64, 64, 28), 8, 8), tmp_path / "small.onnx")
     big = save(build_layer_model(conv_sig(64, 64, 28), 64, 64), tmp_path / "big.onnx")
     with OrtCpuBackend(model_policy=FAST) as backend:
-        big_m, small_m = backend.measure_models([big, small])
+        compared = backend.measure_models([big, small])
+        big_m, small_m = compared.measurements
         with pytest.raises(InputError, match="no such model file"):
             backend.measure_models([big, tmp_path / "missing.onnx"])
     assert big_m.repeats >= 7 and small_m.repeats >= 7
     # 64x the multiply-adds; coarse on purpose (shared machines).
     assert big_m.median_ms > 5 * small_m.median_ms
+    assert compared.ratios[0].value < 1 / 5  # the small one, as a ratio to the big one
 
 
 def test_measure_model_refuses_a_file_ort_cannot_load(tmp_path):

@@ -143,10 +143,12 @@ def test_cpu_models_compared_are_timed_together_in_order(tmp_path):
     small = save(build_layer_model(conv_sig(64, 64, 28), 8, 8), tmp_path / "small.onnx")
     big = save(build_layer_model(conv_sig(64, 64, 28), 64, 64), tmp_path / "big.onnx")
     with TorchBackend(model_policy=FAST) as backend:
-        big_m, small_m = backend.measure_models([big, small])
+        compared = backend.measure_models([big, small])
+        big_m, small_m = compared.measurements
     assert big_m.repeats >= 7 and small_m.repeats >= 7
     # 64x the multiply-adds; coarse on purpose (shared machines)
     assert big_m.median_ms > 5 * small_m.median_ms
+    assert compared.ratios[0].value < 1 / 5  # the small one, as a ratio to the big one
 
 
 @pytest.mark.gpu
