@@ -63,9 +63,10 @@ def user(tmp_path):
 
 
 def _prune_argv(model, out, cache, *extra):
-    # --allow-over: what is tested is where files go, not whether a 0.02 ms model's timing
-    # settles within the tests' short comparisons (exit 5 otherwise)
-    return ["prune", str(model), "--budget", "0.6", "--group-size", "4", "-o", str(out),
+    # --allow-over and a loose budget: what is tested is where files go, not whether a 0.02 ms
+    # model's timing settles within the tests' short comparisons (exit 5) or its narrowest
+    # plan, mostly runtime overhead, measures under a tight budget (exit 3)
+    return ["prune", str(model), "--budget", "0.95", "--group-size", "4", "-o", str(out),
             "--cache", str(cache), "--allow-over", *extra]
 
 
