@@ -442,20 +442,21 @@ def _checked(measure, path: Path, predicted_ms: float, baseline_ms: float):
     model's ``predicted_ms`` (beyond a factor ``_IMPLAUSIBLE``) or its ratio is unreliable; the
     figure kept is the one with the narrower interval. Returns (ms, the original's ms then,
     Ratio, a warning or None when the figure stays implausible)."""
+    def implausible(measured: float) -> bool:
+        return not 1 / _IMPLAUSIBLE <= measured / predicted_ms <= _IMPLAUSIBLE
+
     measured, original_ms, ratio = measure(path)
-    implausible = not 1 / _IMPLAUSIBLE <= measured / predicted_ms <= _IMPLAUSIBLE
-    if implausible or not ratio.reliable:
+    if implausible(measured) or not ratio.reliable:
         log.warning("%s measured %.3f ms (ratio %.4f [%.4f, %.4f]) against %.3f ms predicted: "
                     "timing it again", path.parent.name, measured, ratio.value, ratio.low,
                     ratio.high, predicted_ms)
         again = measure(path)
         if again[2].halfwidth < ratio.halfwidth:
             measured, original_ms, ratio = again
-        implausible = not 1 / _IMPLAUSIBLE <= measured / predicted_ms <= _IMPLAUSIBLE
     warning = (f"a plan measured {measured:.3f} ms ({measured / baseline_ms:.1%} of the "
                f"original) twice, {measured / predicted_ms:.2f}x the latency model's "
                f"{predicted_ms:.3f} ms: check it with an independent timing "
-               "(benchmarks/retime.py)") if implausible else None
+               "(benchmarks/retime.py)") if implausible(measured) else None
     return measured, original_ms, ratio, warning
 
 

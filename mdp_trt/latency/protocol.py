@@ -95,6 +95,13 @@ class Ratio:
     rounds: int
     reliable: bool
 
+    @classmethod
+    def within(cls, value: float, low: float, high: float, rounds: int,
+               halfwidth: float) -> "Ratio":
+        """The ratio, reliable when its interval's larger half is within ``halfwidth`` of it."""
+        ratio = cls(value, low, high, rounds, reliable=False)
+        return replace(ratio, reliable=ratio.halfwidth <= halfwidth)
+
     @property
     def halfwidth(self) -> float:
         """The interval's larger half, relative to the value."""
@@ -222,8 +229,8 @@ class BackendBase:
         ratios = []
         for k in models[1:]:
             values = sorted(r[k].median_ms / r[0].median_ms for r in rounds)
-            ratio = Ratio(values[len(values) // 2], values[0], values[-1], len(values), True)
-            ratios.append(replace(ratio, reliable=ratio.halfwidth <= RATIO_HALFWIDTH))
+            ratios.append(Ratio.within(values[len(values) // 2], values[0], values[-1],
+                                       len(values), RATIO_HALFWIDTH))
         return Comparison(best, ratios)
 
     def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:

@@ -164,9 +164,7 @@ def ratio_of_rounds(ratios: np.ndarray, policy: TimingPolicy = MODEL_POLICY) -> 
     """The median of the rounds' ``ratios`` with its 95% interval, reliable when the interval
     is within ``policy.ratio_halfwidth`` of it."""
     low, high = median_interval(ratios)
-    value = float(np.median(ratios))
-    halfwidth = max(value - low, high - value) / value
-    return Ratio(value, low, high, len(ratios), halfwidth <= policy.ratio_halfwidth)
+    return Ratio.within(float(np.median(ratios)), low, high, len(ratios), policy.ratio_halfwidth)
 
 
 def _warm_up(run: Callable[[], object], policy: TimingPolicy) -> float:
