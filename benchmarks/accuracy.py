@@ -27,7 +27,7 @@ from mdp_trt.bench.measure import benchmark_model
 from mdp_trt.data.mnist import mnist_splits, save_mnist_splits
 from mdp_trt.errors import InfeasibleBudget
 from mdp_trt.finetune import FinetuneOptions, finetune
-from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.prune import PruneOptions, prune
 from mdp_trt.solve.methods import METHODS
 

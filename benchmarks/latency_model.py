@@ -43,11 +43,11 @@ import onnx
 
 from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.graph import initializer_bytes, load_model, save_model
-from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.drift import DriftPolicy
-from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
+from mdp_trt.latency.tables.cache import LatencyCache
+from mdp_trt.latency.tables.drift import DriftPolicy
+from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import profile_tables
-from mdp_trt.latency.timing import CELL_POLICY, MODEL_POLICY
+from mdp_trt.latency.backends.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
 from mdp_trt.prune import PruneOptions, _importance, _table_sum, calibration_through, probe_model

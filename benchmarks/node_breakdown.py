@@ -9,7 +9,7 @@ model: its layers' cells are measured on the same backend, the model is run ``--
 ORT's profiler, and each node's median kernel time is kept. Prints, per model, the cell sum, the
 in-model time of the layers' nodes (a fused Conv+Add+Relu counts as its Conv), the time of every
 other node by op type, and the end-to-end median; with ``--layers`` each layer's in-model/cell ratio.
-Layers pair with nodes as in prune's per-layer calibration (mdp_trt/latency/node_profile.py).
+Layers pair with nodes as in prune's per-layer calibration (mdp_trt/latency/backends/node_profile.py).
 
     .venv/bin/python benchmarks/node_breakdown.py ORIGINAL.onnx PRUNED.onnx... [--threads 1]
         [--runs 200] [--layers] [--weights hot|cold] [--json OUT.json]
@@ -23,8 +23,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from mdp_trt.graph import load_model
-from mdp_trt.latency.node_profile import match_layers, profile_nodes
-from mdp_trt.latency.ort_cpu import OrtCpuBackend, session_options
+from mdp_trt.latency.backends.node_profile import match_layers, profile_nodes
+from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend, session_options
 from mdp_trt.passes import analyze
 
 

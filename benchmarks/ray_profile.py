@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from mdp_trt.graph.model import load_model
-from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.ray_runner import ray_measure_cells
-from mdp_trt.latency.registry import get_backend
+from mdp_trt.latency.tables.cache import LatencyCache
+from mdp_trt.latency.tables.ray_runner import ray_measure_cells
+from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.latency.tables import plan_cells, profile_tables, required_cells
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze

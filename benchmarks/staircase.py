@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdp_trt.latency.registry import backend_options, get_backend
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.latency.backends.registry import backend_options, get_backend
+from mdp_trt.signature import LayerSignature
 
 
 def sweep(args) -> list[dict]:

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mdp_trt.errors import InputError
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 
 __all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options",
            "check_max_options", "nothing_to_prune", "require_prunable"]

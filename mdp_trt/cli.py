@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mdp_trt.errors import InputError, Interrupted, MdpTrtError
-from mdp_trt.latency.registry import DEFAULT_BACKEND, backend_names
+from mdp_trt.latency.backends.registry import DEFAULT_BACKEND, backend_names
 from mdp_trt.outputs import check_output_file, check_output_folder, output_folder, write_text
 
 __all__ = ["app", "main"]
@@ -162,10 +162,10 @@ def profile(
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
     from mdp_trt.analysis import check_max_options, limit_options, require_prunable
     from mdp_trt.graph.model import initializer_bytes, load_model
-    from mdp_trt.latency.cache import LatencyCache
-    from mdp_trt.latency.ray_runner import cells_option, check_ray_flags
-    from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
-    from mdp_trt.latency.surface import describe as describe_surface
+    from mdp_trt.latency.tables.cache import LatencyCache
+    from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
+    from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
+    from mdp_trt.latency.tables.surface import describe as describe_surface
     from mdp_trt.latency.tables import profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
 
@@ -246,7 +246,7 @@ def bench(
     """Measure end-to-end latency and FPS of a model, or compare several (e.g. original and
     pruned) timed in alternating blocks, so that a slow spell of the machine falls on all."""
     from mdp_trt.bench.measure import benchmark_model, benchmark_models
-    from mdp_trt.latency.registry import backend_options, get_backend
+    from mdp_trt.latency.backends.registry import backend_options, get_backend
 
     for model in models:
         if not model.is_file():

@@ -26,22 +26,23 @@ from typing import Literal
 import numpy as np
 
 from mdp_trt.analysis import Analysis, check_max_options, limit_options, require_prunable
+from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.errors import InfeasibleBudget, InputError
-from mdp_trt.graph import (check_finite_weights, initializer_array, initializer_bytes,
-                           layer_output_scale, load_model, save_model)
+from mdp_trt.graph import (check_finite_weights, initializer_array, initializer_bytes, load_model,
+                           save_model)
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
-from mdp_trt.latency.cache import LatencyCache
-from mdp_trt.latency.calibration import (CALIBRATIONS, Calibration, correct_layers, fit_calibration,
-                                         layer_ratios, probe_options)
-from mdp_trt.latency.ray_runner import cells_option, check_ray_flags
+from mdp_trt.importance.output_scale import layer_output_scale
+from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
+from mdp_trt.latency.backends.timing import MODEL_POLICY
 from mdp_trt.latency.protocol import Ratio
-from mdp_trt.latency.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import LatencyTables, profile_tables
-from mdp_trt.latency.timing import MODEL_POLICY
+from mdp_trt.latency.tables.cache import LatencyCache
+from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
 from mdp_trt.outputs import output_folder
-from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+from mdp_trt.prediction.calibration import (CALIBRATIONS, Calibration, correct_layers,
+                                            fit_calibration, layer_ratios, probe_options)
 from mdp_trt.report import Report
 from mdp_trt.solve import load_problem
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mdp_trt.latency.surface import describe as describe_surface
+from mdp_trt.latency.tables.surface import describe as describe_surface
 
 __all__ = ["Report", "format_summary"]
 

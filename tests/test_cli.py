@@ -101,7 +101,7 @@ def test_analyze_prints_tables_and_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["bench", "profile"])
 def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path, capsys, command):
-    from mdp_trt.latency.tensorrt_backend import TensorRTBackend
+    from mdp_trt.latency.backends.tensorrt_backend import TensorRTBackend
 
     if TensorRTBackend().available() is None:
         pytest.skip("TensorRT and a GPU are present: the refusal cannot be exercised")

@@ -405,7 +405,7 @@ def test_a_bad_cache_is_refused_before_any_measuring(user, tmp_path, capsys, no_
 
 
 def test_threads_beyond_the_cores_are_capped_with_a_warning(caplog):
-    from mdp_trt.latency.registry import backend_options
+    from mdp_trt.latency.backends.registry import backend_options
 
     cores = len(os.sched_getaffinity(0))
     with caplog.at_level("WARNING"):

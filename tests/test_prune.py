@@ -332,7 +332,7 @@ def test_an_implausible_figure_is_timed_again_and_warned_about(tmp_path):
 
 
 def _cuda_reason():
-    from mdp_trt.latency.torch_backend import TorchBackend
+    from mdp_trt.latency.backends.torch_backend import TorchBackend
 
     return TorchBackend(device="cuda").available()
 

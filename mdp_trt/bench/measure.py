@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mdp_trt.latency.inputs import ModelInput, model_inputs
+from mdp_trt.latency.backends.inputs import ModelInput, model_inputs
 from mdp_trt.latency.protocol import LatencyBackend, Ratio
 
 __all__ = ["BenchResult", "benchmark_model", "benchmark_models", "FORMAT"]

@@ -1,6 +1,5 @@
 """Loading, saving and reading ONNX models (onnx-ir based)."""
 
-from mdp_trt.graph.batchnorm import layer_output_scale
 from mdp_trt.graph.constants import constant_array, initializer_array
 from mdp_trt.graph.model import initializer_bytes, load_model, save_model
 from mdp_trt.graph.shapes import check_model, infer_shapes
@@ -14,6 +13,5 @@ __all__ = [
     "check_model",
     "constant_array",
     "initializer_array",
-    "layer_output_scale",
     "check_finite_weights",
 ]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mdp_trt.analysis import Analysis
 from mdp_trt.data.datasets import ArrayDataset
 from mdp_trt.errors import InputError
-from mdp_trt.graph.batchnorm import following_batchnorm
+from mdp_trt.importance.output_scale import following_batchnorm
 from mdp_trt.graph.torch_graph import TorchGraph
 from mdp_trt.importance.scores import Importance
 from mdp_trt.passes.groups import layer_weight_axes

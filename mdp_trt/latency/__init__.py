@@ -1,1 +1,2 @@
-"""Latency measurement: backends behind one protocol, bilayer tables, and their persistent cache."""
+"""Latency measurement: backends behind one protocol (``backends``) and the bilayer tables built
+from them (``tables``)."""

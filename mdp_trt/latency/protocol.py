@@ -17,13 +17,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from mdp_trt.errors import BackendUnavailable, InputError
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 
 __all__ = ["DeviceFingerprint", "Measurement", "Ratio", "Comparison", "LatencyBackend",
-           "BackendBase"]
+           "BackendBase", "Weights", "WEIGHTS"]
+
+# Whether a cell is timed with its weights hot in cache or streamed from memory (as in the model)
+Weights = Literal["hot", "cold"]
+WEIGHTS: tuple[str, ...] = ("hot", "cold")
 
 
 @dataclass(frozen=True)

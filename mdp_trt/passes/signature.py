@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from mdp_trt.graph.shapes import static_shape
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 from mdp_trt.passes.groups import layer_weight_axes
 
 __all__ = ["layer_signature", "fused_activation", "ACTIVATIONS"]

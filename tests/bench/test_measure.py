@@ -5,11 +5,11 @@ import pytest
 
 from mdp_trt.bench.measure import BenchResult, benchmark_model, benchmark_models
 from mdp_trt.errors import InputError
-from mdp_trt.latency.layer_model import build_layer_model
-from mdp_trt.latency.ort_cpu import OrtCpuBackend
+from mdp_trt.latency.backends.layer_model import build_layer_model
+from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
-from mdp_trt.latency.signature import LayerSignature
-from mdp_trt.latency.timing import TimingPolicy
+from mdp_trt.signature import LayerSignature
+from mdp_trt.latency.backends.timing import TimingPolicy
 
 FAST = TimingPolicy(warmup_runs=1, warmup_s=0.0, budget_s=0.02, min_repeats=7, max_repeats=50)
 

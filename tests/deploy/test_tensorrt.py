@@ -3,8 +3,8 @@ import pytest
 from mdp_trt.deploy.tensorrt import (build_engine, build_serialized, has_explicit_quantization,
                                      tensorrt_unavailable_reason)
 from mdp_trt.errors import BackendUnavailable, InputError
-from mdp_trt.latency.layer_model import build_layer_model
-from mdp_trt.latency.tensorrt_backend import quantize_layer_model
+from mdp_trt.latency.backends.layer_model import build_layer_model
+from mdp_trt.latency.backends.tensorrt_backend import quantize_layer_model
 from tests.latency.fixtures import conv_sig, save
 
 REASON = tensorrt_unavailable_reason()

@@ -4,7 +4,7 @@ import pytest
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.importance import Importance
 from mdp_trt.importance.magnitude import magnitude_importance
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 
 
 def _analysis():

@@ -9,7 +9,8 @@ from torch import nn
 
 from mdp_trt.data import ArrayDataset
 from mdp_trt.errors import InputError
-from mdp_trt.graph import initializer_array, layer_output_scale
+from mdp_trt.graph import initializer_array
+from mdp_trt.importance.output_scale import layer_output_scale
 from mdp_trt.importance.magnitude import magnitude_importance
 from mdp_trt.importance.taylor import taylor_importance
 from mdp_trt.passes import analyze

@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
-from mdp_trt.latency.drift import REFERENCE
+from mdp_trt.latency.tables.drift import REFERENCE
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 
 
 def conv_sig(out_ch: int, in_ch: int, hw: int, *, k: int = 3, stride: int = 1,

@@ -4,7 +4,8 @@ in ORT."""
 
 import pytest
 
-from mdp_trt.graph import layer_output_scale, load_model, save_model
+from mdp_trt.graph import load_model, save_model
+from mdp_trt.importance.output_scale import layer_output_scale
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from tests import onnx_graphs as G
 

@@ -2,7 +2,7 @@ import pytest
 
 from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer
 from mdp_trt.importance import Importance
-from mdp_trt.latency.signature import LayerSignature
+from mdp_trt.signature import LayerSignature
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate
 

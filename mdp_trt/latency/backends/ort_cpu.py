@@ -1,0 +1,295 @@
+"""The ``ort-cpu`` backend: ONNX Runtime's CPU execution provider.
+
+Layers and whole models run under the same session options (``session_options``): ``threads``
+intra-op threads (default 1, because multi-threaded timings on small shared machines are noisy),
+one inter-op thread, sequential execution, all graph optimisations (so Conv+bias+activation fuse
+exactly as they do in the full model). Inputs and outputs are bound once through IOBinding, so a
+timed call is only ``run_with_iobinding``: no host copies or allocations in the loop.
+
+``weights="cold"`` times a cell the way its layer runs inside a model whose weights exceed the
+last-level cache: streamed from memory. Alone, a layer's weights stay cached between runs (a
+3x3 512x512 conv at 2x2: 0.3 ms alone, 1.7 ms inside ResNet-18 or with its weights evicted). The
+one-layer model then holds ``copies`` replicas of the layer (own weights, the same input) whose
+weights together exceed twice the LLC, and a cell is the run time divided by ``copies``. A layer
+whose weights are too small for 8 replicas to overflow the LLC is timed as one: its weights cost
+little to stream anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Literal
+
+from mdp_trt.errors import InputError, UnsupportedGraph
+from mdp_trt.latency.backends.inputs import ModelInput, model_inputs, random_feeds
+from mdp_trt.latency.backends.layer_model import build_layer_model, layer_input_shape
+from mdp_trt.latency.backends import node_profile
+from mdp_trt.latency.protocol import (BackendBase, Comparison, DeviceFingerprint, Measurement,
+                                      Weights)
+from mdp_trt.signature import LayerSignature
+from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
+                                   time_runs)
+
+__all__ = ["OrtCpuBackend", "session_options", "ort_unavailable_reason", "cpu_description",
+           "llc_bytes", "cold_copies", "MIN_ORT_VERSION"]
+
+log = logging.getLogger(__name__)
+
+MIN_ORT_VERSION = (1, 18)
+Precision = Literal["fp32"]
+
+
+def cpu_description() -> str:
+    """CPU model name (from /proc/cpuinfo where there is one) and logical core count."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    return f"{model}, {os.cpu_count() or 1} cores"
+
+
+def llc_bytes() -> int:
+    """Size of the largest CPU cache in bytes (sysfs); 32 MiB where it cannot be read."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * scale)
+    return max(sizes, default=32 * 2**20)
+
+
+MAX_COLD_COPIES = 8
+
+
+def cold_copies(weight_bytes: int, llc: int) -> int:
+    """Replicas of a layer whose weights together overflow the LLC twice (1: not worth it)."""
+    copies = math.ceil(2 * llc / max(weight_bytes, 1))
+    return copies if copies <= MAX_COLD_COPIES else 1
+
+
+def _replicated(models: list) -> bytes:
+    """One model running each of ``models`` (one-layer models reading ``x``) on the same ``x``;
+    each copy's tensor names get a prefix so that its weights stay its own."""
+    import onnx
+
+    merged = onnx.ModelProto()
+    merged.CopyFrom(models[0])
+    graph = merged.graph
+    del graph.node[:], graph.initializer[:], graph.output[:]
+    for index, model in enumerate(models):
+        prefix = f"c{index}_"
+        rename = lambda name: name if name == "x" else prefix + name  # noqa: E731
+        for node in model.graph.node:
+            copy = graph.node.add()
+            copy.CopyFrom(node)
+            copy.name = prefix + node.name
+            copy.input[:] = [rename(n) for n in node.input]
+            copy.output[:] = [rename(n) for n in node.output]
+        for init in model.graph.initializer:
+            graph.initializer.add().CopyFrom(init)
+            graph.initializer[-1].name = prefix + init.name
+        for out in model.graph.output:
+            graph.output.add().CopyFrom(out)
+            graph.output[-1].name = prefix + out.name
+    return merged.SerializeToString()
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def ort_unavailable_reason() -> str | None:
+    """Why no recent enough onnxruntime is importable here, or None (any execution provider)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        return f"onnxruntime is not importable ({exc}); install it: pip install onnxruntime"
+    if _version_tuple(ort.__version__) < MIN_ORT_VERSION:
+        wanted = ".".join(map(str, MIN_ORT_VERSION))
+        return f"onnxruntime {ort.__version__} is too old; pip install 'onnxruntime>={wanted}'"
+    return None
+
+
+def session_options(threads: int):
+    """The ``SessionOptions`` used for every timed session (layers and whole models alike)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: fusion notices are not ours to show
+    return options
+
+
+class OrtCpuBackend(BackendBase):
+    """Times one-layer models and whole ONNX models on ONNX Runtime's CPU provider."""
+
+    name = "ort-cpu"
+    monotone_latency = True  # on a CPU a wider layer is never faster (tables.profile_tables)
+    smooth_latency = True  # and its latency is smooth in the widths (latency/surface.py)
+
+    def __init__(self, *, threads: int = 1, precision: Precision = "fp32",
+                 cell_policy: TimingPolicy = CELL_POLICY,
+                 model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0,
+                 weights: Weights = "hot") -> None:
+        super().__init__(threads)
+        if precision != "fp32":
+            raise InputError(f"{self.name} runs models in their own precision; only 'fp32' is "
+                             f"supported as --precision, got {precision!r}")
+        self.precision = precision
+        self.cell_policy = cell_policy
+        self.model_policy = model_policy
+        if weights not in ("hot", "cold"):
+            raise InputError(f"weights must be 'hot' or 'cold', got {weights!r}")
+        self.seed = seed
+        self.weights = weights
+        self._llc = llc_bytes()
+        self._ort = None
+        self._options = None
+
+    def available(self) -> str | None:
+        reason = ort_unavailable_reason()
+        if reason is not None:
+            return reason
+        import onnxruntime as ort
+
+        if "CPUExecutionProvider" not in ort.get_available_providers():
+            return ("this onnxruntime build has no CPUExecutionProvider; "
+                    "install the standard wheel: pip install onnxruntime")
+        return None
+
+    def _activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        self._ort = ort
+        self._options = session_options(self.threads)
+
+    def _deactivate_impl(self) -> None:
+        self._ort = None
+        self._options = None
+
+    # What a GPU subclass (ort_cuda) changes: the providers, where bound tensors live, and the
+    # device a fingerprint names.
+    def _providers(self) -> list:
+        return ["CPUExecutionProvider"]
+
+    def _ort_device(self) -> tuple[str, int]:
+        return "cpu", 0
+
+    def _device_description(self) -> str:
+        return cpu_description()
+
+    def fingerprint(self) -> DeviceFingerprint:
+        import onnxruntime as ort
+
+        return DeviceFingerprint(backend=self.name, device=self._device_description(),
+                                 runtime="onnxruntime", runtime_version=ort.__version__,
+                                 threads=self.threads, precision=self.precision)
+
+    def _session(self, model: bytes | str):
+        return self._ort.InferenceSession(model, sess_options=self._options,
+                                          providers=self._providers())
+
+    def _time_session(self, session, feeds: dict, policy: TimingPolicy) -> Measurement:
+        return time_runs(self._bound_run(session, feeds), policy)
+
+    def _bound_run(self, session, feeds: dict):
+        """One timed call, ``run_with_iobinding`` on inputs and outputs bound once."""
+        ort = self._ort
+        binding = session.io_binding()
+        keep = []  # OrtValues must outlive the binding
+        for name, array in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device())
+            keep.append(value)
+            binding.bind_ortvalue_input(name, value)
+        # One plain run gives the output shapes; outputs are then preallocated and bound.
+        outputs = session.run(None, feeds)
+        for meta, array in zip(session.get_outputs(), outputs):
+            value = ort.OrtValue.ortvalue_from_numpy(array, *self._ort_device())
+            keep.append(value)
+            binding.bind_ortvalue_output(meta.name, value)
+
+        def run():
+            session.run_with_iobinding(binding)
+        run.bound_values = keep  # alive as long as the call is
+        return run
+
+    def measure_layer(self, sig: LayerSignature, out_channels: int, in_channels: int) -> Measurement:
+        self._require_active()
+        model = build_layer_model(sig, out_channels, in_channels, seed=self.seed)
+        copies = 1
+        if self.weights == "cold":
+            weight_bytes = sum(len(init.raw_data) for init in model.graph.initializer)
+            copies = cold_copies(weight_bytes, self._llc)
+        if copies > 1:
+            # Distinct seeds: distinct weight buffers that the runtime cannot share.
+            payload = _replicated([model] + [
+                build_layer_model(sig, out_channels, in_channels, seed=self.seed + k)
+                for k in range(1, copies)])
+        else:
+            payload = model.SerializeToString()
+        try:
+            session = self._session(payload)
+        except Exception as exc:  # e.g. no CPU kernel for this op/dtype in this ORT build
+            raise UnsupportedGraph(
+                f"onnxruntime cannot run a one-layer {sig.op_type} at out={out_channels}, "
+                f"in={in_channels} ({sig.key()}): {exc}", op_type=sig.op_type) from exc
+        spec = ModelInput("x", layer_input_shape(sig, in_channels), sig.dtype)
+        feeds = random_feeds((spec,), seed=self.seed)
+        m = self._time_session(session, feeds, self.cell_policy)
+        if copies == 1:
+            return m
+        return Measurement(m.median_ms / copies, m.spread, m.repeats, m.p10_ms / copies,
+                           m.p90_ms / copies)
+
+    def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
+        self._require_active()
+        nodes, run_ms = node_profile.profile_nodes(path, session_options(self.threads),
+                                                   self._providers())
+        return {name: node.ms / run_ms
+                for name, node in node_profile.match_layers(path, layers, nodes).items()}
+
+    def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
+        self._require_active()
+        return self._time_session(*self._model_session(path, batch), self.model_policy)
+
+    def measure_models(self, paths, *, batch: int | None = None) -> Comparison:
+        self._require_active()
+        runs = [self._bound_run(*self._model_session(path, batch)) for path in paths]
+        return time_interleaved(runs, self.model_policy)
+
+    def _model_session(self, path: str | Path, batch: int | None):
+        inputs = model_inputs(path, batch=batch)
+        try:
+            session = self._session(str(path))
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise InputError(f"{path}: onnxruntime cannot load the model ({exc})") from exc
+        feeds = random_feeds(inputs, seed=self.seed)
+        try:
+            session.run(None, feeds)
+        except Exception as exc:  # a model that loads can still fail on its first inputs
+            raise InputError(f"{path}: onnxruntime loads the model but cannot run it on inputs "
+                             f"of shape {', '.join(str(a.shape) for a in feeds.values())} "
+                             f"({exc})") from exc
+        return session, feeds

@@ -1,0 +1,359 @@
+"""Bilayer latency tables: L_l[i, j] for every layer of an analysis, filled from the cache.
+
+For layer l with output group g and input group p, ``tables[l][i][j]`` is the latency (ms) of
+l with the channel count of option i of g as outputs and option j of p as inputs: as measured,
+or on CPU backends the value at those widths of a surface fitted to the measured cells of l's
+signature (``surface.py``), which averages out their noise. Row 0
+and column 0 are zeros (option 0 keeps no channel; the solver never picks it, and a removed
+block's layers are dropped by the block variable, not by these zeros). A layer whose input is a
+graph input (``in_group is None``) has two columns ``[0, value]`` so that indexing is uniform:
+its real column is 1, at the layer's full input width.
+
+Depthwise convs: a channel survives only if both its input and output do, so cell (i, j) is the
+depthwise conv at ``min(channels_i, channels_j)``; with the input and output in one group (the
+usual case) only the diagonal is ever selected and no off-diagonal cell costs a measurement.
+
+``profile_tables`` measures only the cells the cache lacks, after deduplicating cells across
+layers with equal signatures. The cell list is deterministic: layers in analysis order, then
+rows, then columns, first occurrence wins. With ``interpolate=k`` it measures only a coarse grid
+(every k-th width) plus a few held-back cells and interpolates the rest (``interpolate.py``);
+cells are timed under the reference-cell drift guard (``drift.py``), here or on each worker that
+a ``measure_cells`` callable hands them to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from mdp_trt.analysis import Analysis, ChannelGroup, Layer
+from mdp_trt.errors import InputError
+from mdp_trt.latency.tables.cache import LatencyCache
+from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.latency.tables.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
+from mdp_trt.latency.tables.interpolate import CoarsePlan, monotone_values
+from mdp_trt.latency.tables.surface import surface_values
+from mdp_trt.latency.protocol import LatencyBackend, Measurement
+from mdp_trt.signature import LayerSignature
+
+__all__ = ["LatencyTables", "LayerCells", "MeasuredChunk", "MeasureCells", "plan_cells",
+           "required_cells", "profile_tables", "FORMAT"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "mdp-latency-tables/1"
+
+
+@dataclass(frozen=True)
+class MeasuredChunk:
+    """Cells that ``worker`` timed in one run under the drift guard: ``(cell, measurement,
+    drift)`` each, drift being the guard's value for that measurement (None: unguarded), and
+    the guard's log of the run."""
+
+    worker: str
+    cells: tuple[tuple[Cell, Measurement, float | None], ...]
+    log: DriftLog
+
+
+# Measures cells elsewhere (e.g. on Ray workers) under a drift policy (None: no guard), yielding
+# each chunk of them as soon as it is done.
+MeasureCells = Callable[[Sequence[Cell], DriftPolicy | None], Iterator[MeasuredChunk]]
+
+
+@dataclass(frozen=True)
+class LayerCells:
+    """Which cell fills each entry of one layer's table.
+
+    ``out_options``/``in_options`` are channel counts per option (index 0 = 0 channels);
+    ``cells[i][j]`` is the cell of entry (i, j), None on row/column 0.
+    """
+
+    layer: str
+    out_options: tuple[int, ...]
+    in_options: tuple[int, ...]
+    cells: tuple[tuple[Cell | None, ...], ...]
+
+
+@dataclass(frozen=True)
+class LatencyTables:
+    """Per-layer bilayer latency tables in milliseconds.
+
+    ``tables[name][i][j]``: rows = output option 0..K_out, columns = input option 0..K_in (two
+    columns when the layer reads a graph input). ``channels[name]`` = [channel count per output
+    option, channel count per input option]. ``cells_measured``/``cells_cached`` count distinct
+    cells measured by this run / found in the cache; ``seconds`` is the wall time of the run.
+    ``interpolation`` is the ``InterpolationReport`` (JSON) of coarse tables, None for full
+    ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
+    measured elsewhere ``drift.workers_record`` (the same ``max_drift``/``remeasured_cells``/
+    ``unresolved_batches``, plus ``workers``: each worker's log).
+    """
+
+    backend: str
+    fingerprint: dict
+    group_size: int
+    tables: dict[str, list[list[float]]]
+    cells_measured: int = 0
+    cells_cached: int = 0
+    seconds: float = 0.0
+    channels: dict[str, list[list[int]]] = field(default_factory=dict)
+    interpolation: dict | None = None
+    drift: dict | None = None
+    monotone: bool = False  # values made non-decreasing in both widths (profile_tables)
+    surface: dict | None = None  # SurfaceReport (JSON) when cells are a fitted surface
+
+    def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
+        """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
+        try:
+            table = self.tables[name]
+        except KeyError:
+            raise KeyError(f"no latency table for layer {name!r}") from None
+        if not (0 <= out_option < len(table) and 0 <= in_option < len(table[0])):
+            raise IndexError(
+                f"option ({out_option}, {in_option}) outside the {len(table)} x {len(table[0])} "
+                f"latency table of layer {name!r}")
+        return table[out_option][in_option]
+
+    def scaled(self, factor: float) -> "LatencyTables":
+        """The same tables with every cell multiplied by ``factor`` (a calibration's scale)."""
+        return replace(self, tables={name: [[factor * v for v in row] for row in table]
+                                     for name, table in self.tables.items()})
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "backend": self.backend,
+            "fingerprint": self.fingerprint,
+            "group_size": self.group_size,
+            "tables": self.tables,
+            "channels": self.channels,
+            "cells_measured": self.cells_measured,
+            "cells_cached": self.cells_cached,
+            "seconds": self.seconds,
+            "interpolation": self.interpolation,
+            "drift": self.drift,
+            "monotone": self.monotone,
+            "surface": self.surface,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LatencyTables":
+        if data.get("format") != FORMAT:
+            raise InputError(f"latency tables format {data.get('format')!r} is not {FORMAT!r}")
+        return cls(
+            backend=data["backend"],
+            fingerprint=dict(data["fingerprint"]),
+            group_size=int(data["group_size"]),
+            tables={k: [[float(v) for v in row] for row in m] for k, m in data["tables"].items()},
+            cells_measured=int(data.get("cells_measured", 0)),
+            cells_cached=int(data.get("cells_cached", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+            channels={k: [list(map(int, axis)) for axis in v]
+                      for k, v in data.get("channels", {}).items()},
+            interpolation=data.get("interpolation"),
+            drift=data.get("drift"),
+            monotone=bool(data.get("monotone", False)),
+            surface=data.get("surface"),
+        )
+
+
+def _group(groups: dict[int, ChannelGroup], layer: Layer, gid: int, role: str) -> ChannelGroup:
+    try:
+        return groups[gid]
+    except KeyError:
+        raise InputError(f"layer {layer.name!r}: its {role} group {gid} is not in the analysis "
+                         "(re-run analyze)") from None
+
+
+def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int) -> LayerCells:
+    sig = layer.signature
+    out_group = _group(groups, layer, layer.out_group, "output")
+    if out_group.channels != sig.out_channels:
+        raise InputError(
+            f"layer {layer.name!r} has {sig.out_channels} output channels but its group "
+            f"{out_group.name!r} has {out_group.channels}; the analysis is inconsistent")
+    out_options = tuple(out_group.options(group_size))
+    if layer.in_group is None:
+        in_options: tuple[int, ...] = (0, sig.in_channels)
+    else:
+        in_group = _group(groups, layer, layer.in_group, "input")
+        # A Gemm after a Flatten reads in_stride (= H*W) weight columns per channel.
+        if in_group.channels * layer.in_stride != sig.in_channels:
+            raise InputError(
+                f"layer {layer.name!r} has {sig.in_channels} input channels but its input group "
+                f"{in_group.name!r} has {in_group.channels} x {layer.in_stride}; the analysis is "
+                "inconsistent")
+        in_options = tuple(c * layer.in_stride for c in in_group.options(group_size))
+    if sig.conv_group > 1 and not sig.depthwise:
+        bad = [c for c in out_options[1:] + in_options[1:] if c % sig.conv_group]
+        if bad:
+            raise InputError(
+                f"layer {layer.name!r} is a grouped Conv (group={sig.conv_group}) and cannot "
+                f"have {bad[0]} channels; use a --group-size that is a multiple of "
+                f"{sig.conv_group}")
+    rows = []
+    for i, out_ch in enumerate(out_options):
+        row: list[Cell | None] = []
+        for j, in_ch in enumerate(in_options):
+            if i == 0 or j == 0:
+                row.append(None)
+            elif sig.depthwise:
+                width = min(out_ch, in_ch)
+                row.append(Cell(sig, width, width))
+            else:
+                row.append(Cell(sig, out_ch, in_ch))
+        rows.append(tuple(row))
+    return LayerCells(layer.name, out_options, in_options, tuple(rows))
+
+
+def plan_cells(analysis: Analysis, group_size: int) -> tuple[LayerCells, ...]:
+    """The cell of every table entry of every layer, in analysis layer order."""
+    if group_size < 1:
+        raise InputError(f"--group-size must be at least 1, got {group_size}")
+    groups = {g.id: g for g in analysis.groups}
+    return tuple(_layer_cells(layer, groups, group_size) for layer in analysis.layers)
+
+
+def required_cells(plan: tuple[LayerCells, ...]) -> list[Cell]:
+    """Distinct cells of a plan (equal signatures share cells), deterministic order."""
+    seen: dict[tuple[str, int, int], Cell] = {}
+    for layer in plan:
+        for row in layer.cells:
+            for cell in row:
+                if cell is not None and cell.key() not in seen:
+                    seen[cell.key()] = cell
+    return list(seen.values())
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("cells"), TimeElapsedColumn(), TextColumn("left"),
+                    TimeRemainingColumn(), console=Console(stderr=True))
+
+
+def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBackend,
+                   cache: LatencyCache, progress: bool = True, interpolate: int | None = None,
+                   holdout: int = 2, drift: DriftPolicy | None = DriftPolicy(),
+                   measure_cells: MeasureCells | None = None,
+                   monotone: bool | None = None, surface: bool | None = None) -> LatencyTables:
+    """Fill every layer's table, measuring only the cells ``cache`` lacks.
+
+    Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
+    (an exception, Ctrl-C) keeps every finished cell and a re-run resumes where it stopped.
+    ``interpolate``: measure every k-th width per axis (plus ``holdout`` held-back cells per
+    signature) and interpolate the rest; None measures every cell. ``drift``: the reference-cell
+    guard (None: none). A backend with a ``weights`` attribute ("hot"/"cold") keys its cells by it.
+    ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``) under the
+    ``drift`` policy, yielding each ``MeasuredChunk`` as it finishes, on backends whose
+    fingerprint is ``backend``'s; None measures them here on ``backend``. Each cell is cached with
+    its worker's drift value, as soon as its chunk arrives.
+    ``monotone``: make each signature's medians non-decreasing in both widths (None: the
+    backend's ``monotone_latency``). On a CPU a wider layer is never faster, so a cell that reads
+    faster than a narrower neighbour is noise, and the exact solver seeks such cells out: on
+    ResNet-50 at 224 px (ORT CPU) 18% of neighbouring cells were such dips (median 8%) and the
+    solver's plans came out under-predicted by up to 18%. GPU kernels tile channels, so there a
+    wider layer can be faster and the dips are kept. Applied to interpolated tables too (their
+    grid cells otherwise keep their measurement). The cache keeps the raw medians.
+    ``surface``: each signature's cells become a surface fitted to its measured cells
+    (``surface.py``; None: the backend's ``smooth_latency``); with ``interpolate`` the surface is
+    fitted to the grid cells alone, so the held-back error is the surface's. Before ``monotone``.
+    """
+    start = time.perf_counter()
+    plan = plan_cells(analysis, group_size)
+    cells = required_cells(plan)
+    fp = backend.fingerprint()
+    weights = getattr(backend, "weights", "hot")
+    by_signature: dict[str, dict] = {}
+
+    def cached(cell: Cell):
+        sig_key = cell.signature.key()
+        if sig_key not in by_signature:
+            by_signature[sig_key] = cache.get_many(fp, cell.signature, weights=weights)
+        return by_signature[sig_key].get((cell.out_channels, cell.in_channels))
+
+    medians = {cell.key(): hit.median_ms for cell in cells if (hit := cached(cell)) is not None}
+    coarse = None
+    wanted = cells
+    if interpolate is not None:
+        coarse = CoarsePlan(cells, step=interpolate, holdout=holdout, cached=medians)
+        wanted = coarse.to_measure()
+        medians.update({c.key(): hit.median_ms for c in wanted
+                        if c.key() not in medians and (hit := cached(c)) is not None})
+    missing = [cell for cell in wanted if cell.key() not in medians]
+    cached_count = len(wanted) - len(missing)
+    log.info("%d layers need %d distinct cells (%d to time%s): %d cached, %d to measure on %s",
+             len(plan), len(cells), len(wanted),
+             "" if coarse is None else f", interpolation step {interpolate}", cached_count,
+             len(missing), backend.name)
+    drift_log = None
+    if missing:
+        bar = _progress(progress)
+        with backend:
+            if bar is not None:
+                bar.start()
+                task = bar.add_task(f"profiling {backend.name}", total=len(missing))
+
+            def store(index: int, m, cell_drift: float | None) -> None:
+                cell = missing[index]
+                cache.put(fp, cell.signature, cell.out_channels, cell.in_channels, m,
+                          weights=weights, drift=cell_drift)
+                if bar is not None and cell.key() not in medians:
+                    bar.advance(task)
+                medians[cell.key()] = m.median_ms
+
+            try:
+                if measure_cells is None:
+                    drift_log = measure_guarded(
+                        backend, [(c.signature, c.out_channels, c.in_channels) for c in missing],
+                        store, policy=drift).to_json()
+                else:
+                    index = {cell.key(): i for i, cell in enumerate(missing)}
+                    logs: dict[str, list[DriftLog]] = {}
+                    for chunk in measure_cells(missing, drift):
+                        for cell, m, cell_drift in chunk.cells:
+                            store(index[cell.key()], m, cell_drift)
+                        logs.setdefault(chunk.worker, []).append(chunk.log)
+                    drift_log = workers_record(logs)
+                    absent = [c for c in missing if c.key() not in medians]
+                    if absent:
+                        raise RuntimeError(f"measure_cells returned {len(missing) - len(absent)} "
+                                           f"of {len(missing)} cells; first missing: {absent[0]}")
+            finally:
+                if bar is not None:
+                    bar.stop()
+    if monotone is None:
+        monotone = getattr(backend, "monotone_latency", False)
+    if surface is None:
+        surface = getattr(backend, "smooth_latency", False)
+    values = medians if coarse is None else coarse.fill(medians)
+    fit = None
+    if surface:
+        values, fit = surface_values(
+            cells, medians if coarse is None else coarse.grid_values(medians), values)
+    if monotone:
+        values = monotone_values(cells, values)
+    tables = {
+        layer.layer: [[0.0 if cell is None else values[cell.key()] for cell in row]
+                      for row in layer.cells]
+        for layer in plan
+    }
+    channels = {layer.layer: [list(layer.out_options), list(layer.in_options)] for layer in plan}
+    report = None if coarse is None else coarse.report(medians, values)
+    if report is not None and report.held_back:
+        log.info("interpolated tables (step %d): %d cells timed, %d interpolated; error on %d "
+                 "held-back cells: mean %.1f%%, max %.1f%%", interpolate, report.cells_grid,
+                 report.cells_interpolated, report.held_back, 100 * report.mean_rel_error,
+                 100 * report.max_rel_error)
+    return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
+                         tables=tables, cells_measured=len(missing), cells_cached=cached_count,
+                         seconds=time.perf_counter() - start, channels=channels,
+                         interpolation=None if report is None else report.to_json(),
+                         drift=drift_log, monotone=bool(monotone),
+                         surface=None if fit is None else fit.to_json())

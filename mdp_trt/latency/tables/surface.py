@@ -1,0 +1,121 @@
+"""Latency tables from a smooth surface fitted to each signature's measured cells.
+
+On a CPU one layer's latency is a smooth function of its two widths (the work grows with
+out x in, the traffic with out and with in), but one cell's measurement is not: on a shared
+2-core host two independent profiles of ResNet-50's 6 826 cells (ORT, 2 threads) differed by
+22% per cell (ms-weighted mean), while a biquadratic surface fitted to each profile's cells of
+one signature agreed with the other profile's surface within 6-7%, and the fit's residuals in
+the two profiles were uncorrelated (r ~ 0.0-0.1): what the surface leaves out is noise. That
+noise is what the exact solver exploits: it picks the cells that happened to read fast, and its
+plans then run slower than predicted (results rows 19 and 23: up to 8% on ResNet-50).
+
+Each signature's cells get ``value(o, i) = sum c_ab (o / o_max)^a (i / i_max)^b`` over
+``a, b <= 2`` (fewer terms on an axis with fewer distinct widths; a depthwise signature is
+one-dimensional), fitted by least squares on relative error (weights 1 / measured) so that
+narrow, fast cells count as much as wide ones. A signature with fewer than twice as many cells
+as terms, or whose surface is not positive over its cells, keeps its measurements.
+GPU kernels tile channels into a staircase that no low-order surface follows, so GPU backends
+keep measured cells (``LatencyBackend.smooth_latency``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.signature import group_by_signature
+
+__all__ = ["SurfaceReport", "surface_values", "describe"]
+
+CellKey = tuple[str, int, int]
+MAX_DEGREE = 2
+POINTS_PER_TERM = 2  # fewer measured cells than this per coefficient: keep the measurements
+
+
+@dataclass(frozen=True)
+class SurfaceReport:
+    """``fitted``/``kept``: signatures given a surface / left as measured (too few cells or a
+    non-positive surface); ``mean_rel_residual``: |surface - measured| / measured over the
+    fitted cells, mostly measurement noise (None when nothing was fitted)."""
+
+    fitted: int
+    kept: int
+    mean_rel_residual: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _degrees(n_points: int, n_out: int, n_in: int) -> tuple[int, int] | None:
+    """The highest (out, in) degrees that the distinct widths allow and the points pin down;
+    every axis along which the cells vary keeps at least a linear term."""
+    low_out, low_in = min(1, n_out - 1), min(1, n_in - 1)
+    top_out, top_in = min(MAX_DEGREE, n_out - 1), min(MAX_DEGREE, n_in - 1)
+    candidates = sorted(((a, b) for a in range(low_out, top_out + 1)
+                         for b in range(low_in, top_in + 1) if a + b > 0),
+                        key=lambda d: (-(d[0] + 1) * (d[1] + 1), -d[0]))
+    for a, b in candidates:
+        if n_points >= POINTS_PER_TERM * (a + 1) * (b + 1):
+            return a, b
+    return None
+
+
+def _design(outs: np.ndarray, ins: np.ndarray, degrees: tuple[int, int],
+            scale: tuple[float, float]) -> np.ndarray:
+    x, y = outs / scale[0], ins / scale[1]
+    return np.stack([x ** a * y ** b for a in range(degrees[0] + 1)
+                     for b in range(degrees[1] + 1)], axis=1)
+
+
+def _fit_signature(cells: list[Cell], measured: Mapping[CellKey, float]
+                   ) -> tuple[dict[CellKey, float], np.ndarray] | None:
+    """Surface values at ``cells`` and the fit's relative residuals, or None (kept)."""
+    outs = np.array([c.out_channels for c in cells], dtype=np.float64)
+    # a depthwise conv's cells lie on in == out: one axis
+    ins = (np.zeros_like(outs) if cells[0].signature.depthwise
+           else np.array([c.in_channels for c in cells], dtype=np.float64))
+    fitted = np.array([c.key() in measured for c in cells])
+    if not fitted.any():
+        return None
+    y = np.array([measured[c.key()] for c in cells if c.key() in measured])
+    degrees = _degrees(len(y), len(set(outs[fitted])), len(set(ins[fitted])))
+    if degrees is None or not np.all(y > 0):
+        return None
+    scale = (max(outs[fitted].max(), 1.0), max(ins[fitted].max(), 1.0))
+    design = _design(outs, ins, degrees, scale)
+    coef = np.linalg.lstsq(design[fitted] / y[:, None], np.ones_like(y), rcond=None)[0]
+    values = design @ coef
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        return None
+    return {c.key(): float(v) for c, v in zip(cells, values)}, values[fitted] / y - 1
+
+
+def surface_values(cells: Iterable[Cell], measured: Mapping[CellKey, float],
+                   fallback: Mapping[CellKey, float]) -> tuple[dict[CellKey, float], SurfaceReport]:
+    """A value for every cell in ``cells``: its signature's surface fitted to the ``measured``
+    cells of that signature, or ``fallback`` where the signature keeps its measurements."""
+    values: dict[CellKey, float] = {}
+    residuals: list[np.ndarray] = []
+    groups = group_by_signature(cells)
+    for group in groups:
+        fit = _fit_signature(group, measured)
+        if fit is None:
+            values.update({c.key(): fallback[c.key()] for c in group})
+            continue
+        values.update(fit[0])
+        residuals.append(np.abs(fit[1]))
+    mean = float(np.mean(np.concatenate(residuals))) if residuals else None
+    return values, SurfaceReport(len(residuals), len(groups) - len(residuals), mean)
+
+
+def describe(report: dict | None) -> str | None:
+    """One line on a ``SurfaceReport`` (JSON) for the CLI and prune's summary; None when no
+    signature was fitted."""
+    if not report or not report["fitted"]:
+        return None
+    return (f"tables fitted to the cells of {report['fitted']} layer signatures ("
+            f"{report['kept']} kept as measured), which scatter "
+            f"{100 * report['mean_rel_residual']:.1f}% around them (their measurement noise)")

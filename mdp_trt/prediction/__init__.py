@@ -1,0 +1,1 @@
+"""The latency model of a plan: table sums, calibrated against measured whole models."""
