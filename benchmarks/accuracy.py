@@ -80,7 +80,7 @@ def main() -> None:
 def _run(args, method, budget, baseline_ms, train, test, train_npz) -> dict:
     start = time.perf_counter()
     folder = args.out / "runs" / f"{method}-{budget:g}"
-    calib = {"calib": train_npz} if args.importance == "taylor" else {}
+    calib = {"calib_data": train_npz} if args.importance == "taylor" else {}
     row = {"method": method, "budget": budget, "budget_ms": budget * baseline_ms}
     try:
         report = prune(args.model, folder, PruneOptions(

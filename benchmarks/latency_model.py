@@ -12,7 +12,7 @@ pass. Six predictions per plan:
   bilayer   the plan's table cells, each corrected by its layer's in-model/cell ratio (from
             the backend's per-node profile of the original and a half-width probe), summed and
             mapped by the affine fit through both measured models: ``prune``'s default
-            calibration (latency/calibration.py; ours)
+            calibration (prediction/calibration.py; ours)
   bilayer-2pt  the same without the per-layer ratios: one scale for all layers
   bilayer-const  the same sum + a constant calibrated on the measured original alone
   out-only  the same with every layer at its full input width (HALP-style output-channel model)
@@ -48,9 +48,10 @@ from mdp_trt.latency.tables.drift import DriftPolicy
 from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import profile_tables
 from mdp_trt.latency.backends.timing import CELL_POLICY, MODEL_POLICY
+from mdp_trt.importance import score_channels
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.passes import analyze, apply_plan
-from mdp_trt.prune import PruneOptions, _importance, _table_sum, calibration_through, probe_model
+from mdp_trt.prediction import calibration_through, probe_model, table_sum
 from mdp_trt.solve import load_problem, solve
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
 
@@ -101,25 +102,31 @@ def plans_for(analysis, importance, tables, offset_ms, baseline_ms, args, rng):
 
 
 def timing_passes(paths: dict[str, Path], backend, passes: int, paired: bool
-                  ) -> dict[str, list[tuple[float, float]]]:
-    """Every model timed once per pass, in an order rotated from pass to pass. Paired: the
+                  ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[dict]]]:
+    """Every model timed once per pass, in an order rotated from pass to pass (paired: after the
+    original, which comes first because ratios are to the first model). Paired: the
     models of a pass timed together (``benchmark_models``), per model (its ms, the original's ms
-    in that pass); unpaired: each alone, (its ms, its ms)."""
+    in that pass) and the pass's ratio to the original with its 95% interval (``Ratio`` JSON);
+    unpaired: each alone, (its ms, its ms), no ratios."""
     names = list(paths)
     timings: dict[str, list[tuple[float, float]]] = {k: [] for k in paths}
+    ratios: dict[str, list[dict]] = {k: [] for k in paths}
     for index in range(passes):
         shift = index * len(names) // passes
         order = names[shift:] + names[:shift]
         if paired:
-            ms = {k: r.latency_ms
-                  for k, r in zip(order, benchmark_models([paths[k] for k in order], backend))}
+            # the original first, so that every other model's ratio is to it
+            order = ["original", *(k for k in order if k != "original")]
+            results = dict(zip(order, benchmark_models([paths[k] for k in order], backend)))
             for k in order:
-                timings[k].append((ms[k], ms["original"]))
+                timings[k].append((results[k].latency_ms, results["original"].latency_ms))
+                if results[k].ratio is not None:
+                    ratios[k].append(results[k].ratio.to_json())
         else:
             for k in order:
                 alone = benchmark_model(paths[k], backend, rounds=1).latency_ms
                 timings[k].append((alone, alone))
-    return timings
+    return timings, ratios
 
 
 def measured_figures(timings: dict[str, list[tuple[float, float]]], paired: bool
@@ -152,7 +159,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
     onnx_path = export_architecture(arch, root / f"{arch}.onnx", ExportOptions(input_shape=shape))
     model = load_model(onnx_path)
     analysis = analyze(model, str(onnx_path))
-    importance = _importance(model, analysis, PruneOptions(progress=False))
+    importance = score_channels(model, analysis, progress=False)
     original = save_model(model, root / f"{arch}-original.onnx")
     weights = cell_weights(args.weights, args.backend, initializer_bytes(model))
     options = backend_options(args.backend, threads=threads, precision=args.precision,
@@ -174,7 +181,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
         # A first timing of the two calibration models places the solver's budgets; the figures
         # below come from the timing passes over every model.
         first = {k: benchmark_model(p, backend).latency_ms for k, p in paths.items()}
-        sums = {k: _table_sum(analysis, tables, widths[k], frozenset()) for k in widths}
+        sums = {k: table_sum(analysis, tables, widths[k]) for k in widths}
         offset0 = first["original"] - sums["original"]
         plans = {}
         for label, options, blocks in plans_for(analysis, importance, tables, offset0,
@@ -184,7 +191,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
             paths[label] = save_model(apply_plan(model, analysis, decoded.keep, removed),
                                       root / f"{arch}-{threads}t-{label}.onnx")
             plans[label] = (options, blocks, removed)
-        timings = timing_passes(paths, backend, args.passes, paired=not args.unpaired)
+        timings, ratios = timing_passes(paths, backend, args.passes, paired=not args.unpaired)
         shares = {k: backend.layer_shares(paths[k], analysis.layers) for k in widths}
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     baseline_ms = measured_of["original"]
@@ -198,16 +205,20 @@ def run_one(arch, threads, args, root, rng) -> dict:
     flops0 = count_flops(original)
     rows = []
     for label, (options, blocks, removed) in plans.items():
-        table_ms = _table_sum(analysis, tables, options, removed)
+        table_ms = table_sum(analysis, tables, options, removed)
         flops = count_flops(paths[label])
         rows.append({
             "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
             "flops": flops,
-            "bilayer": _table_sum(analysis, calibrated, options, removed) + calibration.offset_ms,
+            "bilayer": table_sum(analysis, calibrated, options, removed) + calibration.offset_ms,
             "bilayer-2pt": global_fit.predict(table_ms), "bilayer-const": table_ms + offset_ms,
             "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
             "flops_prop": baseline_ms * flops / flops0,
             "options": options, "blocks": blocks,
+            # per pass: the measured ratio to the original and its 95% interval; a plan whose
+            # intervals are all within RATIO_HALFWIDTH is "reliable", as prune would call it
+            "ratios": ratios[label],
+            "reliable": bool(ratios[label]) and all(r["reliable"] for r in ratios[label]),
         })
         r = rows[-1]
         print(f"  {label}: measured {r['measured_ms']:.2f} ms (passes "
@@ -345,10 +356,19 @@ def main() -> None:
     print(f"results: {root / 'latency_model.json'}, plot: {args.png}")
 
 
+def _reliable(plans: list[dict]) -> str:
+    """How many plans' ratios settled within the interval prune trusts ("-": a run saved before
+    ratios were recorded)."""
+    if not any("ratios" in p for p in plans):
+        return "-"
+    return f"{sum(p['reliable'] for p in plans)}/{len(plans)}"
+
+
 def markdown(results: list[dict]) -> str:
     """One row per (model, threads): error of each latency model, calibration and noise."""
     head = ("| arch | backend | threads/batch | plans | " + " | ".join(
-        f"{m} mean / max" for m in MODELS) + " | scale | pass-to-pass spread | cells | profile s |")
+        f"{m} mean / max" for m in MODELS) + " | scale | pass-to-pass spread | reliable plans | cells "
+        "| profile s |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         where = (f"{r['threads']} thread(s)" if r["backend"].endswith("cpu")
@@ -358,7 +378,8 @@ def markdown(results: list[dict]) -> str:
                             for m in MODELS)
         lines.append(f"| {r['arch']} {r['resolution']}px | {r['backend']} | {where} | "
                      f"{len(r['plans'])} | {errors} | {r['calibration']['scale']:.3f} | "
-                     f"{100 * r['repeatability']:.1f}% | {r['cells_measured'] + r['cells_cached']}"
+                     f"{100 * r['repeatability']:.1f}% | {_reliable(r['plans'])} | "
+                     f"{r['cells_measured'] + r['cells_cached']}"
                      f" | {r['profile_s']:.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -51,9 +51,9 @@ def main() -> None:
                 row = (arch, budget, label, report.baseline_latency_ms, report.budget_ms,
                        report.predicted_latency_ms, report.measured_latency_ms,
                        report.measured_latency_ms / report.budget_ms, report.fps_before,
-                       report.fps_after, report.verification["max_rel_diff"],
-                       len(report.removed_blocks), report.profile["cells_measured"],
-                       report.profile["cells_cached"], report.profile["seconds"],
+                       report.fps_after, report.verification.max_rel_diff,
+                       len(report.removed_blocks), report.profile.cells_measured,
+                       report.profile.cells_cached, report.profile.seconds,
                        time.perf_counter() - start, len(report.rounds))
                 rows.append(dict(zip(COLUMNS, row)))
                 print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row), flush=True)

@@ -131,8 +131,8 @@ class Block:
 
 def check_max_options(max_options: int | None) -> None:
     if max_options is not None and max_options < 2:
-        raise InputError(f"--max-options {max_options} must be >= 2 (one option is the full "
-                         "width: nothing could be pruned)")
+        raise InputError(f"`max_options` {max_options} must be >= 2 (one option is the full "
+                         "width: nothing could be pruned)", parameters=("max_options",))
 
 
 def limit_options(analysis: "Analysis", group_size: int, max_options: int | None) -> "Analysis":

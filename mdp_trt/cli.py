@@ -1,11 +1,13 @@
 """The ``mdp-trt`` command line. Each command's docstring is its help.
 
-Only this module turns errors into exit codes (interfaces.md): 0 success, 2 bad usage or input,
-3 infeasible budget, 4 verification failed, 130/143/129 interrupted (SIGINT/SIGTERM/SIGHUP:
-raised as ``Interrupted`` where the program was, so staging folders are removed as on Ctrl-C);
-anything else escaping is a bug and keeps its traceback. Every output is checked against
-``mdp_trt.outputs``' rules before any work starts. Text is printed literally: user paths and
-install hints such as ``mdp-trt[tensorrt]`` are not rich markup.
+Only this module turns errors into exit codes (docs/interfaces.md): 0 success, 2 bad usage or
+input, 3 infeasible budget, 4 verification failed, 5 budget not confirmed, 130/143/129
+interrupted (SIGINT/SIGTERM/SIGHUP: raised as ``Interrupted`` where the program was, so staging
+folders are removed as on Ctrl-C); anything else escaping is a bug and keeps its traceback.
+Library errors name parameters (`group_size`); this module prints them as flags (``--group-size``).
+Every output is checked against ``mdp_trt.outputs``' rules before any work starts. Text is
+printed literally: user paths and install hints such as ``mdp-trt[tensorrt]`` are not rich
+markup.
 """
 
 from __future__ import annotations
@@ -307,9 +309,10 @@ def prune(
     channels_last: bool = _channels_last_option(),
     weights: str = _weights_option(),
     importance: str = typer.Option("magnitude", help="channel importance: magnitude (data-free) "
-                                   "or taylor (gradients on --calib data)"),
-    calib: Optional[Path] = typer.Option(None, help="calibration data for --importance taylor: an "
-                                         ".npz (x, optional y) or a folder of images"),
+                                   "or taylor (gradients on --calib-data)"),
+    calib_data: Optional[Path] = typer.Option(
+        None, "--calib-data", "--calib", help="data for --importance taylor's gradients: an .npz "
+        "(x, optional y) or a folder of images (--calib is the same flag)"),
     method: str = typer.Option("mdp", help="mdp (channels + blocks), or a baseline: mdp-channels, "
                                "halp (output-only latency, greedy), uniform (same fraction everywhere)"),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
@@ -331,7 +334,7 @@ def prune(
     force: bool = typer.Option(False, help="replace the output folder of an earlier run (never "
                                "a folder holding files mdp-trt did not write)"),
     resume: bool = typer.Option(False, help="reuse the finished run in --output: its importance "
-                                "scores when the model, --importance and --calib are the same "
+                                "scores when the model, --importance and --calib-data are the same "
                                 "(measured latency cells always come from the cache); its files "
                                 "are replaced by the new run's, files you added there are kept"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
@@ -345,12 +348,12 @@ def prune(
     from mdp_trt.prune import prune as run_prune
     from mdp_trt.report import format_summary
 
-    check_output_folder(output, inputs=[model, calib], force=force or resume,
+    check_output_folder(output, inputs=[model, calib_data], force=force or resume,
                         keep_foreign=resume)
     report = run_prune(model, output, _prune_options(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last, weights=weights,
-        importance=importance, calib=calib, method=method, group_size=group_size,
+        importance=importance, calib_data=calib_data, method=method, group_size=group_size,
         max_options=max_options, interpolate=interpolate, surface=surface,
         calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
@@ -444,7 +447,8 @@ def progressive(
     options = ProgressiveOptions(
         budget=budget, steps=steps, force=force,
         prune=_prune_options(threads=threads, importance=importance,
-                             calib=data if importance == "taylor" else None, method=method,
+                             calib_data=data if importance == "taylor" else None,
+                             method=method,
                              group_size=group_size, cache=cache,
                              input_shape=parse_shape(input_shape)),
         finetune=FinetuneOptions(epochs=epochs, seed=seed))
@@ -486,6 +490,25 @@ def demo(
     out.print(f"wrote {output}/pruned/ (pruned.onnx, plan.json, problem.json, report.json)")
 
 
+def _flags() -> dict[str, str]:
+    """Each command option's parameter name and its flag, as the commands declare them (an
+    alias after a slash: ``calib_data`` is ``--calib-data/--calib``)."""
+    commands = typer.main.get_command(app).commands.values()
+    return {param.name: "/".join(opt for opt in param.opts if opt.startswith("--"))
+            for command in commands for param in command.params
+            if param.param_type_name == "option"}
+
+
+def _flag_message(exc: MdpTrtError) -> str:
+    """The error as a command-line user reads it: each parameter it names (``exc.parameters``,
+    written `name` in the library's message) spelled as its flag."""
+    message, spelled = str(exc), _flags()
+    for parameter in exc.parameters:
+        # a parameter no command sets (tests/test_errors.py allows none) keeps its library name
+        message = message.replace(f"`{parameter}`", spelled.get(parameter, parameter))
+    return message
+
+
 _SIGNALS = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
 
 
@@ -503,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
         # typer handles usage errors itself (exit 2)
         app(args=argv)
     except MdpTrtError as exc:
-        err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+        err.print(Text.assemble(("error: ", "bold red"), _flag_message(exc)))
         sys.exit(exc.exit_code)
     except Interrupted as exc:
         err.print(Text.assemble(("interrupted ", "bold red"), f"({exc.name}): nothing "

@@ -19,9 +19,19 @@ __all__ = [
 
 
 class MdpTrtError(Exception):
-    """Base class of errors caused by the user's input or environment, not by a bug."""
+    """Base class of errors caused by the user's input or environment, not by a bug.
+
+    The message speaks in library terms: a parameter the user set is named as the keyword
+    argument between backquotes, as in "`group_size` 0 must be >= 1", and listed in
+    ``parameters``, so that a front end can spell it its own way (``cli`` prints
+    ``--group-size``) without parsing text it did not write: paths and quoted runtime errors in
+    the message are never taken for a parameter."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, parameters: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.parameters = parameters
 
 
 class InputError(MdpTrtError):
@@ -49,8 +59,9 @@ class InfeasibleBudget(MdpTrtError):
 
     exit_code = 3
 
-    def __init__(self, message: str, *, min_latency: float, unit: str = "ms"):
-        super().__init__(message)
+    def __init__(self, message: str, *, min_latency: float, unit: str = "ms",
+                 parameters: tuple[str, ...] = ()):
+        super().__init__(message, parameters=parameters)
         self.min_latency = min_latency
         self.unit = unit
 

@@ -95,8 +95,8 @@ def check_output_file(path: str | os.PathLike, *, flag: str, inputs: Iterable[Pa
             raise InputError(f"{flag} {shown} is the input {given}; mdp-trt never writes over "
                              "its input: choose another file")
     if target.exists() and not force:
-        raise InputError(f"{flag} {shown} exists; pass --force to replace it, or choose "
-                         "another file")
+        raise InputError(f"{flag} {shown} exists; pass `force` to replace it, or choose "
+                         "another file", parameters=("force",))
     if target.exists() and not os.access(target, os.W_OK):
         raise InputError(f"{flag} {shown} is read-only; choose another file")
     _creatable_parent(target, flag)
@@ -191,12 +191,13 @@ def check_output_folder(path: str | os.PathLike, *, inputs: Iterable[Path] = (),
                          f"({_foreign_text(existing.foreign)}); mdp-trt replaces only folders it "
                          "wrote itself: choose a new folder")
     if not force:
-        raise InputError(f"{flag} {shown} holds an earlier mdp-trt run; pass --force to replace "
-                         "it, or choose another folder")
+        raise InputError(f"{flag} {shown} holds an earlier mdp-trt run; pass `force` to replace "
+                         "it, or choose another folder", parameters=("force",))
     if existing.foreign and not keep_foreign:
         raise InputError(f"{flag} {shown} also holds files mdp-trt did not write "
-                         f"({_foreign_text(existing.foreign)}); --force replaces only a folder "
-                         "of mdp-trt's own files: move those away, or choose another folder")
+                         f"({_foreign_text(existing.foreign)}); `force` replaces only a folder "
+                         "of mdp-trt's own files: move those away, or choose another folder",
+                         parameters=("force",))
     return target
 
 

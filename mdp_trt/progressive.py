@@ -88,9 +88,10 @@ def budget_schedule(budget: float, steps: int) -> list[float]:
 
 def _check(options: ProgressiveOptions) -> None:
     if not 0 < options.budget <= 1:
-        raise InputError(f"--budget {options.budget} must be a fraction in (0, 1], e.g. 0.5")
+        raise InputError(f"`budget` {options.budget} must be a fraction in (0, 1], e.g. 0.5",
+                         parameters=("budget",))
     if options.steps < 1:
-        raise InputError(f"--steps {options.steps} must be >= 1")
+        raise InputError(f"`steps` {options.steps} must be >= 1", parameters=("steps",))
 
 
 def progressive(model_path: str | Path, out_dir: str | Path, train: ArrayDataset,

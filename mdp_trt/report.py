@@ -1,16 +1,106 @@
-"""The Report of a prune run (``report.json``; fields are a contract, see interfaces.md)."""
+"""The Report of a prune run (``report.json``; fields are a contract, see docs/interfaces.md) and
+the typed records it is made of: how a plan was solved, each closed-loop round, the profile."""
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from mdp_trt.latency.protocol import Ratio
+from mdp_trt.latency.tables import LatencyTables
 from mdp_trt.latency.tables.surface import describe as describe_surface
+from mdp_trt.passes import Verification
+from mdp_trt.prediction import Calibration
+from mdp_trt.solve.formulate import Decoded
 
-__all__ = ["Report", "format_summary"]
+__all__ = ["Report", "SolveOutcome", "Candidate", "Round", "ProfileSummary", "format_summary"]
 
 FORMAT = "mdp-report/1"
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    """How a plan was solved (report.json's ``solver`` and each round's): the pruning
+    ``method``, the solver's ``name``, its ``status``, time and ``bound``."""
+
+    method: str
+    name: str
+    status: str
+    seconds: float
+    bound: float | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """What the latency tables took: cells measured by this run and found in the cache, wall
+    seconds, and the fitted surface's ``SurfaceReport`` (JSON; None for measured cells)."""
+
+    cells_measured: int
+    cells_cached: int
+    seconds: float
+    surface: dict | None = None
+
+    @classmethod
+    def of(cls, tables: LatencyTables) -> ProfileSummary:
+        return cls(tables.cells_measured, tables.cells_cached, tables.seconds, tables.surface)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A plan solved for one target, cut, verified and saved: its channels and blocks
+    (``decoded``, from the per-group ``options``), its calibrated table sum and the
+    calibration's offset (their sum is the prediction), its objective, and how the solver and
+    the numerical check went."""
+
+    decoded: Decoded
+    options: tuple[int, ...]
+    tables_ms: float
+    offset_ms: float
+    objective: float
+    solver: SolveOutcome
+    verification: Verification
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.tables_ms + self.offset_ms
+
+
+@dataclass(frozen=True)
+class Round:
+    """One closed-loop round: the ``plan`` solved for ``target_ms`` and staged in ``folder``
+    (moved into the output when adopted, removed otherwise), timed with the original:
+    ``measured_ms`` in the machine state of the baseline, ``original_ms`` the original's time
+    then, ``ratio`` the plan's to the original. ``warning`` when the figure stayed implausible;
+    ``narrowest`` when the target was the latency model's narrowest plan."""
+
+    folder: Path
+    plan: Candidate
+    target_ms: float
+    measured_ms: float
+    original_ms: float
+    ratio: Ratio
+    warning: str | None = None
+    narrowest: bool = False
+    adopted: bool = False
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.plan.predicted_ms
+
+    def to_json(self) -> dict:
+        """The round as report.json lists it: how it was solved, its target and latencies."""
+        return {**self.plan.solver.to_json(), "target_ms": self.target_ms,
+                "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms,
+                "original_ms": self.original_ms, "ratio": self.ratio.to_json(),
+                "adopted": self.adopted}
 
 
 @dataclass(frozen=True)
@@ -26,21 +116,21 @@ class Report:
     budget_fraction: float
     predicted_latency_ms: float
     predicted_tables_ms: float  # sum of the kept layers' table entries, calibrated (Calibration.apply)
-    predicted_offset_ms: float  # calibration offset (latency/calibration.py)
+    predicted_offset_ms: float  # calibration offset (prediction/calibration.py)
     measured_latency_ms: float
     fps_before: float
     fps_after: float
     removed_blocks: list[str]
     kept_channels: dict[str, list[int]]  # group name -> [kept, original]
     objective: float
-    solver: dict  # name, status, seconds, bound, rounds
-    profile: dict  # cells_measured, cells_cached, seconds, surface (tables.LatencyTables)
-    verification: dict  # max_abs_diff, max_rel_diff, inputs
+    solver: SolveOutcome  # of the adopted plan
+    profile: ProfileSummary
+    verification: Verification  # of the adopted plan (report.json: the figures, not "passed")
     timings: dict[str, float]  # seconds per stage
-    rounds: list[dict] = field(default_factory=list)  # one per solve/measure round
-    calibration: dict = field(default_factory=dict)  # latency/calibration.Calibration as JSON
+    rounds: list[Round] = field(default_factory=list)  # one per solve/measure round
+    calibration: Calibration | None = None  # the latency model's (prediction/calibration.py)
     max_options: int | None = None  # options per group at most (None: group_size everywhere)
-    calib: str | None = None  # the calibration data of taylor importance
+    calib: str | None = None  # the calibration data of taylor importance (--calib-data)
     weights: str = "hot"  # how table cells were timed (ort-cpu: "cold" streams the weights)
     resumed: list[str] = field(default_factory=list)  # stages taken from an earlier run (--resume)
     tolerance: float = 0.03  # a plan measured up to this fraction over the budget is adopted
@@ -56,10 +146,23 @@ class Report:
         return self.measured_latency_ms <= self.budget_ms
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, **asdict(self)}
+        return {"format": FORMAT, **{f.name: _json(getattr(self, f.name)) for f in fields(self)}}
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+
+def _json(value):
+    """A field of the report as report.json holds it: records by their own ``to_json``, lists
+    item by item, plain values copied (the JSON never shares the report's lists)."""
+    if isinstance(value, Verification):
+        # A reported plan always passed (verify raises otherwise): the figures are the news.
+        return {k: v for k, v in value.to_json().items() if k != "passed"}
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_json(item) for item in value]
+    return copy.deepcopy(value)
 
 
 def format_summary(report: Report) -> str:
@@ -89,19 +192,19 @@ def format_summary(report: Report) -> str:
            f"{ratio['high']:.4f}] over {ratio['rounds']} interleaved rounds"
            f"{'' if ratio['reliable'] else ' (too wide: unreliable)'}"] if ratio else []),
         f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "
-        f"(x{report.calibration.get('scale', 1.0):.3f} calibrated) + offset "
+        f"(x{report.calibration.scale if report.calibration else 1.0:.3f} calibrated) + offset "
         f"{report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
         f"removed  {len(report.removed_blocks)} block(s){': ' if report.removed_blocks else ''}"
         f"{', '.join(report.removed_blocks)}; channels {channels_after}/{channels_before} kept",
-        f"solver   {report.solver['name']} {report.solver['status']} in "
-        f"{report.solver['seconds'] * 1000:.0f} ms; verification max rel diff "
-        f"{report.verification['max_rel_diff']:.1e} over {report.verification['inputs']} inputs",
+        f"solver   {report.solver.name} {report.solver.status} in "
+        f"{report.solver.seconds * 1000:.0f} ms; verification max rel diff "
+        f"{report.verification.max_rel_diff:.1e} over {report.verification.inputs} inputs",
         *([f"rounds   {len(report.rounds)} solve/measure rounds; the adopted plan was solved for "
-           f"a {next(r['target_ms'] for r in report.rounds if r['adopted']):.2f} ms target"]
+           f"a {next(r.target_ms for r in report.rounds if r.adopted):.2f} ms target"]
           if len(report.rounds) > 1 else []),
-        f"profile  {report.profile['cells_measured']} cells measured, "
-        f"{report.profile['cells_cached']} cached, {report.profile['seconds']:.1f} s"
-        + (f"; {fit}" if (fit := describe_surface(report.profile.get("surface"))) else ""),
+        f"profile  {report.profile.cells_measured} cells measured, "
+        f"{report.profile.cells_cached} cached, {report.profile.seconds:.1f} s"
+        + (f"; {fit}" if (fit := describe_surface(report.profile.surface)) else ""),
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
         *(f"WARNING  {warning}" for warning in report.warnings),
     ]

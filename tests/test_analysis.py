@@ -48,7 +48,7 @@ def test_max_options_survives_saving_the_analysis(tmp_path):
 
 
 def test_max_options_below_one_is_refused():
-    with pytest.raises(InputError, match="--max-options 0"):
+    with pytest.raises(InputError, match="`max_options` 0"):
         limit_options(_analysis(), 8, 0)
 
 

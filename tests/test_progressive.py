@@ -25,7 +25,7 @@ def test_schedule_is_geometric_and_ends_at_the_budget():
     assert budget_schedule(0.5, 1) == [0.5]
 
 
-@pytest.mark.parametrize("budget, steps, message", [(1.5, 2, "fraction"), (0.5, 0, "--steps")])
+@pytest.mark.parametrize("budget, steps, message", [(1.5, 2, "fraction"), (0.5, 0, "`steps`")])
 def test_bad_options_are_refused_before_any_output(tmp_path, budget, steps, message):
     data = ArrayDataset(np.zeros((2, 1, 28, 28), np.float32), np.zeros(2, np.int64))
     with pytest.raises(InputError, match=message):

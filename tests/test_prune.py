@@ -12,7 +12,9 @@ from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.latency.protocol import Ratio
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.outputs import MANIFEST
+from mdp_trt.prediction.paired import PairedTiming
 from mdp_trt.prune import PruneOptions, prune
+from mdp_trt.report import Candidate, Round, SolveOutcome
 
 REPORT_FIELDS = {"backend", "device", "baseline_latency_ms", "budget_ms", "predicted_latency_ms",
                  "calibration",
@@ -35,11 +37,11 @@ def _options(cache, **kw):
                            **kw})
 
 
-def _within_target(report, adopted: dict, out) -> bool:
+def _within_target(report, adopted: Round, out) -> bool:
     """Whether the adopted plan's predicted latency fits the target it was solved for, up to the
     problem's integer microseconds (each layer's cell rounded: half a microsecond each)."""
     layers = len(json.loads((out / "analysis.json").read_text())["layers"])
-    return report.predicted_latency_ms <= adopted["target_ms"] + 0.0005 * (layers + 1)
+    return report.predicted_latency_ms <= adopted.target_ms + 0.0005 * (layers + 1)
 
 
 @pytest.fixture(scope="module")
@@ -68,21 +70,21 @@ def test_prune_writes_a_verified_smaller_model_and_a_complete_report(cold_run):
     assert PLAN_FIELDS <= plan.keys() and plan["status"] == "optimal"
     # exactly one round is adopted; its plan fits the target it was solved for, and the report's
     # figures are that round's
-    (adopted,) = [r for r in report.rounds if r["adopted"]]
+    (adopted,) = [r for r in report.rounds if r.adopted]
     assert _within_target(report, adopted, out)
-    assert report.measured_latency_ms == adopted["measured_ms"]
-    assert report.rounds[0]["target_ms"] == pytest.approx(report.budget_ms)
+    assert report.measured_latency_ms == adopted.measured_ms
+    assert report.rounds[0].target_ms == pytest.approx(report.budget_ms)
     kept = sum(v[0] for v in report.kept_channels.values())
     total = sum(v[1] for v in report.kept_channels.values())
     assert kept < total or report.removed_blocks
-    assert report.profile["cells_measured"] > 0
+    assert report.profile.cells_measured > 0
     # calibrated through the original and the measured half-width probe (whose files are gone)
-    (original, probe) = report.calibration["points"]
+    (original, probe) = report.calibration.points
     assert original[1] == report.baseline_latency_ms and probe[0] < original[0]
-    assert report.predicted_offset_ms == report.calibration["offset_ms"]
+    assert report.predicted_offset_ms == report.calibration.offset_ms
     # per layer: each layer's in-model/cell ratio from ORT's profiler, at full and half width
     layers = json.loads((out / "analysis.json").read_text())["layers"]
-    ratios = report.calibration["layers"]
+    ratios = report.calibration.layers
     assert set(ratios) == {layer["name"] for layer in layers}
     assert any(len(points) == 2 for points in ratios.values())
     assert not (out / "calibration").exists()
@@ -94,15 +96,15 @@ def test_prune_writes_a_verified_smaller_model_and_a_complete_report(cold_run):
 def test_a_second_identical_run_measures_no_new_cell(resnet18, cold_run, tmp_path):
     _, cache, report = cold_run
     again = prune(resnet18, tmp_path / "again", _options(cache))
-    assert again.profile["cells_measured"] == 0
-    assert again.profile["cells_cached"] == report.profile["cells_measured"] + report.profile["cells_cached"]
+    assert again.profile.cells_measured == 0
+    assert again.profile.cells_cached == report.profile.cells_measured + report.profile.cells_cached
 
 
 @pytest.mark.slow
 def test_max_options_cuts_wide_groups_in_coarser_units(resnet18, cold_run, tmp_path):
     # at most 2 options: 512-channel groups in units of 256 (cells already in the cache)
     report = prune(resnet18, tmp_path / "coarse", _options(cold_run[1], max_options=2))
-    assert report.max_options == 2 and report.profile["cells_measured"] == 0
+    assert report.max_options == 2 and report.profile.cells_measured == 0
     for kept, width in report.kept_channels.values():
         assert kept == width or kept % -(-width // 2) == 0
     saved = json.loads((tmp_path / "coarse" / "analysis.json").read_text())
@@ -179,9 +181,9 @@ def test_every_method_gives_a_verified_model_within_its_predicted_target(small_r
     # (correct) InfeasibleBudget; the methods' mechanics are what is tested here.
     report = prune(path, tmp_path / "out", _options(cache, budget=0.95, group_size=4,
                                                     method=method))
-    assert report.solver["method"] == method
-    assert report.verification["max_rel_diff"] <= 1e-4
-    (adopted,) = [r for r in report.rounds if r["adopted"]]
+    assert report.solver.method == method
+    assert report.verification.max_rel_diff <= 1e-4
+    (adopted,) = [r for r in report.rounds if r.adopted]
     assert _within_target(report, adopted, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "report.json").read_text())["solver"]["method"] == method
     problem = json.loads((tmp_path / "out" / "problem.json").read_text())
@@ -201,23 +203,28 @@ def test_every_method_gives_a_verified_model_within_its_predicted_target(small_r
 def test_an_unknown_method_is_refused_before_any_work(tmp_path):
     from mdp_trt.errors import InputError
 
-    with pytest.raises(InputError, match="--method"):
+    with pytest.raises(InputError, match="`method`"):
         prune(tmp_path / "missing.onnx", tmp_path / "out", PruneOptions(budget=0.5, method="random"))
     assert list(tmp_path.iterdir()) == []
+
+
+def _candidate(objective, options=(), predicted_ms=1.0):
+    """A solved plan as far as the closed loop and the adoption look at it."""
+    return Candidate(decoded=None, options=tuple(options), tables_ms=predicted_ms, offset_ms=0.0,
+                     objective=objective, solver=SolveOutcome("mdp", "exact", "optimal", 0.0,
+                                                              objective), verification=None)
 
 
 def _fake_round(min_latency_ms: float, calls: list):
     """A stand-in for solve-and-cut whose latency model says nothing below ``min_latency_ms``
     fits: plans are identified by their target, so each target is a distinct plan."""
 
-    def solve_and_cut(*args, budget_ms, **kwargs):
+    def solve_and_cut(context, folder, *, budget_ms):
         calls.append(budget_ms)
         if budget_ms < min_latency_ms:
             raise InfeasibleBudget("model says infeasible", min_latency=min_latency_ms)
-        work = args[4]
-        (work / "pruned.onnx").write_text(str(budget_ms))
-        return {"options": [round(budget_ms, 6)], "predicted_ms": budget_ms,
-                "objective": budget_ms}
+        (folder / "pruned.onnx").write_text(str(budget_ms))
+        return _candidate(budget_ms, [round(budget_ms, 6)], budget_ms)
 
     return solve_and_cut
 
@@ -230,14 +237,15 @@ def _closed_loop_with(monkeypatch, tmp_path, *, min_latency_ms, measured_of, bud
     monkeypatch.setattr(prune_module, "_solve_and_cut", _fake_round(min_latency_ms, calls))
     def measure(path):  # (ms, the original's ms, the ratio): a steady machine
         ms = measured_of(float(path.read_text()))
-        return ms, 10.0, Ratio(ms / 10.0, ms / 10.0, ms / 10.0, 6, True)
+        return PairedTiming(ms, 10.0, Ratio(ms / 10.0, ms / 10.0, ms / 10.0, 6, True))
 
     # one prunable 64-channel group, so that a budget hint is about the budget
     analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
                         groups=(ChannelGroup(0, "g", 64, (), ()),))
-    rounds = prune_module._closed_loop(
-        None, analysis, None, None, tmp_path, PruneOptions(budget=0.5), prune_module._Stopwatch(),
-        measure, budget_ms=budget_ms, offset_ms=0.0, baseline_ms=10.0, name="m")
+    context = prune_module._Context(
+        None, analysis, None, None, PruneOptions(budget=0.5), prune_module._Stopwatch(),
+        offset_ms=0.0, baseline_ms=10.0, name="m")
+    rounds = prune_module._closed_loop(context, tmp_path, measure, budget_ms)
     return rounds, calls
 
 
@@ -250,8 +258,8 @@ def test_a_budget_the_model_calls_infeasible_is_met_when_the_measurement_allows_
                                       measured_of=lambda target: 10 - 2 * (10 - target),
                                       budget_ms=5.0)
     assert calls[:2] == [5.0, 7.0]
-    assert len(rounds) >= 2 and rounds[0]["measured_ms"] == 4.0
-    assert any(4.7 <= r["measured_ms"] <= 5.15 for r in rounds)
+    assert len(rounds) >= 2 and rounds[0].measured_ms == 4.0
+    assert any(4.7 <= r.measured_ms <= 5.15 for r in rounds)
 
 
 def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_floor(
@@ -260,7 +268,7 @@ def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_flo
         _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=7.0,
                           measured_of=lambda target: target, budget_ms=5.0)
     assert exc.value.min_latency == 7.0 and "smallest achievable latency is 7.00 ms" in str(exc.value)
-    assert "raise --budget to at least 0.70" in str(exc.value)
+    assert "raise `budget` to at least 0.70" in str(exc.value) and "budget" in exc.value.parameters
 
 
 def test_a_budget_the_model_wrongly_fits_still_raises_once_the_narrowest_plan_is_measured(
@@ -275,7 +283,7 @@ def test_a_budget_the_model_wrongly_fits_still_raises_once_the_narrowest_plan_is
 
 
 def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
-    from mdp_trt.prune import _paired
+    from mdp_trt.prediction.paired import paired_measure
 
     # The machine runs 25% slow while the candidate and the original are timed together: the
     # original reads 12.5 ms then, the candidate 6.25 ms; their ratio is the candidate's 5 ms at
@@ -289,7 +297,7 @@ def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
         compared.append([p.name for p in paths])
         return [result(true_ms[p.name] * 1.25, r) for p, r in zip(paths, [None, ratio])]
 
-    timed = _paired(compare, tmp_path / "original.onnx", 10.0)
+    timed = paired_measure(compare, tmp_path / "original.onnx", 10.0)
     assert timed(tmp_path / "cand.onnx") == (pytest.approx(5.0), pytest.approx(12.5), ratio)
     assert compared == [["original.onnx", "cand.onnx"]]
 
@@ -297,8 +305,9 @@ def test_candidates_are_timed_in_the_machine_state_of_the_baseline(tmp_path):
 def _round(objective, measured_ms, reliable, folder):
     folder.mkdir()
     (folder / "pruned.onnx").write_text(str(objective))
-    return {"folder": folder, "result": {"objective": objective}, "measured_ms": measured_ms,
-            "ratio": Ratio(measured_ms / 10, measured_ms / 10, measured_ms / 10, 6, reliable)}
+    return Round(folder, _candidate(objective), target_ms=5.0, measured_ms=measured_ms,
+                 original_ms=10.0,
+                 ratio=Ratio(measured_ms / 10, measured_ms / 10, measured_ms / 10, 6, reliable))
 
 
 @pytest.mark.parametrize("rounds, adopted, status", [
@@ -314,20 +323,20 @@ def test_the_adopted_plan_and_its_status(tmp_path, rounds, adopted, status):
     work.mkdir()
     made = [_round(o, ms, ok, tmp_path / f"r{k}") for k, (o, ms, ok) in enumerate(rounds)]
     best, got = _adopt_best_round(made, work, 5.15)  # a 5 ms budget, 3% tolerance
-    assert (best["result"]["objective"], got) == (adopted, status)
+    assert (best.plan.objective, got) == (adopted, status)
     assert (work / "pruned.onnx").read_text() == str(adopted)
 
 
 def test_an_implausible_figure_is_timed_again_and_warned_about(tmp_path):
     from mdp_trt.prune import _checked
 
-    figures = iter([(0.5, 10.0, Ratio(0.05, 0.04, 0.06, 6, False)),
-                    (0.6, 10.0, Ratio(0.06, 0.059, 0.061, 6, True))])
+    figures = iter([PairedTiming(0.5, 10.0, Ratio(0.05, 0.04, 0.06, 6, False)),
+                    PairedTiming(0.6, 10.0, Ratio(0.06, 0.059, 0.061, 6, True))])
     measured, original, ratio, warning = _checked(lambda path: next(figures),
                                                   tmp_path / "round0" / "pruned.onnx", 5.0, 10.0)
     assert (measured, ratio.value) == (0.6, 0.06)  # the narrower interval is kept
     assert warning and "0.12x the latency model's 5.000 ms" in warning
-    steady = iter([(4.0, 10.0, Ratio(0.4, 0.39, 0.41, 6, True))])
+    steady = iter([PairedTiming(4.0, 10.0, Ratio(0.4, 0.39, 0.41, 6, True))])
     assert _checked(lambda path: next(steady), tmp_path / "p.onnx", 5.0, 10.0)[3] is None
 
 
@@ -360,7 +369,7 @@ def test_resume_reuses_the_importance_of_the_finished_run(resnet18, cold_run, tm
     def recomputed(*args, **kwargs):
         raise AssertionError("importance recomputed although the earlier run's matches")
 
-    monkeypatch.setattr(prune_module, "_importance", recomputed)
+    monkeypatch.setattr(prune_module, "score_channels", recomputed)
     second = prune(resnet18, out, _options(cache, budget=0.7, resume=True))
     assert second.resumed == ["importance"] and first.resumed == []
     assert (out / "importance.json").read_text() == saved
@@ -397,7 +406,8 @@ def test_resume_names_the_unreadable_stage_file(tmp_path):
 def test_calibration_sets_each_layers_share_of_the_run_against_the_measured_time(tmp_path):
     from mdp_trt.latency.tables import LatencyTables
     from mdp_trt.passes import analyze
-    from mdp_trt.prune import _layer_cells, calibration_through
+    from mdp_trt.prediction.calibration import calibration_through
+    from mdp_trt.prediction.plan_latency import layer_cells
     from tests.onnx_graphs import load, projection_skip
 
     model, path = load(projection_skip(), tmp_path)
@@ -411,10 +421,10 @@ def test_calibration_sets_each_layers_share_of_the_run_against_the_measured_time
     full = [n - 1 for n in sizes]
     half = [max(1, (n - 1) // 2) for n in sizes]
     # each layer's share of the run: 1.5 x its full-width cell over the original's 10 ms
-    shares = {name: 0.15 * cell for name, cell in _layer_cells(analysis, tables, full).items()}
+    shares = {name: 0.15 * cell for name, cell in layer_cells(analysis, tables, full).items()}
     calibration = calibration_through(analysis, tables, [(full, 10.0, shares), (half, 4.0, shares)])
     for options, measured in ((full, 10.0), (half, 4.0)):
-        cells = _layer_cells(analysis, tables, options)
+        cells = layer_cells(analysis, tables, options)
         for name, cell in cells.items():
             # the layer ran its share of the model's measured time inside it, whatever the
             # machine's speed while it was profiled
@@ -439,7 +449,7 @@ def test_cpu_tables_are_a_fitted_surface_and_the_summary_says_so(cold_run):
     from mdp_trt.report import format_summary
 
     report = cold_run[2]
-    surface = report.profile["surface"]
+    surface = report.profile.surface
     assert surface["fitted"] >= 1 and 0 < surface["mean_rel_residual"] < 1
     tables = json.loads((cold_run[0] / "out" / "tables.json").read_text())
     assert tables["surface"] == surface
@@ -461,17 +471,17 @@ def test_when_every_round_misses_the_narrowest_plan_decides_between_exit_3_and_a
     assert exc.value.min_latency == pytest.approx(2.1005)
 
 
-def test_the_infeasible_hint_names_the_flag_the_user_gave_or_the_units_at_fault():
+def test_the_infeasible_hint_names_the_parameter_the_user_gave_or_the_units_at_fault():
     from mdp_trt.prune import _budget_hint
 
     analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
                         groups=(ChannelGroup(0, "g", 64, (), ()),))
     assert _budget_hint(PruneOptions(budget_ms=3.0), analysis, 4.0, 10.0) == \
-        "raise --budget-ms to at least 4.00"
+        "raise `budget_ms` to at least 4.00"
     assert _budget_hint(PruneOptions(budget=0.3), analysis, 4.0, 10.0) == \
-        "raise --budget to at least 0.40"
+        "raise `budget` to at least 0.40"
     assert _budget_hint(PruneOptions(budget=0.02), analysis, 0.13, 5.17) == \
-        "raise --budget to at least 0.03"  # 0.0251, rounded up
+        "raise `budget` to at least 0.03"  # 0.0251, rounded up
     hint = _budget_hint(PruneOptions(budget=0.3, group_size=100_000), analysis, 10.0, 10.0)
-    assert "at --group-size 100000 every group keeps all its channels" in hint
-    assert "lower --group-size" in hint and "--budget" not in hint
+    assert "at `group_size` 100000 every group keeps all its channels" in hint
+    assert "lower `group_size`" in hint and "budget" not in hint

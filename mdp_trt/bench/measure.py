@@ -12,7 +12,7 @@ inflates one round does not move the figure.
 ``benchmark_models`` times models that are compared with each other (prune's candidates with the
 original) through the backend's ``measure_models``: on CPU in alternating short blocks, so that
 a slow spell of the machine falls on all of them alike; each model after the first carries its
-``Ratio`` to the first, with a 95% interval and whether it is reliable (latency/timing.py).
+``Ratio`` to the first, with a 95% interval and whether it is reliable (latency/backends/timing.py).
 """
 
 from __future__ import annotations

@@ -61,16 +61,18 @@ def build_serialized(model: Path | bytes, *, fp16: bool = False, int8: bool = Fa
     """
     name = name or str(model)
     if workspace_mib < 1:
-        raise InputError(f"--workspace-mib must be at least 1, got {workspace_mib}")
+        raise InputError(f"`workspace_mib` must be at least 1, got {workspace_mib}",
+                         parameters=("workspace_mib",))
     if not 0 <= optimization_level <= 5:
-        raise InputError(f"--optimization-level must be 0-5 (TensorRT's builder optimization "
-                         f"level), got {optimization_level}")
+        raise InputError(f"`optimization_level` must be 0-5 (TensorRT's builder optimization "
+                         f"level), got {optimization_level}", parameters=("optimization_level",))
     if isinstance(model, Path):
         if not model.is_file():
             raise InputError(f"{model}: no such file")
         if int8 and not has_explicit_quantization(onnx.load(str(model), load_external_data=False)):
-            raise InputError(f"{model}: --int8 needs a model with QuantizeLinear/DequantizeLinear "
-                             "nodes (explicit quantization); calibration is not supported yet")
+            raise InputError(f"{model}: `int8` needs a model with QuantizeLinear/DequantizeLinear "
+                             "nodes (explicit quantization); calibration is not supported yet",
+                             parameters=("int8",))
     reason = tensorrt_unavailable_reason()
     if reason:
         raise BackendUnavailable(f"cannot build a TensorRT engine: {reason}")
@@ -99,8 +101,8 @@ def build_serialized(model: Path | bytes, *, fp16: bool = False, int8: bool = Fa
             shape = (input_shapes or {}).get(tensor.name)
             if shape is None:
                 raise InputError(f"{name}: input {tensor.name!r} has the dynamic shape "
-                                 f"{tuple(tensor.shape)}; give --batch or re-export the model "
-                                 "with a fixed --input-shape")
+                                 f"{tuple(tensor.shape)}; give `batch` or re-export the model "
+                                 "with a fixed `input_shape`", parameters=("batch", "input_shape"))
             profile.set_shape(tensor.name, shape, shape, shape)
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)

@@ -57,5 +57,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
                          "start over") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"{path} is not a {FORMAT} checkpoint; delete it or choose another "
-                         "--checkpoint path")
+                         "`checkpoint` path", parameters=("checkpoint",))
     return Checkpoint(**{k: v for k, v in data.items() if k != "format"})

@@ -59,15 +59,17 @@ class FinetuneOptions:
         self.check()  # built from flags: a bad one fails here, before any data is loaded
 
     def check(self) -> None:
-        """Raise InputError naming the flag (or field) of the first unusable option."""
+        """Raise InputError naming the field of the first unusable option."""
         if self.epochs < 1:
-            raise InputError(f"--epochs {self.epochs} must be >= 1")
+            raise InputError(f"`epochs` {self.epochs} must be >= 1", parameters=("epochs",))
         if self.batch_size < 1:
-            raise InputError(f"--batch-size {self.batch_size} must be >= 1")
+            raise InputError(f"`batch_size` {self.batch_size} must be >= 1",
+                             parameters=("batch_size",))
         # torch applies the step size in the weights' float32: beyond its range it is inf
         if not 0 < self.lr <= _FLOAT32_MAX:  # also False for NaN
-            raise InputError(f"--lr {self.lr} must be > 0 and at most {_FLOAT32_MAX:.3g} (the "
-                             "float32 range); Adam's step size, 1e-3 suits most models")
+            raise InputError(f"`lr` {self.lr} must be > 0 and at most {_FLOAT32_MAX:.3g} (the "
+                             "float32 range); Adam's step size, 1e-3 suits most models",
+                             parameters=("lr",))
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise InputError(f"temperature {self.temperature} must be a finite number > 0")
         if not 0 <= self.alpha <= 1:
@@ -265,7 +267,7 @@ def _diverged(what: str, options: FinetuneOptions) -> VerificationFailed:
     kept = (f"; {options.checkpoint} keeps the last good epoch"
             if options.checkpoint is not None and options.checkpoint.exists() else "")
     return VerificationFailed(f"training diverged: {what}; no model was written{kept}. Lower "
-                              f"--lr (it is {options.lr:g})")
+                              f"`lr` (it is {options.lr:g})", parameters=("lr",))
 
 
 def _resume(options: FinetuneOptions, student, optimizer) -> list[float]:
@@ -273,20 +275,22 @@ def _resume(options: FinetuneOptions, student, optimizer) -> list[float]:
     if state.run != options.run_key():
         raise InputError(f"{options.checkpoint} was written by a run with {state.run}, this one "
                          f"has {options.run_key()}; use the same options to resume, or another "
-                         "--checkpoint path to start over")
+                         "`checkpoint` path to start over", parameters=("checkpoint",))
     try:
         student.load_state_dict(state.parameters)
         optimizer.load_state_dict(state.optimizer)
     except (RuntimeError, ValueError, KeyError) as err:
         raise InputError(f"{options.checkpoint} holds the state of another model ({err}); use "
-                         "another --checkpoint path to start over") from err
+                         "another `checkpoint` path to start over",
+                         parameters=("checkpoint",)) from err
     broken = _nonfinite_parameters(student)
     if broken:  # written before checkpoints were checked, or edited: resuming would train NaN
         raise InputError(f"{options.checkpoint} holds NaN or inf weights ({', '.join(broken)}); "
                          "delete it to start over")
     if state.epoch > options.epochs:
         raise InputError(f"{options.checkpoint} has {state.epoch} finished epochs, more than "
-                         f"--epochs {options.epochs}; ask for at least {state.epoch}")
+                         f"`epochs` {options.epochs}; ask for at least {state.epoch}",
+                         parameters=("epochs",))
     log.info("resumed %s after epoch %d", options.checkpoint, state.epoch)
     return list(state.losses)
 

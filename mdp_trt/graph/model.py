@@ -160,7 +160,7 @@ def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] |
         if static_shape(image) is None:
             raise InputError(
                 f"{path}: input {image.name!r} has a dynamic shape {_format_shape(current)}; "
-                "give a static one, e.g. --input-shape 1x3x224x224"
+                "give a static one, e.g. `input_shape` 1x3x224x224", parameters=("input_shape",)
             )
         return
     wanted = tuple(int(d) for d in input_shape)
@@ -174,8 +174,8 @@ def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] |
         if mismatch:
             raise InputError(
                 f"{path}: input {image.name!r} has shape {_format_shape(current)}, which "
-                f"--input-shape {'x'.join(map(str, wanted))} contradicts; give a shape that "
-                "matches the model's fixed dimensions"
+                f"`input_shape` {'x'.join(map(str, wanted))} contradicts; give a shape that "
+                "matches the model's fixed dimensions", parameters=("input_shape",)
             )
     image.shape = ir.Shape(wanted)
 

@@ -61,7 +61,8 @@ class _ChannelParams:
         if attr is None:
             if required:
                 raise InputError(f"layer {node.name!r}: its weight is not a trainable constant of "
-                                 "the graph, so it has no gradient; use --importance magnitude")
+                                 "the graph, so it has no gradient; use `importance` magnitude",
+                                 parameters=("importance",))
             return
         param = module.get_parameter(attr)
         # A bias broadcast over the channels (one value for all) belongs to no single channel.

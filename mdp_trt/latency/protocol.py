@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+from mdp_trt.analysis import Layer
 from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.signature import LayerSignature
 
@@ -130,9 +131,17 @@ class Comparison:
 
 @runtime_checkable
 class LatencyBackend(Protocol):
-    """A runtime that times one-layer models and whole ONNX models the same way."""
+    """A runtime that times one-layer models and whole ONNX models the same way.
+
+    Besides timing, a backend states how its timings behave, for the stages that read them:
+    ``weights`` (the cell weights mode, part of every cached cell's key), ``monotone_latency``
+    and ``smooth_latency`` (how ``tables.bilayer.profile_tables`` cleans a table by default);
+    ``BackendBase`` documents each and gives the defaults."""
 
     name: str
+    weights: Weights
+    monotone_latency: bool
+    smooth_latency: bool
 
     def available(self) -> str | None:
         """None when the backend can run here; otherwise why not and what to install."""
@@ -162,6 +171,11 @@ class LatencyBackend(Protocol):
         blocks, until the intervals are narrow enough or the policy's time is up)."""
         ...
 
+    def layer_shares(self, path: str | Path, layers: Sequence[Layer]) -> dict[str, float] | None:
+        """Each of ``layers``' share of the run time of the model at ``path``, or None where the
+        runtime cannot tell (see ``BackendBase.layer_shares``)."""
+        ...
+
 
 _SEQUENTIAL_ROUNDS = 3  # BackendBase.measure_models
 # A ratio is reliable when its 95% interval is within +-2% of it (MODEL_POLICY.ratio_halfwidth)
@@ -173,16 +187,22 @@ class BackendBase:
     ``threads``: the runtime's intra-op threads (host threads for GPU runtimes)."""
 
     name: str = ""
+    # How cells are timed: "hot" (weights cached between runs) or "cold" (streamed from memory,
+    # as inside a model larger than the last-level cache; ort-cpu only). Cells of one
+    # fingerprint are cached and looked up per mode (tables.bilayer.profile_tables).
+    weights: Weights = "hot"
     # Whether latency never falls as channels grow on this device (CPUs: True); then table
-    # cells that dip below a narrower neighbour are noise and are smoothed away.
+    # cells that dip below a narrower neighbour are noise, and profile_tables smooths them away
+    # unless told otherwise. False keeps them: GPU kernels tile channels.
     monotone_latency: bool = False
     # Whether one layer's latency is a smooth function of its widths here (CPUs: True); then
-    # tables are a surface fitted to the measured cells (latency/surface.py), not the cells.
+    # profile_tables' tables are a surface fitted to the measured cells (tables/surface.py),
+    # not the cells. False: GPU latency is a staircase in the widths.
     smooth_latency: bool = False
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:
-            raise InputError(f"--threads must be at least 1, got {threads}")
+            raise InputError(f"`threads` must be at least 1, got {threads}", parameters=("threads",))
         self.threads = threads
         self._depth = 0
 
@@ -237,12 +257,12 @@ class BackendBase:
                                        len(values), RATIO_HALFWIDTH))
         return Comparison(best, ratios)
 
-    def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
+    def layer_shares(self, path: str | Path, layers: Sequence[Layer]) -> dict[str, float] | None:
         """Each of ``layers``' share of the run time of the model at ``path`` (its analysed
         layers; time inside the model / the profiled run's time), from the runtime's per-node
         profiler; None where the runtime has none (then calibration scales all layers alike).
-        Shares, not milliseconds: the machine's speed while profiling cancels, and calibration
-        sets them against the model's measured time."""
+        Shares, not milliseconds: the machine's speed while profiling cancels, and the
+        per-layer calibration (``prune``) sets them against the model's measured time."""
         return None
 
     def _require_active(self) -> None:

@@ -94,8 +94,9 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
     output = Path(output)
     shape = options.input_shape
     if len(shape) != 4 or shape[1] != 3:
-        raise InputError(f"--input-shape {'x'.join(map(str, shape))}: torchvision classification "
-                         "models take images, give Nx3xHxW, e.g. 1x3x224x224")
+        raise InputError(f"`input_shape` {'x'.join(map(str, shape))}: torchvision classification "
+                         "models take images, give Nx3xHxW, e.g. 1x3x224x224",
+                         parameters=("input_shape",))
     if options.opset < 17:
         raise InputError(f"opset {options.opset} is too old: mdp-trt needs opset >= 17")
     model = _build(arch, options)
@@ -110,7 +111,8 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
             # The first line says what failed; TorchScript appends a dump of the whole graph.
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise InputError(f"exporting {arch} at {'x'.join(map(str, shape))} failed: {reason}; "
-                             "a larger --input-shape or the other --exporter may work") from exc
+                             "a larger `input_shape` or the other `exporter` may work",
+                             parameters=("input_shape", "exporter")) from exc
         written = sorted(Path(tmp).iterdir())
         for path in written:
             os.replace(path, output.parent / path.name)

@@ -1,41 +1,37 @@
 """From a plan's table sum to its whole-model latency: the calibration of the bilayer model.
 
-Tables time each layer alone, as a one-layer model. In the whole model the same layers run back
-to back (inputs arrive from the previous layer, the runtime picks layouts and fusions for the
-whole graph) next to ops no table covers (residual Adds, pooling, reorders). So the tables and
-the model's layers differ by a factor, not by a constant: on ONNX Runtime CPU, ResNet-18 at
-224 px (1 thread, benchmarks/latency_model.py) measured 0.88 x its table sum plus 1.9 ms. A
-constant calibrated on the original alone (measured minus table sum) then keeps the original's
-error at every plan: 20% mean and 41% max error on 10 pruned plans. Measuring one more model, a
-probe with every prunable group at about half its width, gives a second point; the affine map
-``measured = scale x tables + offset`` through both points is the calibration: 2.0% mean and
-6.2% max error on the same plans.
-
-One scale for all layers still misses plans that narrow some layers much more than others,
-because the in-model/cell ratio differs by layer and by width (ResNet-18, 224 px: 0.83-0.86
-for the wide stage-2/3 convs, 0.92-1.0 for their half-width versions; at 64 px up to 4.5 for
-the last stage, whose weights the model evicts). Where the backend profiles nodes
-(``layer_shares``: ORT's profiler), the original and the probe also give each layer's ratio at
-two widths; ``layer_ratios`` keeps them, ``correct_layers`` multiplies every cell by its
-layer's ratio interpolated by cell time (towards 1 for a vanishing cell, constant beyond the
-original's), and the affine map is fitted on the corrected sums. Over six benchmark runs on a
-noisy host (benchmarks/results/latency_model/README.md, rows 9-14) it lowered the max error on
-five (1 thread: ResNet-18 5.3% against 5.9% with one scale, ResNet-50 2.7% against 4.3%) and
-the mean on three; at 64 px, where the last stage's ratios reach 4.5, 10.3% max against 22.2%.
+Tables time each layer alone; inside the whole model the layers run faster or slower by a factor
+that differs by layer and by width, so a constant calibrated on the original alone errs on every
+pruned plan. The calibration is the affine map ``measured = scale x tables + offset`` through two
+measured models, the original and a probe with every prunable group at about half width (a scale
+out of its limits is clamped, the line then passing through the original; a negative offset
+becomes a scale alone through the original). Where the backend profiles nodes
+(``layer_shares``), ``layer_ratios`` keeps each layer's in-model/cell ratio at those two widths
+and ``correct_layers`` multiplies every cell by it (interpolated by cell time) before the fit.
+The measurements behind this: docs/latency-model-notes.md.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from mdp_trt.analysis import Analysis
+from mdp_trt.graph import save_model
+from mdp_trt.importance import Importance
 from mdp_trt.latency.tables import LatencyTables
+from mdp_trt.passes import apply_plan
+from mdp_trt.prediction.plan_latency import layer_cells, table_sum
+from mdp_trt.solve.formulate import decode_plan, removable_blocks
 
-__all__ = ["CALIBRATIONS", "Calibration", "fit_calibration", "probe_options", "layer_ratios",
-           "correct_layers", "SCALE_LIMITS", "RATIO_LIMITS"]
+__all__ = ["CALIBRATIONS", "Calibration", "fit_calibration", "probe_options", "probe_model",
+           "layer_ratios", "correct_layers", "calibrate", "calibration_through", "SCALE_LIMITS",
+           "RATIO_LIMITS"]
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +168,60 @@ def probe_options(analysis: Analysis, group_size: int, fraction: float = 0.5) ->
     options = [max(1, round(fraction * k)) if g.prunable else k
                for g, k in zip(analysis.groups, full)]
     return None if options == full else options
+
+
+def probe_model(model, analysis: Analysis, importance: Importance, group_size: int):
+    """The calibration probe (``probe_options``: prunable groups at half width, every block
+    kept) as (cut model, its per-group options), or None when nothing is prunable."""
+    probe = probe_options(analysis, group_size)
+    if probe is None:
+        return None
+    keep_blocks = [1] * (len(removable_blocks(analysis)) + 1)
+    decoded = decode_plan(analysis, importance, group_size, probe, keep_blocks)
+    return apply_plan(model, analysis, decoded.keep, frozenset()), probe
+
+
+def calibrate(model, analysis: Analysis, importance: Importance, tables: LatencyTables, *,
+              group_size: int, baseline_ms: float, measure: Callable[[Path], float],
+              folder: Path, original: Path, mode: str = "per-layer", layer_shares) -> Calibration:
+    """The map from table sums to measured latency: through the original model (at
+    ``original``, measured ``baseline_ms``) alone (``mode`` constant), also through the probe
+    measured with ``measure(path)`` (two-point), and with each layer's in-model/cell ratio in
+    both from ``layer_shares(path, layers)`` (per-layer; two-point where it gives None). The
+    probe lives in a scratch ``folder``, removed afterwards."""
+    full = [len(g.options(group_size)) - 1 for g in analysis.groups]
+    models = [(full, baseline_ms, None)]
+    probe = None if mode == "constant" else probe_model(model, analysis, importance, group_size)
+    if probe is not None:
+        profile = layer_shares if mode == "per-layer" else lambda path, layers: None
+        folder.mkdir()
+        try:
+            path = save_model(probe[0], folder / "probe.onnx")
+            probe_ms = measure(path)
+            models = [(full, baseline_ms, profile(original, analysis.layers)),
+                      (probe[1], probe_ms, profile(path, analysis.layers))]
+        finally:
+            shutil.rmtree(folder)
+        if mode == "per-layer" and models[0][2] is None:
+            log.info("latency calibration: this backend profiles no nodes; one scale for all layers")
+    calibration = calibration_through(analysis, tables, models)
+    if calibration.note:
+        log.warning("latency calibration: %s", calibration.note)
+    return calibration
+
+
+def calibration_through(analysis: Analysis, tables: LatencyTables, models: list) -> Calibration:
+    """The calibration through measured ``models``, the original first: each (per-group
+    options, measured ms, each layer's share of the model's run or None). Per-layer ratios when
+    every model has shares, else one scale. A layer's in-model time is its share of the measured
+    time: the share comes from a profile taken at another moment, and the machine's speed then
+    would otherwise tilt that model's ratios against the other's (2 threads on a 2-core VM: 10-25%
+    between two profiles seconds apart)."""
+    layers = None
+    if all(shares is not None for _, _, shares in models):
+        layers = layer_ratios([(layer_cells(analysis, tables, options),
+                                {name: share * measured for name, share in shares.items()})
+                               for options, measured, shares in models])
+    corrected = correct_layers(tables, layers)
+    return fit_calibration([(table_sum(analysis, corrected, options), measured)
+                            for options, measured, _ in models], layers)

@@ -15,10 +15,10 @@ import numpy as np
 
 from mdp_trt.analysis import Analysis
 from mdp_trt.importance import Importance
+from mdp_trt.solve.problem import FORMAT
 
-__all__ = ["FORMAT", "IMPORTANCE_SCALE_TOTAL", "formulate", "decode_plan", "Decoded"]
+__all__ = ["IMPORTANCE_SCALE_TOTAL", "formulate", "decode_plan", "Decoded"]
 
-FORMAT = "mdp-minlp-instance/1"
 IMPORTANCE_SCALE_TOTAL = 1e9
 OUTSIDE_BLOCKS = "(outside removable blocks)"
 

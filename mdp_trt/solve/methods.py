@@ -14,7 +14,6 @@ so methods compare at equal *measured* latency.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Literal, get_args
 
@@ -30,20 +29,16 @@ Method = Literal["mdp", "mdp-channels", "halp", "uniform"]
 METHODS: tuple[str, ...] = get_args(Method)
 
 
-def method_problem(instance: dict, method: str) -> dict:
-    """The ``mdp-minlp-instance/1`` dict as ``method`` sees it (a new dict; the input is kept)."""
+def method_problem(problem: Problem, method: str) -> Problem:
+    """``problem`` as ``method`` sees it (the baselines' views name the method in metadata)."""
     if method not in METHODS:
         raise InputError(f"unknown pruning method {method!r}; choose one of: {', '.join(METHODS)}")
     if method == "mdp":
-        return instance
-    out = copy.deepcopy(instance)
-    out["constraints"]["block_forced_kept"] = [b["id"] for b in out["blocks"]]
+        return problem
+    view = problem.with_blocks_kept()
     if method == "halp":
-        for layer in out["layers"]:
-            if layer["prev_group"] is not None:
-                layer["latency"] = [[row[-1]] * len(row) for row in layer["latency"]]
-    out.setdefault("metadata", {})["method"] = method
-    return out
+        view = view.with_output_only_latency()
+    return view.with_metadata(method=method)
 
 
 def solve_method(problem: Problem, method: str, *, widths: Sequence[Sequence[int]],

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +189,27 @@ class Problem:
     def block_is_free(self, block: int) -> bool:
         """Whether the solver may choose ``z[block]`` (active and not forced kept)."""
         return block in self.active_blocks() and block not in self.forced_blocks
+
+    # ------------------------------------------------------------------ views
+    def with_blocks_kept(self) -> Problem:
+        """The same problem with every block forced kept: channels only."""
+        return replace(self, forced_blocks=tuple(block.id for block in self.blocks))
+
+    def with_output_only_latency(self) -> Problem:
+        """The same problem where a layer's latency depends on its output width only: every
+        entry of a layer with an input group is its widest-input entry."""
+        def output_only(layer: Layer) -> Layer:
+            if layer.prev_group is None:
+                return layer
+            latency = np.repeat(layer.latency[:, -1:], layer.latency.shape[1], axis=1)
+            latency.setflags(write=False)
+            return replace(layer, latency=latency)
+        return replace(self, layers=tuple(output_only(layer) for layer in self.layers))
+
+    def with_metadata(self, **entries: Any) -> Problem:
+        """The same problem with ``entries`` added to its ``metadata`` (kept by to_json)."""
+        metadata = {**self.extra.get("metadata", {}), **entries}
+        return replace(self, extra={**self.extra, "metadata": metadata})
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, options: Sequence[int], blocks: Sequence[int]) -> Evaluation:

@@ -39,9 +39,11 @@ def check_solver(solver: str, time_limit: float | None) -> None:
     """Raise InputError for an unknown solver name or a time limit that is not a positive,
     finite number of seconds (checked before any work, so a typo costs no measuring)."""
     if solver not in SOLVERS:
-        raise InputError(f"--solver {solver!r} is unknown; choose one of: {', '.join(SOLVERS)}")
+        raise InputError(f"`solver` {solver!r} is unknown; choose one of: {', '.join(SOLVERS)}",
+                         parameters=("solver",))
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
-        raise InputError(f"--time-limit {time_limit!r} must be a positive number of seconds")
+        raise InputError(f"`time_limit` {time_limit!r} must be a positive number of seconds",
+                         parameters=("time_limit",))
 
 
 def solve(problem: Problem, solver: str = "exact", time_limit: float | None = None) -> Plan:

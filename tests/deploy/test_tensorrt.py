@@ -16,7 +16,7 @@ def test_input_errors_come_before_the_runtime_check(tmp_path):
     plain = save(build_layer_model(conv_sig(8, 8, 4), 8, 8), tmp_path / "m.onnx")
     with pytest.raises(InputError, match="QuantizeLinear"):
         build_engine(plain, tmp_path / "m.engine", int8=True)
-    with pytest.raises(InputError, match="optimization-level"):
+    with pytest.raises(InputError, match="`optimization_level`"):
         build_serialized(plain, optimization_level=6)
     with pytest.raises(InputError, match="workspace"):
         build_serialized(plain, workspace_mib=0)

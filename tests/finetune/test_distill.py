@@ -131,7 +131,7 @@ def test_bad_inputs_are_refused(setup, tmp_path):
     with pytest.raises(InputError, match=r"class indices in 0..4 .* holds 0..9"):
         finetune(student_path, teacher_path, ArrayDataset(train.x[:10], np.arange(10)),
                  tmp_path / "o.onnx", FinetuneOptions(progress=False))
-    with pytest.raises(InputError, match="--epochs 0 must be >= 1"):
+    with pytest.raises(InputError, match="`epochs` 0 must be >= 1"):
         finetune(student_path, teacher_path, train, tmp_path / "o.onnx", FinetuneOptions(epochs=0))
     assert not (tmp_path / "o.onnx").exists()
 
@@ -141,10 +141,11 @@ def test_bad_inputs_are_refused(setup, tmp_path):
     {"lr": float("nan")}, {"lr": float("inf")}, {"lr": 1e39}, {"temperature": 0.0},
     {"temperature": float("inf")}, {"alpha": 1.5}, {"alpha": float("nan")},
 ])
-def test_bad_options_are_refused_when_built_naming_the_flag(options):
+def test_bad_options_are_refused_when_built_naming_the_field(options):
     (field, value), = options.items()
-    flag = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr"}.get(field, field)
-    message = re.escape(f"{flag} {value} must be")
+    # the fields a flag sets are named as parameters (`lr`), the others plainly
+    name = f"`{field}`" if field in ("epochs", "batch_size", "lr") else field
+    message = re.escape(f"{name} {value} must be")
     with pytest.raises(InputError, match=f"^{message}"):
         FinetuneOptions(**options)
     with pytest.raises(InputError, match=f"^{message}"):
@@ -158,7 +159,7 @@ def test_bad_options_are_refused_when_built_naming_the_flag(options):
 def test_a_diverging_run_fails_and_writes_nothing(setup, tmp_path, lr, batch_size, reason):
     folder, teacher_path, student_path, train, _ = setup
     out, checkpoint = tmp_path / "o.onnx", tmp_path / "run.pt"
-    message = rf"^training diverged: {reason}; no model was written. Lower --lr "
+    message = rf"^training diverged: {reason}; no model was written. Lower `lr` "
     with pytest.raises(VerificationFailed, match=message + re.escape(f"(it is {lr:g})")):
         finetune(student_path, teacher_path, ArrayDataset(train.x[:64], train.y[:64]), out,
                  FinetuneOptions(lr=lr, batch_size=batch_size, checkpoint=checkpoint,

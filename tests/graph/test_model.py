@@ -41,7 +41,7 @@ def test_dynamic_input_without_shape_suggests_the_flag(tmp_path):
     with pytest.raises(InputError) as err:
         load_model(path)
     message = str(err.value)
-    assert "'image'" in message and "batchx3xhxw" in message and "--input-shape 1x3x224x224" in message
+    assert "'image'" in message and "batchx3xhxw" in message and "`input_shape` 1x3x224x224" in message
 
 
 def test_input_shape_fixes_dynamic_dims_and_all_shapes_become_static(tmp_path):

@@ -125,11 +125,11 @@ def test_prune_with_taylor_importance(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((16, 3, 64, 64)).astype(np.float32))
     report = prune(model, tmp_path / "out", PruneOptions(
-        budget=0.9, group_size=64, importance="taylor", calib=tmp_path / "calib.npz",
+        budget=0.9, group_size=64, importance="taylor", calib_data=tmp_path / "calib.npz",
         cache=tmp_path / "cache.sqlite", progress=False, measure_seconds=0.3, measure_rounds=1,
         compare_seconds=3.0))
     assert report.importance == "taylor"
     saved = json.loads((tmp_path / "out" / "importance.json").read_text())
     assert saved["method"] == "taylor" and len(saved["layer_scores"]) == 21
     assert (tmp_path / "out" / "pruned.onnx").is_file()
-    assert report.verification["max_rel_diff"] <= 1e-4
+    assert report.verification.max_rel_diff <= 1e-4

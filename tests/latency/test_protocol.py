@@ -34,3 +34,20 @@ def test_activation_is_reentrant_and_checked():
     assert backend.activations == 1
     with pytest.raises(RuntimeError, match="deactivated"):
         backend.deactivate()
+
+
+def test_the_protocol_includes_how_a_backends_timings_behave():
+    # profile_tables and calibration read these of every backend; BackendBase gives the defaults
+    backend = FakeBackend()
+    assert (backend.weights, backend.monotone_latency, backend.smooth_latency) == ("hot", False,
+                                                                                   False)
+    assert backend.layer_shares("x.onnx", ()) is None
+
+    class NoWeights:
+        name = "bare"
+        monotone_latency = smooth_latency = False
+
+    for method in ("available", "__enter__", "__exit__", "fingerprint", "measure_layer",
+                   "measure_model", "measure_models", "layer_shares"):
+        setattr(NoWeights, method, lambda self, *a, **k: None)
+    assert not isinstance(NoWeights(), LatencyBackend)

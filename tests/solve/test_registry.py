@@ -18,7 +18,7 @@ def test_unknown_solver_lists_choices() -> None:
 @pytest.mark.parametrize("limit", [0, -1, float("nan"), float("inf")])
 def test_bad_time_limit(limit) -> None:
     p = load_problem(chain_instance(3, 3))
-    with pytest.raises(InputError, match="--time-limit"):
+    with pytest.raises(InputError, match="`time_limit`"):
         solve(p, "exact", time_limit=limit)
 
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mdp_trt.latency.protocol import Measurement
 from mdp_trt.latency.backends.timing import TimingPolicy, summarise
+from mdp_trt.latency.protocol import Measurement
 
 __all__ = ["DeviceClock", "time_device_runs", "gpu_description"]
 

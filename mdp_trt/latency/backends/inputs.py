@@ -64,14 +64,16 @@ def model_inputs(path: str | Path, *, batch: int | None = None) -> tuple[ModelIn
                 if axis == 0 and batch is not None and size != batch:
                     raise InputError(
                         f"{path}: input {value.name!r} has a fixed batch of {size}, not {batch}; "
-                        f"re-export it with --input-shape {batch}x... or drop --batch"
+                        f"re-export it with `input_shape` {batch}x... or drop `batch`",
+                        parameters=("input_shape", "batch")
                     )
             elif axis == 0:
                 size = batch if batch is not None else 1
             else:
                 raise InputError(
                     f"{path}: input {value.name!r} has a symbolic dimension {axis} "
-                    f"({dim.dim_param or '?'}); re-export with a fixed --input-shape"
+                    f"({dim.dim_param or '?'}); re-export with a fixed `input_shape`",
+                    parameters=("input_shape",)
                 )
             shape.append(size)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).name

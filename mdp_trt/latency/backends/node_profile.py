@@ -1,16 +1,11 @@
 """Where a whole model's time goes, layer by layer: ONNX Runtime's profiler per node.
 
-The bilayer tables time each layer alone. Inside a model a layer can run faster (ORT fuses it,
-its input arrives hot in cache) or slower (its weights were evicted by the layers before it),
-and by how much depends on its width: on ResNet-18 at 224 px (1 thread) the wide stage-2/3
-convs ran 14-17% faster in the model than as cells, their half-width versions about as fast as
-theirs (benchmarks/node_breakdown.py). ``match_layers`` finds each layer's node, whose time
-is the layer's in-model time, from which latency/calibration.py derives a per-layer correction
-of the tables.
-
-ORT renames what it fuses (a Conv+Relu is named after the Relu's output), so a node is paired
-with its layer by name where the name survived, else by (weight shape, input spatial size);
-layers sharing such a key have equal tables and pair in execution order.
+Inside a model a layer runs faster or slower than alone, by an amount that depends on its width;
+``match_layers`` pairs each layer with its node, whose time the calibration
+(``mdp_trt.prediction.calibration``) turns into a per-layer correction of the tables. ORT renames
+what it fuses (a Conv+Relu is named after the Relu's output), so a node is paired with its layer
+by name where the name survived, else by (weight shape, input spatial size); layers sharing such
+a key have equal tables and pair in execution order. Measurements: docs/latency-model-notes.md.
 """
 
 from __future__ import annotations

@@ -1,76 +1,41 @@
 """The ``ort-cpu`` backend: ONNX Runtime's CPU execution provider.
 
 Layers and whole models run under the same session options (``session_options``): ``threads``
-intra-op threads (default 1, because multi-threaded timings on small shared machines are noisy),
-one inter-op thread, sequential execution, all graph optimisations (so Conv+bias+activation fuse
-exactly as they do in the full model). Inputs and outputs are bound once through IOBinding, so a
-timed call is only ``run_with_iobinding``: no host copies or allocations in the loop.
-
-``weights="cold"`` times a cell the way its layer runs inside a model whose weights exceed the
-last-level cache: streamed from memory. Alone, a layer's weights stay cached between runs (a
-3x3 512x512 conv at 2x2: 0.3 ms alone, 1.7 ms inside ResNet-18 or with its weights evicted). The
-one-layer model then holds ``copies`` replicas of the layer (own weights, the same input) whose
-weights together exceed twice the LLC, and a cell is the run time divided by ``copies``. A layer
-whose weights are too small for 8 replicas to overflow the LLC is timed as one: its weights cost
-little to stream anyway.
+intra-op threads (default 1: multi-threaded timings on small shared machines are noisy), one
+inter-op thread, sequential execution, all graph optimisations (so fusions match the full model),
+inputs and outputs bound once through IOBinding. ``weights="cold"`` times a cell with its weights
+streamed from memory, as inside a model whose weights exceed the last-level cache: the one-layer
+model holds ``copies`` replicas of the layer whose weights together exceed twice the LLC, and a
+cell is the run time divided by ``copies`` (docs/latency-model-notes.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+from mdp_trt.analysis import Layer
 from mdp_trt.errors import InputError, UnsupportedGraph
+from mdp_trt.latency.backends import node_profile
+from mdp_trt.latency.backends.host import cpu_description, llc_bytes
 from mdp_trt.latency.backends.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.backends.layer_model import build_layer_model, layer_input_shape
-from mdp_trt.latency.backends import node_profile
+from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy,
+                                             time_interleaved, time_runs)
 from mdp_trt.latency.protocol import (BackendBase, Comparison, DeviceFingerprint, Measurement,
                                       Weights)
 from mdp_trt.signature import LayerSignature
-from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
-                                   time_runs)
 
-__all__ = ["OrtCpuBackend", "session_options", "ort_unavailable_reason", "cpu_description",
-           "llc_bytes", "cold_copies", "MIN_ORT_VERSION"]
+__all__ = ["OrtCpuBackend", "session_options", "ort_unavailable_reason", "cold_copies",
+           "MIN_ORT_VERSION"]
 
 log = logging.getLogger(__name__)
 
 MIN_ORT_VERSION = (1, 18)
 Precision = Literal["fp32"]
-
-
-def cpu_description() -> str:
-    """CPU model name (from /proc/cpuinfo where there is one) and logical core count."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.lower().startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
-    return f"{model}, {os.cpu_count() or 1} cores"
-
-
-def llc_bytes() -> int:
-    """Size of the largest CPU cache in bytes (sysfs); 32 MiB where it cannot be read."""
-    sizes = []
-    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        try:
-            text = entry.read_text().strip().upper()
-        except OSError:
-            continue
-        scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
-        digits = text.rstrip("KMG")
-        if digits.isdigit():
-            sizes.append(int(digits) * scale)
-    return max(sizes, default=32 * 2**20)
 
 
 MAX_COLD_COPIES = 8
@@ -147,7 +112,7 @@ class OrtCpuBackend(BackendBase):
 
     name = "ort-cpu"
     monotone_latency = True  # on a CPU a wider layer is never faster (tables.profile_tables)
-    smooth_latency = True  # and its latency is smooth in the widths (latency/surface.py)
+    smooth_latency = True  # and its latency is smooth in the widths (tables/surface.py)
 
     def __init__(self, *, threads: int = 1, precision: Precision = "fp32",
                  cell_policy: TimingPolicy = CELL_POLICY,
@@ -156,7 +121,7 @@ class OrtCpuBackend(BackendBase):
         super().__init__(threads)
         if precision != "fp32":
             raise InputError(f"{self.name} runs models in their own precision; only 'fp32' is "
-                             f"supported as --precision, got {precision!r}")
+                             f"supported as `precision`, got {precision!r}", parameters=("precision",))
         self.precision = precision
         self.cell_policy = cell_policy
         self.model_policy = model_policy
@@ -263,7 +228,7 @@ class OrtCpuBackend(BackendBase):
         return Measurement(m.median_ms / copies, m.spread, m.repeats, m.p10_ms / copies,
                            m.p90_ms / copies)
 
-    def layer_shares(self, path: str | Path, layers) -> dict[str, float] | None:
+    def layer_shares(self, path: str | Path, layers: Sequence[Layer]) -> dict[str, float] | None:
         self._require_active()
         nodes, run_ms = node_profile.profile_nodes(path, session_options(self.threads),
                                                    self._providers())

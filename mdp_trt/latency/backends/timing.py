@@ -1,28 +1,13 @@
 """The timing loop shared by every backend: warm-up, an adaptive repeat count, robust statistics.
 
-Cells of a latency table are many and each is cheap to redo, so ``CELL_POLICY`` bounds a cell to
-about 0.1 s of timed runs (at least 5 runs even for a layer slower than that). Whole models are
-timed once per pipeline stage and their median is compared with a prediction, so
-``MODEL_POLICY`` asks for at least 30 runs and at least 3 s.
-
-Models that are compared with each other (a candidate with the original) are timed by
-``time_interleaved``: in alternating blocks of ``block_s`` seconds. On a 2-core VM running two
-threads, the machine's speed drifts by 15-25% over seconds; two models timed one after the other
-then differ by the drift, while in alternating 0.3 s blocks the drift falls on both alike
-(ResNet-18 at 2 threads: a pruned/original ratio repeated within +-1.5% where 3 s timings one after
-the other gave +-10%).
-
-What compared models are compared by is each round's *mean* time per call of each block (the
-block's timed calls' total / their count), not the median of single calls. On a machine whose
-cores other processes share, the scheduler takes the core away for a few milliseconds at a time:
-a call of 40 ms is interrupted in almost every block and its median carries the load, while a
-call of 0.07 ms is interrupted in few of them and its median does not. Their ratio of medians
-then understates the smaller model by the load factor (ResNet-18 at 64x64 against a 2% plan
-with two busy processes on a 2-core VM: 0.014 claimed where an independent timing measured
-0.05-0.14). Means over the same block carry the same share of interruption. The ratio is the
-median of the rounds' ratios, with a distribution-free 95% interval; rounds go on until the
-interval is within ``ratio_halfwidth`` of it or ``compare_s`` has passed (then it is marked
-unreliable, never silently trusted).
+``CELL_POLICY`` bounds a table cell to about 0.1 s of timed runs; ``MODEL_POLICY`` times a whole
+model for at least 30 runs and 3 s. Models that are compared (a candidate with the original) are
+timed by ``time_interleaved`` in alternating blocks of ``block_s`` seconds, so that a slow spell
+of the machine falls on all of them, and compared by each block's mean time per call (a median
+of single calls understates the shorter model on a loaded machine). The ratio is the median of
+the rounds' ratios with a distribution-free 95% interval; rounds go on until the interval is
+within ``ratio_halfwidth`` or ``compare_s`` has passed (then it is marked unreliable). Why, with
+the measurements: docs/latency-model-notes.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """The ``torch-cpu`` and ``torch-cuda`` backends: layers and models run as PyTorch modules.
 
-A table cell is a real ``torch.nn`` module built from the ``LayerSignature`` (``layer_module``):
-``nn.Conv1d/2d/3d`` with the layer's groups, strides, dilations and padding (asymmetric ONNX
-pads become an explicit zero pad in front), ``nn.Linear`` for Gemm, a weight matmul for MatMul,
-then the fused activation. It runs in eval mode under ``torch.inference_mode`` in ``precision``
-(fp32 or fp16), optionally in channels-last memory format. A whole model runs through
-``mdp_trt.graph.torch_graph.TorchGraph`` (the ONNX graph executed op by op in PyTorch) under
-the same settings.
-
-On CUDA, cuDNN autotuning is on (``cudnn.benchmark``: the first runs of each shape pick the
-fastest algorithm, which the warm-up absorbs) and every run is timed by a CUDA event pair
-(``gpu.time_device_runs``). By default (``cuda_graphs``) the run is first captured as one CUDA
-graph and the replay is timed: eager PyTorch launches each op from Python (~20-40 us each), and
-on an H200 a ResNet layer at batch 32 takes less than that, so eager timings measure the launch
-loop, not the GPU (seen: a 3x3 conv read 0.04 ms at every width from 8 to 512 channels). A
-deployed engine (TensorRT, a CUDA-graph runtime) has no such loop either. On the CPU the host
-clock times synchronous runs (``timing.time_runs``) with ``threads`` intra-op threads.
+A table cell is a ``torch.nn`` module built from the ``LayerSignature`` (``layer_module``: a Conv
+with the layer's groups, strides, dilations and padding, Linear for Gemm, a weight matmul for
+MatMul, then the fused activation); a whole model runs through
+``mdp_trt.graph.torch_graph.TorchGraph``. Both run in eval mode under ``torch.inference_mode`` in
+``precision``, optionally channels-last. On CUDA, cuDNN autotuning is on and each run is captured
+as one CUDA graph whose replay is timed with CUDA events (``cuda_graphs``): eager timings measure
+PyTorch's launch loop, not the GPU (docs/latency-model-notes.md). On the CPU the host clock times
+synchronous runs (``timing.time_runs``) with ``threads`` intra-op threads.
 """
 
 from __future__ import annotations
@@ -31,13 +23,13 @@ from torch import nn
 
 from mdp_trt.errors import InputError, UnsupportedGraph
 from mdp_trt.latency.backends.gpu import DeviceClock, gpu_description, time_device_runs
+from mdp_trt.latency.backends.host import cpu_description
 from mdp_trt.latency.backends.inputs import model_inputs, random_feeds
 from mdp_trt.latency.backends.layer_model import ACTIVATIONS, layer_input_shape
-from mdp_trt.latency.backends.ort_cpu import cpu_description
+from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy,
+                                             time_interleaved, time_runs)
 from mdp_trt.latency.protocol import BackendBase, Comparison, DeviceFingerprint, Measurement
 from mdp_trt.signature import LayerSignature
-from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy, time_interleaved,
-                                   time_runs)
 
 __all__ = ["TorchBackend", "layer_module", "Device", "Precision"]
 
@@ -196,7 +188,8 @@ class TorchBackend(BackendBase):
         if device not in ("cpu", "cuda"):
             raise InputError(f"torch backend device must be 'cpu' or 'cuda', got {device!r}")
         if precision not in ("fp32", "fp16"):
-            raise InputError(f"--precision must be fp32 or fp16 for torch, got {precision!r}")
+            raise InputError(f"`precision` must be fp32 or fp16 for torch, got {precision!r}",
+                             parameters=("precision",))
         self.name = f"torch-{device}"
         # On a CPU a wider layer is never faster; GPU kernels tile channels (tables.profile_tables)
         self.monotone_latency = self.smooth_latency = device == "cpu"

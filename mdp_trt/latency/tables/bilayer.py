@@ -30,12 +30,12 @@ from dataclasses import dataclass, field, replace
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.errors import InputError
+from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.cells import Cell
 from mdp_trt.latency.tables.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
 from mdp_trt.latency.tables.interpolate import CoarsePlan, monotone_values
 from mdp_trt.latency.tables.surface import surface_values
-from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.signature import LayerSignature
 
 __all__ = ["LatencyTables", "LayerCells", "MeasuredChunk", "MeasureCells", "plan_cells",
@@ -190,8 +190,8 @@ def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int)
         if bad:
             raise InputError(
                 f"layer {layer.name!r} is a grouped Conv (group={sig.conv_group}) and cannot "
-                f"have {bad[0]} channels; use a --group-size that is a multiple of "
-                f"{sig.conv_group}")
+                f"have {bad[0]} channels; use a `group_size` that is a multiple of "
+                f"{sig.conv_group}", parameters=("group_size",))
     rows = []
     for i, out_ch in enumerate(out_options):
         row: list[Cell | None] = []
@@ -210,7 +210,8 @@ def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int)
 def plan_cells(analysis: Analysis, group_size: int) -> tuple[LayerCells, ...]:
     """The cell of every table entry of every layer, in analysis layer order."""
     if group_size < 1:
-        raise InputError(f"--group-size must be at least 1, got {group_size}")
+        raise InputError(f"`group_size` must be at least 1, got {group_size}",
+                         parameters=("group_size",))
     groups = {g.id: g for g in analysis.groups}
     return tuple(_layer_cells(layer, groups, group_size) for layer in analysis.layers)
 
@@ -249,7 +250,7 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     (an exception, Ctrl-C) keeps every finished cell and a re-run resumes where it stopped.
     ``interpolate``: measure every k-th width per axis (plus ``holdout`` held-back cells per
     signature) and interpolate the rest; None measures every cell. ``drift``: the reference-cell
-    guard (None: none). A backend with a ``weights`` attribute ("hot"/"cold") keys its cells by it.
+    guard (None: none). Cells are cached and looked up under the backend's ``weights`` mode.
     ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``) under the
     ``drift`` policy, yielding each ``MeasuredChunk`` as it finishes, on backends whose
     fingerprint is ``backend``'s; None measures them here on ``backend``. Each cell is cached with
@@ -269,7 +270,7 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     plan = plan_cells(analysis, group_size)
     cells = required_cells(plan)
     fp = backend.fingerprint()
-    weights = getattr(backend, "weights", "hot")
+    weights = backend.weights
     by_signature: dict[str, dict] = {}
 
     def cached(cell: Cell):
@@ -329,9 +330,9 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                 if bar is not None:
                     bar.stop()
     if monotone is None:
-        monotone = getattr(backend, "monotone_latency", False)
+        monotone = backend.monotone_latency
     if surface is None:
-        surface = getattr(backend, "smooth_latency", False)
+        surface = backend.smooth_latency
     values = medians if coarse is None else coarse.fill(medians)
     fit = None
     if surface:

@@ -92,12 +92,12 @@ class LatencyCache:
         self._conn = self._open()
         if self.read_only:
             log.warning("%s is read-only: cells measured now are used in this run but not "
-                        "saved; pass --cache with a writable path to keep them", self.path)
+                        "saved; give a writable cache path to keep them", self.path)
 
     def _corrupt(self, why: str) -> InputError:
         return InputError(
             f"{self.path}: not a usable mdp-trt latency cache ({why}); delete the file to start "
-            "a fresh cache, or pass --cache with another path"
+            "a fresh cache, or pass `cache` with another path", parameters=("cache",)
         )
 
     def _open(self) -> sqlite3.Connection:
@@ -115,7 +115,8 @@ class LatencyCache:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise InputError(f"{path}: cannot create the cache directory ({exc}); "
-                                 "pass --cache with a writable path") from exc
+                                 "pass `cache` with a writable path",
+                                 parameters=("cache",)) from exc
         try:
             # isolation_level=None: autocommit, every put is its own durable transaction.
             # immutable: a WAL file cannot get its shared-memory index on read-only storage.
@@ -124,8 +125,8 @@ class LatencyCache:
                     if self.read_only else
                     sqlite3.connect(str(path), timeout=30.0, isolation_level=None))
         except sqlite3.Error as exc:
-            raise InputError(f"{path}: cannot open the latency cache ({exc}); pass --cache "
-                             "with a writable path") from exc
+            raise InputError(f"{path}: cannot open the latency cache ({exc}); pass `cache` "
+                             "with a writable path", parameters=("cache",)) from exc
         try:
             self._check_or_create(conn)
         except BaseException:
@@ -163,12 +164,12 @@ class LatencyCache:
                 raise InputError(
                     f"{self.path}: latency cache schema version {version} was written by a newer "
                     f"mdp-trt (this one reads version {SCHEMA_VERSION}); upgrade mdp-trt, or pass "
-                    "--cache with another path"
+                    "`cache` with another path", parameters=("cache",)
                 )
             if version == 1 and "cells" in tables and self.read_only:
                 raise InputError(f"{self.path}: a version-1 latency cache on read-only storage "
                                  "(it needs a migration); copy it to a writable place and pass "
-                                 "--cache with that path")
+                                 "`cache` with that path", parameters=("cache",))
             if version == 1 and "cells" in tables:
                 self._migrate_v1(conn)
             elif version != SCHEMA_VERSION:
@@ -282,7 +283,7 @@ class LatencyCache:
                  weights, drift))
         except sqlite3.OperationalError as exc:  # read-only file or directory, disk full
             raise InputError(f"{self.path}: cannot write to the latency cache ({exc}); pass "
-                             "--cache with a writable path") from exc
+                             "`cache` with a writable path", parameters=("cache",)) from exc
 
     def __len__(self) -> int:
         stored = self._conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]

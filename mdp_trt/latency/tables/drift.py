@@ -1,26 +1,13 @@
 """Machine drift during profiling: a reference cell timed between batches of cells.
 
-Profiling a model takes minutes; other processes, thermal limits or frequency scaling can slow
-the machine for part of that time, and every cell timed then comes out inflated (on a shared
-2-core machine: tables summing 33% above the measured model). The noisy-series retry in
-``timing.time_runs`` catches disturbances within one cell's series, not a slowdown lasting
-minutes. So a fixed reference cell (``REFERENCE``) is timed before the first cell and after
-every batch of ``every_cells`` cells or ``every_s`` seconds. Interference only ever adds time,
-so the machine's quiet speed is read from the fastest reference timings taken between batches:
-the fastest while fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile. Not from the
-opening one, and not from a single outlier: a timing can catch a state that sustained profiling
-does not keep (this VM timed its opening reference, after the idle set-up, 15-25% faster than
-every later one in every profile, with nothing else running; measured against it, every batch
-looked "slowed" and was re-timed three times for nothing). A batch is accepted when the
-references on both its sides are within the tolerance of that speed: ``tolerance``, or the
-relative spread (p90 - p10) / median of the quiet reference's own runs when larger, since a
-series that scatters that much moves its median by as much between two quiet timings.
-Otherwise a warning gives the figure and the batch is measured again between fresh references,
-keeping each cell's fastest timing, up to ``max_attempts`` times in all (a machine that stays
-loaded cannot be waited out forever; the last warning says so).
-
-A profile of at most ``every_cells`` cells is not guarded: two extra reference timings would
-cost about as much as the cells themselves, and such a run is too short to span a slowdown.
+A slowdown lasting minutes inflates every cell timed during it, which the noisy-series retry of
+one cell cannot see. So ``REFERENCE`` is timed before the first cell and after every batch of
+``every_cells`` cells or ``every_s`` seconds. The quiet speed is read from the references between
+batches (the fastest while fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile; never
+the opening one); a batch whose references are slower than that by more than ``tolerance`` (or
+the reference's own spread, when larger) is measured again, keeping each cell's fastest timing,
+up to ``max_attempts`` times in all. A profile of at most ``every_cells`` cells is not guarded.
+Details and the observations behind them: docs/latency-model-notes.md.
 """
 
 from __future__ import annotations

@@ -180,8 +180,8 @@ class CoarsePlan:
     def __init__(self, cells: Iterable[Cell], *, step: int, holdout: int = 2,
                  cached: Iterable[CellKey] = ()) -> None:
         if step < 1:
-            raise InputError(f"--interpolate K measures every K-th width: K must be >= 1, got "
-                             f"{step}")
+            raise InputError(f"`interpolate` K measures every K-th width: K must be >= 1, got "
+                             f"{step}", parameters=("interpolate",))
         if holdout < 0:
             raise InputError(f"the held-back cell count must be >= 0, got {holdout}")
         self.step = step

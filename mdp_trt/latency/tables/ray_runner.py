@@ -27,11 +27,11 @@ import logging
 from collections.abc import Iterator, Sequence
 
 from mdp_trt.errors import BackendUnavailable, InputError
-from mdp_trt.latency.tables.drift import DriftPolicy, measure_guarded
-from mdp_trt.latency.protocol import DeviceFingerprint, LatencyBackend, Measurement
 from mdp_trt.latency.backends.registry import GPU_BACKENDS, get_backend
+from mdp_trt.latency.protocol import DeviceFingerprint, LatencyBackend, Measurement
 from mdp_trt.latency.tables.bilayer import MeasureCells, MeasuredChunk
 from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.latency.tables.drift import DriftPolicy, measure_guarded
 
 __all__ = ["ray_measure_cells", "cells_option", "check_ray_flags", "chunk_cells", "measure_chunk", "CHUNK_BATCHES"]
 
@@ -100,7 +100,7 @@ def _import_ray():
         import ray
     except ImportError as exc:
         raise BackendUnavailable(f"Ray is not installed ({exc}); pip install 'mdp-trt[ray]' or "
-                                 "profile without --ray") from exc
+                                 "profile without `ray`", parameters=("ray",)) from exc
     return ray
 
 
@@ -121,7 +121,7 @@ def ray_measure_cells(backend_name: str, backend_options: dict | None = None, *,
     from ray.util import ActorPool
     options = dict(backend_options or {})
     if workers is not None and workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+        raise InputError(f"`workers` must be at least 1, got {workers}", parameters=("workers",))
     if chunk_batches < 1:
         raise InputError(f"chunk_batches must be at least 1, got {chunk_batches}")
     if expected is None:
@@ -177,9 +177,9 @@ def check_ray_flags(ray: str | None, workers: int | None) -> None:
     """``--workers`` without ``--ray``, or fewer than one worker, is a usage error (checked
     before any model is loaded)."""
     if ray is None and workers is not None:
-        raise InputError("--workers needs --ray")
+        raise InputError("`workers` needs `ray`", parameters=("workers", "ray"))
     if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers} must be >= 1")
+        raise InputError(f"`workers` {workers} must be >= 1", parameters=("workers",))
 
 
 def cells_option(ray: str | None, workers: int | None, backend: LatencyBackend,

@@ -1,21 +1,13 @@
 """Latency tables from a smooth surface fitted to each signature's measured cells.
 
-On a CPU one layer's latency is a smooth function of its two widths (the work grows with
-out x in, the traffic with out and with in), but one cell's measurement is not: on a shared
-2-core host two independent profiles of ResNet-50's 6 826 cells (ORT, 2 threads) differed by
-22% per cell (ms-weighted mean), while a biquadratic surface fitted to each profile's cells of
-one signature agreed with the other profile's surface within 6-7%, and the fit's residuals in
-the two profiles were uncorrelated (r ~ 0.0-0.1): what the surface leaves out is noise. That
-noise is what the exact solver exploits: it picks the cells that happened to read fast, and its
-plans then run slower than predicted (results rows 19 and 23: up to 8% on ResNet-50).
-
-Each signature's cells get ``value(o, i) = sum c_ab (o / o_max)^a (i / i_max)^b`` over
-``a, b <= 2`` (fewer terms on an axis with fewer distinct widths; a depthwise signature is
-one-dimensional), fitted by least squares on relative error (weights 1 / measured) so that
-narrow, fast cells count as much as wide ones. A signature with fewer than twice as many cells
-as terms, or whose surface is not positive over its cells, keeps its measurements.
-GPU kernels tile channels into a staircase that no low-order surface follows, so GPU backends
-keep measured cells (``LatencyBackend.smooth_latency``).
+On a CPU a layer's latency is smooth in its two widths, but one cell's measurement is noisy, and
+the exact solver exploits that noise (it picks the cells that happened to read fast). So each
+signature's cells get ``value(o, i) = sum c_ab (o / o_max)^a (i / i_max)^b`` over ``a, b <= 2``
+(fewer terms on an axis with fewer distinct widths; a depthwise signature is one-dimensional),
+fitted by least squares on relative error (weights 1 / measured). A signature with fewer than
+twice as many cells as terms, or whose surface is not positive over its cells, keeps its
+measurements; GPU backends keep measured cells, whose staircase no low-order surface follows
+(``LatencyBackend.smooth_latency``). The measurements behind this: docs/latency-model-notes.md.
 """
 
 from __future__ import annotations

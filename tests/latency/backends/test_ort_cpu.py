@@ -2,8 +2,9 @@ import onnxruntime as ort
 import pytest
 
 from mdp_trt.errors import BackendUnavailable, InputError, UnsupportedGraph
+from mdp_trt.latency.backends.host import cpu_description
 from mdp_trt.latency.backends.layer_model import build_layer_model
-from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend, cpu_description, session_options
+from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend, session_options
 from mdp_trt.latency.backends.timing import TimingPolicy
 
 from tests.latency.fixtures import conv_sig, save

@@ -7,11 +7,11 @@ import torch
 from onnx import numpy_helper
 
 from mdp_trt.errors import BackendUnavailable, InputError, UnsupportedGraph
+from mdp_trt.latency.backends.host import cpu_description
 from mdp_trt.latency.backends.layer_model import ACTIVATIONS, build_layer_model
-from mdp_trt.latency.backends.ort_cpu import cpu_description
-from mdp_trt.signature import LayerSignature
 from mdp_trt.latency.backends.timing import TimingPolicy
 from mdp_trt.latency.backends.torch_backend import TorchBackend, layer_module
+from mdp_trt.signature import LayerSignature
 
 from tests.latency.fixtures import conv_sig, save
 

@@ -128,7 +128,7 @@ def test_inconsistent_analysis_is_an_input_error():
                     analysis.groups, ())
     with pytest.raises(InputError, match="'x'.*group 9"):
         plan_cells(lost, 8)
-    with pytest.raises(InputError, match="group-size"):
+    with pytest.raises(InputError, match="`group_size`"):
         plan_cells(analysis, 0)
 
 

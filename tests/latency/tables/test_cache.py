@@ -53,7 +53,7 @@ def test_each_put_is_visible_to_another_connection_at_once(tmp_path):
 def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
     path = tmp_path / "latency.sqlite"
     path.write_text("this is not a database\n" * 5)
-    with pytest.raises(InputError, match=r"latency.sqlite.*delete the file.*--cache"):
+    with pytest.raises(InputError, match=r"latency.sqlite.*delete the file.*`cache`"):
         LatencyCache(path)
 
 

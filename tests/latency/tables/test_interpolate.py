@@ -128,7 +128,7 @@ def test_cached_off_grid_cells_are_held_back_for_free():
 def test_a_bad_step_is_an_input_error():
     from mdp_trt.errors import InputError
 
-    with pytest.raises(InputError, match="--interpolate"):
+    with pytest.raises(InputError, match="`interpolate`"):
         CoarsePlan(table_cells(), step=0)
 
 
