@@ -291,8 +291,9 @@ def main() -> None:
     parser.add_argument("--interpolate", type=int, default=None, metavar="K",
                         help="coarse tables: every K-th width, the rest interpolated")
     parser.add_argument("--measured-cells", action="store_true",
-                        help="tables are the measured cells, not the fitted surface that CPU "
-                             "backends use by default (the protocol of results rows 1-23)")
+                        help="tables are the measured cells (made monotone on CPU backends), "
+                             "not the fitted surface they use by default (results rows 2, 5-23; "
+                             "rows 1, 3, 4 used the raw cells, which no flag gives now)")
     parser.add_argument("--weights", choices=["hot", "cold", "auto"], default="hot",
                         help="ort-cpu cells: weights in cache (hot), streamed from memory "
                         "(cold), or cold when the model's weights exceed the last-level cache")
