@@ -471,6 +471,45 @@ def test_when_every_round_misses_the_narrowest_plan_decides_between_exit_3_and_a
     assert exc.value.min_latency == pytest.approx(2.1005)
 
 
+def _below_the_floor_once_or_always(always: bool):
+    """Plans measure 0.98 x their target, but the first timing of the 5 ms plan reads 3.5 ms,
+    below the narrowest plan (the model's floor, 4 ms, measured 4 ms) and so does its second
+    timing when ``always``."""
+    timings = {}
+
+    def measured_of(target):
+        timings[target] = timings.get(target, 0) + 1
+        if target == 5.0 and (always or timings[target] == 1):
+            return 3.5
+        return 4.0 if target == 4.0 else 0.98 * target
+
+    return measured_of
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_plan_measured_below_the_narrowest_plan_is_timed_again_and_warned_about(
+        monkeypatch, tmp_path, always):
+    rounds, calls = _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=4.0,
+                                      measured_of=_below_the_floor_once_or_always(always),
+                                      budget_ms=5.0)
+    first = rounds[0]
+    assert first.target_ms == 5.0 and 4.0 in calls  # the narrowest plan was cut and measured
+    assert not (tmp_path / "narrowest").exists()  # and not kept
+    if always:
+        assert first.measured_ms == 3.5
+        assert "below the narrowest plan's 40.0%, twice" in first.warning
+    else:
+        assert first.measured_ms == pytest.approx(4.9) and first.warning is None
+    assert all(r.warning is None for r in rounds[1:])
+
+
+def test_no_narrowest_plan_is_measured_while_every_plan_stays_above_the_models_floor(
+        monkeypatch, tmp_path):
+    rounds, calls = _closed_loop_with(monkeypatch, tmp_path, min_latency_ms=1.0,
+                                      measured_of=lambda target: target, budget_ms=5.0)
+    assert 1.0 not in calls and all(r.warning is None for r in rounds)
+
+
 def test_the_infeasible_hint_names_the_parameter_the_user_gave_or_the_units_at_fault():
     from mdp_trt.prune import _budget_hint
 

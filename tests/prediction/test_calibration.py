@@ -106,3 +106,55 @@ def test_a_per_layer_calibration_applies_ratios_then_scale_and_serialises_them()
     assert cal.scale == pytest.approx(1.25) and cal.predict(3.4) == pytest.approx(5.0)
     assert cal.apply(tables).tables["a"][1][1] + cal.offset_ms == pytest.approx(5.0)
     assert cal.to_json()["layers"] == {"a": [[1.0, 1.0], [4.0, 0.85]]}
+
+
+
+def _calibrated(tmp_path, probe_timings):
+    """``calibrate`` (two-point) on a small model whose cells are 0.1 ms x out option x in
+    option, the original measured at its table sum; ``probe_timings(table_sum)`` lists the
+    probe's successive timings given its table sum. Returns (calibration, probe paths timed)."""
+    from mdp_trt.graph import save_model
+    from mdp_trt.importance import score_channels
+    from mdp_trt.prediction.calibration import calibrate
+    from mdp_trt.prediction.plan_latency import table_sum
+
+    model, path = load(projection_skip(), tmp_path)
+    analysis = analyze(model, str(path))
+    sizes = [len(g.options(4)) for g in analysis.groups]
+    tables = LatencyTables("fake", {}, 4, {
+        layer.name: [[0.1 * o * i for i in range(sizes[layer.in_group] if layer.in_group
+                                                  is not None else 2)]
+                     for o in range(sizes[layer.out_group])] for layer in analysis.layers})
+    timings = iter(probe_timings(table_sum(analysis, tables, probe_options(analysis, 4))))
+    timed = []
+
+    def measure(probe_path):
+        timed.append(probe_path)
+        return next(timings)
+
+    calibration = calibrate(
+        model, analysis, score_channels(model, analysis, progress=False), tables, group_size=4,
+        baseline_ms=table_sum(analysis, tables, [n - 1 for n in sizes]), measure=measure,
+        folder=tmp_path / "probe", original=save_model(model, tmp_path / "original.onnx"),
+        mode="two-point", layer_shares=lambda path, layers: None)
+    return calibration, timed
+
+
+def test_a_scale_far_out_of_range_times_the_probe_again_and_keeps_the_faster(tmp_path, caplog):
+    # the first timing disturbed (slower than the original: a negative slope), the second as
+    # the tables say (scale 1)
+    calibration, timed = _calibrated(tmp_path, lambda probe_sum: [100.0, probe_sum])
+    assert len(timed) == 2 and timed[0] == timed[1]
+    assert "timing the probe again" in caplog.text
+    assert not calibration.clamped and calibration.scale == pytest.approx(1.0)
+
+
+def test_a_scale_that_stays_out_of_range_is_clamped_with_a_note(tmp_path):
+    calibration, timed = _calibrated(tmp_path, lambda probe_sum: [100.0, 90.0])
+    assert len(timed) == 2
+    assert calibration.clamped and "clamped" in calibration.note
+
+
+def test_a_plausible_scale_times_the_probe_once(tmp_path):
+    calibration, timed = _calibrated(tmp_path, lambda probe_sum: [probe_sum * 1.1])
+    assert len(timed) == 1 and not calibration.clamped
