@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mdp_trt.errors import InputError, Interrupted, MdpTrtError
-from mdp_trt.latency.backends.registry import DEFAULT_BACKEND, backend_names
+from mdp_trt.latency.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_names
 from mdp_trt.outputs import check_output_file, check_output_folder, output_folder, write_text
 
 __all__ = ["app", "main"]
@@ -45,12 +45,15 @@ WORKERS_HELP = "Ray workers (default: one per GPU, or one per --threads CPUs)"
 
 
 def _precision_option():
-    return typer.Option("fp32", help="fp32, or fp16/int8 where the backend supports it "
-                        "(torch-cpu/torch-cuda: fp16; tensorrt: fp16, int8)")
+    others = "; ".join(f"{name}: {', '.join(spec.precisions[1:])}"
+                       for name, spec in BACKENDS.items() if len(spec.precisions) > 1)
+    return typer.Option("fp32", help=f"fp32, or another precision where the backend has it "
+                        f"({others})")
 
 
 def _channels_last_option():
-    return typer.Option(False, "--channels-last", help="torch backends: NHWC memory layout")
+    takers = "/".join(name for name, spec in BACKENDS.items() if spec.channels_last)
+    return typer.Option(False, "--channels-last", help=f"{takers}: NHWC memory layout")
 
 
 def _weights_option():
