@@ -80,7 +80,8 @@ def _random_plan(analysis, seed: int):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    keep = {g.id: sorted(rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist())
+    keep = {g.id: sorted({*rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist(),
+                          *(c for start, stop in g.pinned for c in range(start, stop))})  # kept by every plan
             for g in analysis.groups if g.prunable}
     removed = {b.id for b in analysis.blocks if b.removable and rng.random() < 0.5}
     return keep, removed

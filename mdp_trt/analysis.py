@@ -5,14 +5,19 @@ saved (``analyze --json``) and used later against the same ONNX file.
 
 Invariants:
 - ``groups[i].id == i`` and ``blocks[i].id == i`` (ids are positions);
-- every prunable layer's output channels belong to exactly one group (``Layer.out_group``); its
-  input channels to ``Layer.in_group`` (None when the input is a graph input such as the image,
-  or is not exactly one whole group, e.g. a concatenation);
+- every prunable layer's output channels are channels ``[out_first, out_first + out_channels)``
+  of exactly one group (``Layer.out_group``; a part of it when the layer is tied to a part of
+  another layer's output, e.g. a bottleneck added onto half of a split), a whole number of the
+  group's ``divisions`` blocks when it is prunable, so that the layer keeps the group's fraction
+  (``layer_out_widths``); its input channels belong to ``Layer.in_group`` (None when the input
+  is a graph input such as the image, or is not exactly one whole group, e.g. a concatenation);
+  ``check_layer`` checks both;
 - a layer's input width is always ``in_stride * (sum(kept channels of g for g in in_groups) +
   in_fixed)``: ``in_groups`` are the whole groups its input concatenates, in channel order,
   ``in_fixed`` the channels that no group explains (the image, a part of a group after a Split),
   and ``in_stride`` the weight columns per channel (H*W for a Gemm after a Flatten, else 1);
-- a group with ``prunable=False`` keeps all channels and carries a human ``reason``;
+- a group with ``prunable=False`` keeps all channels and carries a human ``reason``; a prunable
+  one may pin whole blocks (``pinned``, with ``pinned_reason``) that every plan keeps;
 - a block with ``removable=True`` is a branch whose Add's other input is an identity skip from
   the same fork; removing it makes the Add output equal its skip input.
 """
@@ -26,7 +31,8 @@ from pathlib import Path
 from mdp_trt.errors import InputError
 from mdp_trt.signature import LayerSignature
 
-__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "limit_options",
+__all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "layer_out_widths",
+           "check_layer", "limit_options",
            "check_max_options", "nothing_to_prune", "require_prunable"]
 
 FORMAT = "mdp-analysis/1"
@@ -58,6 +64,7 @@ class Layer:
     in_groups: tuple[int, ...] = ()  # groups concatenated on its input, in channel order
     in_fixed: int = 0  # input channels that no group explains (never pruned)
     in_stride: int = 1  # weight input columns per input channel (H*W after a Flatten)
+    out_first: int = 0  # the group channel of its first output channel (it may produce a part)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -82,21 +89,35 @@ class ChannelGroup:
     prunable: bool = True
     reason: str | None = None  # why not prunable
     tensors: tuple[str, ...] = ()  # tensors carrying exactly these channels (debugging view)
-    # Grouped convolutions read/write the channels in this many equal consecutive blocks; a plan
-    # should keep the same number in each block (surgery pads one that does not: the padded
-    # channels are computed and zeroed at their consumers, sound but not faster).
+    # Grouped convolutions read/write the channels in this many equal consecutive blocks, and
+    # layers producing a part of the group cover whole blocks; a plan should keep the same number
+    # in each block (surgery pads one that does not for grouped convs: the padded channels are
+    # computed and zeroed at their consumers, sound but not faster; a part's producer then only
+    # strays from its latency table).
     divisions: int = 1
     # Set by ``limit_options``: this group is cut in units this many times the group size.
     unit_multiple: int = 1
+    # Channels [start, stop) that every plan keeps although the group is prunable (a part of
+    # it that reaches an op mixing its channels, say): whole blocks, kept by every option.
+    pinned: tuple[tuple[int, int], ...] = ()
+    pinned_reason: str | None = None  # why they are kept
+
+    @property
+    def pinned_channels(self) -> int:
+        return sum(stop - start for start, stop in self.pinned)
 
     def unit(self, group_size: int) -> int:
-        """Channels per option step: ``group_size`` rounded up to a multiple of ``divisions`` (so
-        that every conv group keeps the same count), times ``unit_multiple``."""
-        return -(-group_size // self.divisions) * self.divisions * self.unit_multiple
+        """Channels per option step: ``group_size`` rounded up to a multiple of the blocks that
+        are not pinned (so that every conv group and every producer's part keeps the same
+        count), times ``unit_multiple``."""
+        free = max(1, self.divisions * (self.channels - self.pinned_channels) // self.channels)
+        return -(-group_size // free) * free * self.unit_multiple
 
     def options(self, group_size: int) -> list[int]:
-        """Channel count per option k = 0..K (see ``option_channels``)."""
-        return option_channels(self.channels, self.unit(group_size), self.prunable)
+        """Channel count per option k = 0..K (see ``option_channels``): the pinned channels
+        plus k units of the others."""
+        free = option_channels(self.channels - self.pinned_channels, self.unit(group_size), self.prunable)
+        return [0] + [self.pinned_channels + c for c in free[1:]]
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,7 +125,44 @@ class ChannelGroup:
     @classmethod
     def from_json(cls, data: dict) -> "ChannelGroup":
         tuples = {"producers", "consumers", "tensors"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+        values = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        values["pinned"] = tuple(tuple(span) for span in data.get("pinned", ()))
+        return cls(**values)
+
+
+def _pinned_in(layer: Layer, group: ChannelGroup) -> int:
+    """How many of the layer's output channels its group pins."""
+    start, stop = layer.out_first, layer.out_first + layer.signature.out_channels
+    return sum(max(0, min(stop, b) - max(start, a)) for a, b in group.pinned)
+
+
+def layer_out_widths(layer: Layer, group: ChannelGroup, channels: list[int]) -> list[int]:
+    """The layer's output width when its group keeps each of ``channels``: its pinned channels
+    and, of the others, the group's fraction (plans keep equal counts per block; a layer
+    producing a part of the group keeps that fraction of its part)."""
+    pinned = _pinned_in(layer, group)
+    free = layer.signature.out_channels - pinned
+    cut = group.channels - group.pinned_channels
+    return [c and pinned + (c - group.pinned_channels) * free // cut for c in channels]
+
+
+def check_layer(layer: Layer, out_group: ChannelGroup, in_group: ChannelGroup | None) -> None:
+    """Raise InputError when ``layer``'s widths do not follow its groups as the invariants say
+    (the analysis that wrote them is inconsistent)."""
+    width = layer.signature.out_channels
+    block = -(-out_group.channels // out_group.divisions)
+    free = width - _pinned_in(layer, out_group)
+    if layer.out_first + width > out_group.channels or (out_group.prunable and free % block):
+        raise InputError(
+            f"layer {layer.name!r} has {width} output channels from channel {layer.out_first} of "
+            f"its group {out_group.name!r}, which has {out_group.channels} in {out_group.divisions} "
+            "equal blocks; the analysis is inconsistent")
+    # A Gemm after a Flatten reads in_stride (= H*W) weight columns per channel.
+    if in_group is not None and in_group.channels * layer.in_stride != layer.signature.in_channels:
+        raise InputError(
+            f"layer {layer.name!r} has {layer.signature.in_channels} input channels but its input "
+            f"group {in_group.name!r} has {in_group.channels} x {layer.in_stride}; the analysis "
+            "is inconsistent")
 
 
 @dataclass(frozen=True)

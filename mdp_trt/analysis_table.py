@@ -42,6 +42,8 @@ def render_analysis(analysis: Analysis, console: Console) -> None:
     groups.add_column("prunable", overflow="fold")
     for g in analysis.groups:
         status = "yes" if g.prunable else f"[red]no[/]: {g.reason}"
+        if g.pinned:
+            status += f", keeping {g.pinned_channels} channels: {g.pinned_reason}"
         groups.add_row(str(g.id), g.name, str(g.channels),
                        f"{len(g.producers)}/{len(g.consumers)}", status)
     console.print(groups)

@@ -365,26 +365,27 @@ def export_torchvision(arch: str, path: Path, *, dynamo: bool, fold_bn: bool = T
     return path
 
 
-def export_module(model, path: Path, *, input_shape: tuple[int, ...], dynamo: bool) -> Path:
-    """Export a torch module in eval mode as users do (dynamo: opset 18, optimised; otherwise
-    TorchScript, opset 17, constants folded)."""
+def export_module(model, path: Path, *, input_shape: tuple[int, ...], dynamo: bool,
+                  opset: int | None = None) -> Path:
+    """Export a torch module in eval mode as users do (dynamo: opset 18 unless ``opset`` says
+    otherwise, optimised; otherwise TorchScript, opset 17, constants folded)."""
     import torch
 
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        if dynamo:
-            torch.onnx.export(model.eval(), (x,), str(path), dynamo=True, opset_version=18)
-        else:
-            torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17)
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=dynamo,
+                          opset_version=opset or (18 if dynamo else 17))
     return path
 
 
 def random_plan(analysis, seed: int, block_probability: float = 0.5) -> tuple[dict[int, list[int]], set[int]]:
-    """A random valid plan: a random non-empty channel subset per prunable group, random blocks."""
+    """A random valid plan: a random non-empty channel subset per prunable group (with its
+    pinned channels), random blocks."""
     rng = np.random.default_rng(seed)
     keep = {
-        g.id: sorted(rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist())
+        g.id: sorted({*rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist(),
+                      *(c for start, stop in g.pinned for c in range(start, stop))})
         for g in analysis.groups
         if g.prunable
     }

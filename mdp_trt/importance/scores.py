@@ -1,7 +1,8 @@
 """The Importance stage result: per-layer channel scores and the rankings they induce.
 
 A group's channels are ranked by the sum of its producer layers' scores (residual Adds force
-identical channel sets, so a channel is only as removable as its combined score says). A layer's
+identical channel sets, so a channel is only as removable as its combined score says; a layer
+producing a part of its group scores only the channels of that part). A layer's
 cumulative vector ``I_l[k]`` is the sum of *its own* scores over the group's top channels at
 option k, as in method.md: a block's importance is the sum of its layers' shares.
 """
@@ -30,20 +31,30 @@ class Importance:
         info = analysis.groups[group]
         total = np.zeros(info.channels)
         for name in info.producers:
-            total += np.asarray(self.layer_scores[name])
+            total += self._placed(analysis, name)
         return total
 
+    def _placed(self, analysis: Analysis, layer: str) -> np.ndarray:
+        """The layer's scores at its channels of its group (it may produce a part), else 0."""
+        info = analysis.layer(layer)
+        scores = np.zeros(analysis.groups[info.out_group].channels)
+        own = np.asarray(self.layer_scores[layer], dtype=np.float64)
+        scores[info.out_first:info.out_first + len(own)] = own
+        return scores
+
     def ranking(self, analysis: Analysis, group: int) -> list[int]:
-        """Channel indices of ``group``, most important first (ties broken by index: stable)."""
+        """Channel indices of ``group``, most important first (ties broken by index: stable);
+        its pinned channels, which every plan keeps, come first."""
         scores = self.group_scores(analysis, group)
+        for start, stop in analysis.groups[group].pinned:
+            scores[start:stop] = np.inf
         return [int(i) for i in np.argsort(-scores, kind="stable")]
 
     def cumulative(self, analysis: Analysis, layer: str, option_channels: list[int]) -> list[float]:
         """``I_l[k]``: layer's summed score over the group's top ``option_channels[k]`` channels."""
         out_group = analysis.layer(layer).out_group
         order = self.ranking(analysis, out_group)
-        ranked = np.asarray(self.layer_scores[layer])[order]
-        prefix = np.concatenate([[0.0], np.cumsum(ranked)])
+        prefix = np.concatenate([[0.0], np.cumsum(self._placed(analysis, layer)[order])])
         return [float(prefix[c]) for c in option_channels]
 
     def to_json(self) -> dict:

@@ -118,12 +118,12 @@ def taylor_importance(model: ir.Model, analysis: Analysis, dataset: ArrayDataset
         dataset = dataset.split(max_samples / len(dataset), seed)[0]
     module = TorchGraph.from_model(model)
     nodes = {node.name: node for node in model.graph}
-    layers = {layer.name: _ChannelParams(module, nodes[layer.name],
-                                         analysis.groups[layer.out_group].channels)
+    # Scores per output channel of each layer (a layer may produce a part of its group).
+    layers = {layer.name: _ChannelParams(module, nodes[layer.name], layer.signature.out_channels)
               for layer in analysis.layers}
     params = list({id(p): p for entry in layers.values() for p, _ in entry.entries}.values())
-    totals = {layer.name: torch.zeros(analysis.groups[layer.out_group].channels,
-                                      dtype=torch.float64) for layer in analysis.layers}
+    totals = {layer.name: torch.zeros(layer.signature.out_channels, dtype=torch.float64)
+              for layer in analysis.layers}
 
     from rich.console import Console
     from rich.progress import track

@@ -1,16 +1,19 @@
 """The analysis pass: layers, channel groups and residual blocks of a loaded model.
 
 A pure function over the graph (the model is not modified). Unsupported ops never raise: the
-groups they touch become unprunable with the reason, and ``Analysis.notes`` lists them.
+groups they touch become unprunable with the reason, and ``Analysis.notes`` lists them. Every
+layer's widths are checked against its groups (``analysis.check_layer``, as the latency tables
+do), so an analysis that a later stage would refuse is refused here, naming the layer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import onnx_ir as ir
 
-from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer
+from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer, check_layer
 from mdp_trt.errors import InputError
 from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
@@ -42,12 +45,24 @@ def check_node_names(graph: ir.Graph) -> None:
         seen.add(node.name)
 
 
-def _reason(group: GroupTrace) -> str | None:
-    if not group.reasons:
+def _reason(reasons: list[str]) -> str | None:
+    reasons = list(dict.fromkeys(reasons))
+    if not reasons:
         return None
-    shown = "; ".join(group.reasons[:_MAX_REASONS])
-    more = len(group.reasons) - _MAX_REASONS
+    shown = "; ".join(reasons[:_MAX_REASONS])
+    more = len(reasons) - _MAX_REASONS
     return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def _pinned(group: GroupTrace) -> tuple[tuple[int, int], ...]:
+    """The channels its pins keep, as disjoint sorted ranges [start, stop)."""
+    spans: list[list[int]] = []
+    for start, stop in sorted(pin.span(group.channels) for pin in group.pins):
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], stop)
+        else:
+            spans.append([start, stop])
+    return tuple((start, stop) for start, stop in spans)
 
 
 def _group(group: GroupTrace) -> ChannelGroup:
@@ -59,9 +74,12 @@ def _group(group: GroupTrace) -> ChannelGroup:
         producers=tuple(n.name for n in group.producers),
         consumers=tuple(n.name for n in group.consumers),
         prunable=group.prunable,
-        reason=_reason(group),
+        reason=_reason(group.reasons),
         tensors=tuple(v.name for v in group.tensors),
-        divisions=group.divisions,
+        # Plans keep equal counts per block of both grouped convs and producers' parts.
+        divisions=math.lcm(group.divisions, group.blocks),
+        pinned=_pinned(group),
+        pinned_reason=_reason([pin.reason for pin in group.pins]),
     )
 
 
@@ -81,19 +99,20 @@ def _block(block: BlockTrace) -> Block:
 def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -> list[Layer]:
     # A layer belongs to the innermost (smallest) removable block around it.
     removable = sorted((b for b in blocks if b.removable), key=lambda b: len(b.branch))
-    entries: list[tuple[ir.Node, int, int | None, tuple[int, ...], int, int]] = []
+    entries: list[tuple[ir.Node, int, int, int | None, tuple[int, ...], int, int]] = []
     for n in trace.layers:
         parts = trace.in_parts[n]
+        out = (n, trace.out_group[n], trace.out_first[n])
         if parts.complete:
-            entries.append((n, trace.out_group[n], trace.in_group[n], parts.groups, parts.fixed, parts.stride))
+            entries.append((*out, trace.in_group[n], parts.groups, parts.fixed, parts.stride))
         else:  # a part of a group: its width does not follow the group's options
-            width = layer_signature(n).in_channels
-            entries.append((n, trace.out_group[n], None, (), width, 1))
+            entries.append((*out, None, (), layer_signature(n).in_channels, 1))
     # Depthwise convs are layers too (latency), with identical input and output groups.
     for group in trace.groups:
-        entries.extend((n, group.id, group.id, (group.id,), 0, 1) for n in group.depthwise)
+        entries.extend((n, group.id, 0, group.id, (group.id,), 0, 1) for n in group.depthwise)
     layers = []
-    for node, out_group, in_group, in_groups, in_fixed, in_stride in sorted(entries, key=lambda e: order[e[0]]):
+    for node, out_group, out_first, in_group, in_groups, in_fixed, in_stride in sorted(
+            entries, key=lambda e: order[e[0]]):
         block = next((b.id for b in removable if node in b.branch), None)
         layers.append(
             Layer(
@@ -107,6 +126,7 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
                 in_groups=in_groups,
                 in_fixed=in_fixed,
                 in_stride=in_stride,
+                out_first=out_first,
             )
         )
     return layers
@@ -160,6 +180,10 @@ def analyze(model: ir.Model, path: str) -> Analysis:
         skipped=tuple(_skipped(graph, layers)),
         quantized=_quantized(graph),
     )
+    # Every later stage relies on these widths; a layer that broke them would fail there.
+    for layer in analysis.layers:
+        in_group = None if layer.in_group is None else analysis.groups[layer.in_group]
+        check_layer(layer, analysis.groups[layer.out_group], in_group)
     log.info(
         "%s: %d layers, %d groups (%d prunable), %d blocks (%d removable)",
         path, len(analysis.layers), len(analysis.groups),

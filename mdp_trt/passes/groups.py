@@ -7,8 +7,9 @@ says how the op treats the channels it receives on one input:
 - ``Pass``: the op is channel-wise; listed outputs (and other inputs, e.g. the second operand
   of a residual Add) carry the same channels, and listed constant inputs are sliced with them;
 - ``Consume``: a layer reads the channels on its weight's input axis (the chain ends there);
-- ``Reject``: the op mixes channels in a way we do not handle; the whole group is kept intact
-  and the reason is recorded (never guessed).
+- ``Reject``: the op mixes channels in a way we do not handle; the channels it receives are
+  kept intact (``parts.Pin``: the part of the group that reaches it, or all of it) and the
+  reason is recorded (never guessed).
 
 Residual Adds force identical channel sets on both operands, so groups merge there (union-find).
 Where a group sits in a tensor is a ``Layout``: the channel axis, the number of consecutive
@@ -17,8 +18,15 @@ are channel-major, channel c owning columns [c*S, (c+1)*S)), and the positions o
 channels on that axis (an arithmetic progression: consecutive, or every G-th after a channel
 shuffle interleaves G blocks). A tensor may hold several groups side by side (the output of a Concat on
 the channel axis holds each input's groups at their offsets) or a part of one (an output of
-Split/Slice on the channel axis). Positions of a tensor that no group explains (a constant or a
-graph input concatenated in) are never pruned. Constants that spell out channel counts or
+Split/Slice on the channel axis). Wherever two layers' channels reach the same elements of a
+tensor they are the same channels, at a shift read off the two layouts: a bottleneck added
+onto the second half of a split conv output (YOLO's C2f) produces channels 16-31 of the split
+conv's group, a layer added onto a concatenation produces each concatenated group at its
+offset. A group is then an interval of channels of which each producer covers a part
+(``passes.parts``; every layout is rebased from its layer's channels onto the group's at the
+end, ``Trace.out_first``), and plans keep the same count in each block that the producers'
+bounds cut it into. Positions of a tensor that no group explains (a constant or a graph input
+concatenated in) are never pruned. Constants that spell out channel counts or
 positions (Reshape targets, Split sizes, Slice starts/ends, Resize sizes) are ``CountFix``es:
 each dropped channel before (or inside) their window lowers them.
 
@@ -31,9 +39,11 @@ back) is a fixed permutation: each group's positions are mapped through it, and 
 it into a Gather of the kept channels (``ChannelShuffle``). A depthwise Conv over a tensor that
 holds several groups (ShuffleNetV2's strided units) passes each part through
 (``GroupTrace.depthwise_parts``). Known limits (kept whole, with the reason): LayerNorm over the
-channels, other reshapes of the channel axis (attention heads), an Add that joins a
-concatenation with one layer's output (the group would be made of parts of other groups), a
-tensor that an If/Loop/Scan takes or that a node of its subgraphs reads (control flow is not
+channels, other reshapes of the channel axis (attention heads), an Add that ties channels of a
+group to other channels of it (the two halves of one split output, Ghost's concatenation of a
+layer with its own cheap copy: one channel in two places) or to every other channel of a
+shuffled tensor (no shift does), a grouped conv over a part of a group or a pinned part in a
+group with grouped convs (the whole group is kept), a tensor that an If/Loop/Scan takes or that a node of its subgraphs reads (control flow is not
 traced; only the top-level graph's layers are layers).
 
 The trace holds graph objects and is rebuilt from the graph by surgery and masking; the
@@ -45,7 +55,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -54,6 +64,8 @@ import onnx_ir as ir
 
 from mdp_trt.graph.constants import constant_array, is_constant
 from mdp_trt.graph.shapes import static_shape
+from mdp_trt.passes.parts import (Layout, Pin, ShiftedUnionFind, covered, rebased, span_blocks,
+                                  tie)
 from mdp_trt.passes.subgraphs import subgraph_owners, top_level_node
 
 __all__ = [
@@ -78,41 +90,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a group's channels sit in a tensor.
-
-    Group channel ``first + i`` (``0 <= i < width``) sits at channel position ``offset + i *
-    step`` of ``axis`` (non-negative); each channel owns ``stride`` consecutive elements.
-    ``width`` is None only before the group's width is known (never in a trace: every seed is a
-    whole layer output).
-    """
-
-    axis: int
-    stride: int = 1
-    offset: int = 0
-    first: int = 0
-    width: int | None = None
-    step: int = 1
-
-    @property
-    def plain(self) -> bool:
-        """Channels on axis 1, one element each (an NCHW tensor as a conv reads it)."""
-        return self.axis == 1 and self.stride == 1
-
-    def whole(self, channels: int) -> bool:
-        """True when this places an entire group of ``channels`` at position 0."""
-        return self.offset == 0 and self.first == 0 and self.step == 1 and self.width in (None, channels)
-
-    def elements(self, channels: np.ndarray) -> np.ndarray:
-        """Element indices along ``axis`` of those group ``channels`` that this layout holds."""
-        channels = np.asarray(channels, dtype=np.int64).reshape(-1)
-        end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
-        held = channels[(channels >= self.first) & (channels < end)]
-        positions = (held - self.first) * self.step + self.offset
-        return (positions[:, None] * self.stride + np.arange(self.stride, dtype=np.int64)[None, :]).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -143,8 +120,9 @@ class CountFix:
     """Entry ``entry`` of the constant int input ``index`` of ``node`` counts elements of the
     group's axis in the window ``[low, high)`` (element units; ``high`` None: unbounded).
 
-    Surgery lowers it by the number of dropped elements (``layout.elements``) in the window;
-    entries <= 0 (Reshape's 0 = copy and -1 = infer) adapt by themselves and are left alone.
+    Surgery lowers it by the number of dropped elements (``layout.elements``) in the window,
+    counted once where places of tied seeds overlap; entries <= 0 (Reshape's 0 = copy and -1 =
+    infer) adapt by themselves and are left alone.
     """
 
     node: ir.Node
@@ -154,12 +132,13 @@ class CountFix:
     low: int = 0
     high: int | None = None
 
-    def decrement(self, dropped: np.ndarray) -> int:
+    def dropped_elements(self, dropped: np.ndarray) -> np.ndarray:
+        """The elements of the group's ``dropped`` channels inside the window."""
         elements = self.layout.elements(dropped)
         inside = elements >= self.low
         if self.high is not None:
             inside &= elements < self.high
-        return int(np.count_nonzero(inside))
+        return elements[inside]
 
 
 @dataclass(frozen=True)
@@ -822,8 +801,14 @@ class GroupTrace:
     depthwise: list[ir.Node] = field(default_factory=list)  # reading the whole group only
     depthwise_parts: list[ir.Node] = field(default_factory=list)  # reading it beside others
     shuffles: list[ChannelShuffle] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why the whole group is kept
+    # Parts kept whole while the rest of the group can be cut (their layouts in its channels).
+    pins: list[Pin] = field(default_factory=list)
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
+    # Equal blocks that its producers' and pinned parts' spans cut it into
+    # (``parts.span_blocks``): plans keep the same count in each block that is not pinned, so
+    # that a producer of a part follows the group's option.
+    blocks: int = 1
 
     @property
     def prunable(self) -> bool:
@@ -857,30 +842,12 @@ class Trace:
     in_parts: dict[ir.Node, InputParts] = field(default_factory=dict)
     # Every tensor's groups with their layouts (a tensor may hold several, or one in parts).
     places: dict[ir.Value, list[tuple[int, Layout]]] = field(default_factory=dict)
+    # The group channel of each layer's first output channel (a layer may produce a part).
+    out_first: dict[ir.Node, int] = field(default_factory=dict)
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-
-    def add(self) -> int:
-        self.parent.append(len(self.parent))
-        return len(self.parent) - 1
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        a, b = self.find(a), self.find(b)
-        if a != b:
-            self.parent[max(a, b)] = min(a, b)
-
-
-# A group's place in a tensor: (tensor, channel axis, position of its first channel there).
-_Key = tuple[ir.Value, int, int]
+# A group's place in a tensor: the tensor and where its seed's channels sit there.
+_Key = tuple[ir.Value, Layout]
 
 
 def trace_groups(graph: ir.Graph) -> Trace:
@@ -889,12 +856,12 @@ def trace_groups(graph: ir.Graph) -> Trace:
     order = {node: i for i, node in enumerate(nodes)}
     layers = [n for n in nodes if is_layer(n)]
     owners = subgraph_owners(graph)
-    uf = _UnionFind()
+    uf = ShiftedUnionFind()
     seed_of: dict[ir.Node, int] = {layer: uf.add() for layer in layers}
     key_seed: dict[_Key, int] = {}
-    layouts: dict[_Key, Layout] = {}
+    slots: dict[tuple[ir.Value, int], list[_Key]] = {}  # the keys on each tensor axis
     explained: set[_Key] = set()
-    # Facts collected per seed, merged per union-find root at the end.
+    # Facts collected per seed, in its own channels; merged per group at the end.
     facts: dict[int, dict[str, list]] = {}
     unsupported: list[str] = []
     rejected: dict[ir.Node, str] = {}  # first reason each rejecting node gave
@@ -905,16 +872,21 @@ def trace_groups(graph: ir.Graph) -> Trace:
     queue: deque[_Key] = deque()
 
     def assign(value: ir.Value, layout: Layout, seed: int) -> _Key:
-        key = (value, layout.axis, layout.offset)
-        if key in key_seed:
-            # The same positions of the same tensor: the same channels, so the groups merge.
-            uf.union(key_seed[key], seed)
-            if layouts[key] != layout:
-                fact(seed, "reasons", f"tensor {value.name!r} is reached with two channel layouts")
-            return key
-        key_seed[key] = seed
-        layouts[key] = layout
-        queue.append(key)
+        key = (value, layout)
+        for other in slots.setdefault((value, layout.axis), []):
+            # Elements that two seeds reach carry the same channels: the seeds are tied there.
+            shared, shift = tie(other[1], layout)
+            if not shared:
+                continue
+            if shift is None:
+                fact(seed, "pins", Pin(f"tensor {value.name!r} is reached with two channel layouts"))
+            elif not uf.union(seed, key_seed[other], shift):
+                fact(seed, "pins", Pin(f"tensor {value.name!r} ties channels of the group to other "
+                                       "channels of it (e.g. an Add of two parts of one layer's output)"))
+        if key not in key_seed:
+            key_seed[key] = seed
+            slots[(value, layout.axis)].append(key)
+            queue.append(key)
         return key
 
     for layer in layers:
@@ -926,17 +898,16 @@ def trace_groups(graph: ir.Graph) -> Trace:
 
     while queue:
         key = queue.popleft()
-        value = key[0]
+        value, layout = key
         seed = key_seed[key]
-        layout = layouts[key]
         if value.is_graph_output():
-            fact(seed, "reasons", f"reaches graph output {value.name!r}")
+            fact(seed, "pins", Pin(f"reaches graph output {value.name!r}", layout))
         for use in sorted(value.uses(), key=lambda u: (order[top_level_node(u.node, owners)], u.idx)):
             node, idx = use.node, use.idx
             if node not in order:
                 # Control flow is not traced, and the subgraph's nodes expect every channel.
                 owner, attribute = owners[node.graph]
-                fact(seed, "reasons", f"read inside the {attribute!r} of {_where(owner)}")
+                fact(seed, "pins", Pin(f"read inside the {attribute!r} of {_where(owner)}", layout))
                 unsupported.append(_where(owner))
                 continue
             handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
@@ -946,7 +917,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 else Reject(f"consumed by unsupported op {_where(node)}")
             )
             if isinstance(outcome, Reject):
-                fact(seed, "reasons", outcome.reason)
+                fact(seed, "pins", Pin(outcome.reason, layout))
                 unsupported.append(_where(node))
                 rejected.setdefault(node, outcome.reason)
             elif isinstance(outcome, Consume):
@@ -964,62 +935,45 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 for out, out_layout in outcome.outputs:
                     explained.add(assign(out, out_layout, seed))
 
+    def explained_elsewhere(key: _Key) -> bool:
+        """Whether places of the same group that layers explain cover ``key`` (an Add's operand
+        that another seed's channels reach through a Split, say)."""
+        root = uf.find(key_seed[key])[0]
+        others = [k[1] for k in slots[(key[0], key[1].axis)]
+                  if k in explained and uf.find(key_seed[k])[0] == root]
+        return covered(key[1], others)
+
     # Every place of a group must get its channels from a layer through handled ops; one fed
     # by a graph input or an unsupported op (e.g. the far side of an Add) pins the group.
     for key, seed in key_seed.items():
-        if key in explained:
+        if key in explained or explained_elsewhere(key):
             continue
-        value = key[0]
+        value, layout = key
         producer = value.producer()
         if producer is None:
             what = "graph input" if value.is_graph_input() else "constant"
-            fact(seed, "reasons", f"channels also come from {what} {value.name!r}")
+            fact(seed, "pins", Pin(f"channels also come from {what} {value.name!r}", layout))
         elif (origin := _stopped_at(producer, rejected)) is not None and origin in rejected:
             # E.g. ConvNeXt's stem: LayerNorm stops its group, so the Transpose after it
             # carries channels no group explains; the LayerNorm is the cause worth naming.
-            fact(seed, "reasons", f"channels also come from {_where(producer)}, after {rejected[origin]}")
+            fact(seed, "pins", Pin(f"channels also come from {_where(producer)}, after {rejected[origin]}", layout))
         else:
             origin = origin or producer
-            fact(seed, "reasons", f"channels also come from unsupported op {_where(origin)}")
+            fact(seed, "pins", Pin(f"channels also come from unsupported op {_where(origin)}", layout))
             unsupported.append(_where(origin))
 
-    roots = sorted({uf.find(s) for s in seed_of.values()}, key=lambda r: order[layers[r]])
-    group_of_root = {root: gid for gid, root in enumerate(roots)}
-    groups = [GroupTrace(id=gid, channels=0) for gid in range(len(roots))]
-    for seed, kinds in facts.items():
-        group = groups[group_of_root[uf.find(seed)]]
-        for kind, items in kinds.items():
-            if kind == "divisions":
-                group.divisions = math.lcm(group.divisions, *items)
-                continue
-            target = getattr(group, kind)
-            for item in items:
-                if isinstance(item, tuple):
-                    target.extend(item)
-                else:
-                    target.append(item)
+    groups, gid_of, first = _merged_groups(layers, order, uf, facts)
     places: dict[ir.Value, list[tuple[int, Layout]]] = {}
-    for key, seed in key_seed.items():
-        gid = group_of_root[uf.find(seed)]
-        groups[gid].tensors.setdefault(key[0], layouts[key])
-        places.setdefault(key[0], []).append((gid, layouts[key]))
-
-    out_group: dict[ir.Node, int] = {}
+    for (value, layout), seed in key_seed.items():
+        place = (gid_of[seed], rebased(layout, first[seed]))
+        held = places.setdefault(value, [])
+        if place not in held:  # two seeds' identical places once rebased
+            held.append(place)
+        groups[place[0]].tensors.setdefault(value, place[1])
     for group in groups:
-        group.producers.sort(key=order.__getitem__)
-        group.consumers = sorted(set(group.consumers), key=order.__getitem__)
-        group.reasons = list(dict.fromkeys(group.reasons))
-        widths = set()
-        for layer in group.producers:
-            out_group[layer] = group.id
-            widths.add(layer_out_channels(layer))
-        group.channels = max(widths)
-        if len(widths) > 1:
-            group.reasons.append(f"producers disagree on the channel count {sorted(widths)}")
-        elif group.channels % group.divisions:
-            group.reasons.append(
-                f"grouped convolutions split its {group.channels} channels into {group.divisions} blocks"
-            )
+        _check_group(group, places, {layer: first[seed_of[layer]] for layer in group.producers})
+
+    out_group = {layer: gid_of[seed_of[layer]] for layer in layers}
     in_group: dict[ir.Node, int | None] = {}
     in_parts: dict[ir.Node, InputParts] = {}
     for layer in layers:
@@ -1027,10 +981,76 @@ def trace_groups(graph: ir.Graph) -> Trace:
         in_parts[layer] = parts
         single = parts.complete and parts.fixed == 0 and len(parts.groups) == 1
         in_group[layer] = parts.groups[0] if single else None
+    out_first = {layer: first[seed_of[layer]] for layer in layers}
+    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts, places,
+                 out_first)
+
+
+def _rebased_fact(item, shift: int):
+    """A fact of a seed with its layout (if it has one) in its group's channels."""
+    layout = getattr(item, "layout", None)
+    return replace(item, layout=rebased(layout, shift)) if isinstance(layout, Layout) else item
+
+
+def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: ShiftedUnionFind,
+                   facts: dict[int, dict[str, list]]) -> tuple[list[GroupTrace], dict[int, int], dict[int, int]]:
+    """The groups (ids in graph order of their first layer), each seed's group id and the group
+    channel of its channel 0. Seed i is ``layers[i]``."""
+    found = [uf.find(seed) for seed in range(len(layers))]
+    roots = sorted({root for root, _ in found}, key=lambda r: order[layers[r]])
+    group_of_root = {root: gid for gid, root in enumerate(roots)}
+    lowest: dict[int, int] = {}
+    for root, shift in found:
+        lowest[root] = min(lowest.get(root, shift), shift)
+    gid_of = {seed: group_of_root[root] for seed, (root, _) in enumerate(found)}
+    first = {seed: shift - lowest[root] for seed, (root, shift) in enumerate(found)}
+    groups = [GroupTrace(id=gid, channels=0) for gid in range(len(roots))]
+    for seed, kinds in facts.items():
+        group = groups[gid_of[seed]]
+        for kind, items in kinds.items():
+            if kind == "divisions":
+                group.divisions = math.lcm(group.divisions, *items)
+                continue
+            target = getattr(group, kind)
+            for item in items:
+                target.extend(_rebased_fact(one, first[seed]) for one in (item if isinstance(item, tuple) else (item,)))
     for group in groups:
-        group.depthwise_parts = list(dict.fromkeys(group.depthwise_parts))
-        group.shuffles = list(dict.fromkeys(group.shuffles))
-    return Trace(groups, layers, out_group, in_group, list(dict.fromkeys(unsupported)), in_parts, places)
+        group.producers.sort(key=order.__getitem__)
+        group.consumers = sorted(set(group.consumers), key=order.__getitem__)
+        # Tied seeds reach the same constants with the same layouts once rebased.
+        group.slices = list(dict.fromkeys(group.slices))
+        group.counts = list(dict.fromkeys(group.counts))
+    return groups, gid_of, first
+
+
+def _check_group(group: GroupTrace, places: dict[ir.Value, list[tuple[int, Layout]]],
+                 first: dict[ir.Node, int]) -> None:
+    """Width, blocks and the reasons that only the whole group shows (``first``: each
+    producer's first channel in the group); its pins become reasons where they cannot stay
+    parts."""
+    spans = [(first[layer], first[layer] + layer_out_channels(layer)) for layer in group.producers]
+    group.channels = max(stop for _, stop in spans)
+    whole = []
+    for layer, (start, stop) in zip(group.producers, spans):
+        if _attr(layer, "group", 1) > 1 and (start, stop) != (0, group.channels):
+            whole.append(f"grouped {_where(layer)} produces a part of the group")
+    for cut in group.slices:
+        if cut.conv_groups > 1 and not cut.layout.whole(group.channels):
+            whole.append(f"grouped {_where(cut.node)} reads a part of the group")
+    if group.channels % group.divisions:
+        whole.append(f"grouped convolutions split its {group.channels} channels into {group.divisions} blocks")
+    pinned = {c for pin in group.pins for c in range(*pin.span(group.channels))}
+    # Grouped convs would pad every block back to a pinned one: their groups are kept whole.
+    if whole or group.divisions > 1 or len(pinned) == group.channels:
+        group.reasons = list(dict.fromkeys([pin.reason for pin in group.pins] + whole))
+        group.pins = []
+    group.blocks = span_blocks(group.channels, spans + [pin.span(group.channels) for pin in group.pins])
+    # A depthwise conv over a part of the group (the seed it saw was whole) has no table.
+    full = [n for n in group.depthwise if any(
+        gid == group.id and lay.whole(group.channels) for gid, lay in places.get(n.inputs[0], []))]
+    group.depthwise_parts = list(dict.fromkeys(group.depthwise_parts + [n for n in group.depthwise if n not in full]))
+    group.depthwise = full
+    group.shuffles = list(dict.fromkeys(group.shuffles))
 
 
 def _stopped_at(node: ir.Node, rejected: dict[ir.Node, str]) -> ir.Node | None:
@@ -1052,10 +1072,12 @@ def _input_parts(layer: ir.Node, places: list[tuple[int, Layout]], groups: list[
     width = static_shape(layer.inputs[1])[in_axis]
     if layer.op_type == "Conv":
         width *= _attr(layer, "group", 1)
-    ordered = sorted(places, key=lambda p: p[1].offset)
-    complete = all(lay.first == 0 and lay.width == groups[gid].channels for gid, lay in ordered)
-    stride = ordered[0][1].stride if ordered else 1
-    if any(lay.stride != stride for _, lay in ordered):
-        complete = False
-    held = sum((lay.width or 0) * lay.stride for _, lay in ordered)
-    return InputParts(tuple(p[0] for p in ordered), (width - held) // stride, complete, stride)
+    stride = places[0][1].stride if places else 1
+    # (group, channel) at each position; places of tied seeds may overlap, consistently.
+    at = {lay.offset + i * lay.step: (gid, lay.first + i) for gid, lay in places for i in range(lay.width or 0)}
+    copies = Counter(at.values())
+    ids = tuple(gid for _, (gid, channel) in sorted(at.items()) if channel == 0)
+    # Complete: every group is held in whole copies (each channel as often as its channel 0).
+    complete = all(lay.stride == stride for _, lay in places) and all(
+        copies[gid, c] == ids.count(gid) > 0 for gid in {g for g, _ in places} for c in range(groups[gid].channels))
+    return InputParts(ids, width // stride - len(at), complete, stride)

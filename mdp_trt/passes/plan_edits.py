@@ -90,7 +90,7 @@ def validated_plan(
     """Check a plan against the analysis; returns it normalised (sorted lists, a set).
 
     Raises InputError for an unknown or unprunable group, an empty or out-of-range channel
-    list, or a block that is unknown or not removable.
+    list, a pinned channel dropped, or a block that is unknown or not removable.
     """
     groups = {g.id: g for g in analysis.groups}
     plan: dict[int, list[int]] = {}
@@ -110,6 +110,11 @@ def validated_plan(
             raise InputError(
                 f"the plan prunes group {gid} ({group.name!r}), which is not prunable: {group.reason}"
             )
+        dropped = sorted(set(c for a, b in group.pinned for c in range(a, b)) - set(kept))
+        if dropped:
+            raise InputError(
+                f"the plan drops channels {dropped[:5]} of group {gid} ({group.name!r}), which every "
+                f"plan keeps: {group.pinned_reason}")
         plan[group.id] = kept
     blocks = {b.id: b for b in analysis.blocks}
     removed = set()

@@ -1,7 +1,8 @@
 """The surgery pass: apply a pruning plan (kept channels per group, removed blocks) to a graph.
 
 Cases handled (each comes from the channel trace of ``passes.groups``):
-- producer layers: weight sliced on its output axis, bias on its only axis;
+- producer layers: weight sliced on its output axis, bias on its only axis (a layer producing
+  a part of its group loses the dropped channels of that part);
 - channel-wise ops: BatchNormalization/InstanceNormalization parameters, per-channel constants
   of Add/Mul/... sliced; depthwise Conv weight/bias sliced and ``group`` set to the new width
   (of all the groups it reads);
@@ -69,7 +70,7 @@ def apply_plan(
     zeros: dict[tuple[ir.Node, int], list[tuple[ConstantSlice, np.ndarray]]] = {}
     grouped: dict[tuple[ir.Node, int], list[tuple[ConstantSlice, np.ndarray]]] = {}
     drops: dict[tuple[ir.Node, int], dict[int, list[np.ndarray]]] = {}
-    counts: dict[tuple[ir.Node, int], dict[int, int]] = {}
+    counts: dict[tuple[ir.Node, int], dict[int, list[np.ndarray]]] = {}
     dropped_of: dict[int, np.ndarray] = {}
     for gid, kept in plan.items():
         group = trace.groups[gid]
@@ -86,7 +87,7 @@ def apply_plan(
                 drops.setdefault(key, {}).setdefault(cut.axis, []).append(cut.layout.elements(dropped))
         for fix in group.counts:
             entries = counts.setdefault((fix.node, fix.index), {})
-            entries[fix.entry] = entries.get(fix.entry, 0) + fix.decrement(dropped)
+            entries.setdefault(fix.entry, []).append(fix.dropped_elements(dropped))
     for key in dict.fromkeys([*zeros, *grouped, *drops]):
         node, index = key
         array = read_constant(node, index).copy()
@@ -100,9 +101,9 @@ def apply_plan(
     for (node, index), entries in counts.items():
         target = read_constant(node, index).copy()
         flat = target.reshape(-1)
-        for entry, decrement in entries.items():
+        for entry, dropped in entries.items():
             if flat[entry] > 0:  # Reshape's -1 and 0 (copy) adapt by themselves
-                flat[entry] -= decrement
+                flat[entry] -= np.unique(np.concatenate(dropped)).size
         set_constant(graph, node, index, target)
     for node in dict.fromkeys(n for g in trace.groups for n in (*g.depthwise, *g.depthwise_parts)):
         removed_here = _dropped_positions(trace, node.inputs[0], dropped_of)

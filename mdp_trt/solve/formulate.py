@@ -87,16 +87,20 @@ def formulate(
 
 
 def _top_channels(analysis: Analysis, importance: Importance, group, count: int) -> list[int]:
-    """The ``count`` most important channels; for a grouped conv's group, the same number from
-    each of its ``divisions`` blocks (anything else cannot shrink the grouped conv)."""
+    """The ``count`` most important channels; for a group in ``divisions`` blocks (a grouped
+    conv's, or one whose producers cover parts of it), every pinned block and the same number
+    from each other block (anything else cannot shrink the grouped conv, and would leave a
+    part's producer wider or narrower than its latency table says)."""
     if group.divisions <= 1:
         return sorted(importance.ranking(analysis, group.id)[:count])
     scores = importance.group_scores(analysis, group.id)
-    size, per_block = group.channels // group.divisions, count // group.divisions
+    size = group.channels // group.divisions
+    per_block = (count - group.pinned_channels) * size // (group.channels - group.pinned_channels)
     kept: list[int] = []
     for start in range(0, group.channels, size):
         block = np.arange(start, start + size)
-        kept += [int(c) for c in block[np.argsort(-scores[block], kind="stable")][:per_block]]
+        take = size if any(a <= start < b for a, b in group.pinned) else per_block
+        kept += [int(c) for c in block[np.argsort(-scores[block], kind="stable")][:take]]
     return sorted(kept)
 
 

@@ -28,23 +28,27 @@ from tests import onnx_graphs as G
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "silu": nn.SiLU, "gelu": nn.GELU}
 # Patterns that keep the channels around them whole by design.
 PINNING = {"convnext"}
-CONCATENATING = {"dense", "inception", "split", "shuffle", "shuffle_down"}
+# Patterns whose output interleaves groups (a channel shuffle puts every other channel of each).
+INTERLEAVING = {"shuffle", "shuffle_down"}
 RESIDUAL = {"residual", "inverted", "grouped"}
 
 
 def _all_prunable_expected(kinds: list[str]) -> bool:
-    """False where a known limitation pins groups: LayerNorm over channels, or a residual Add that joins a concatenation (parts of several groups) with one layer's output,
-    which would need a group made of parts of other groups."""
+    """False where a known limitation pins groups: LayerNorm over channels, or a residual Add
+    that joins a shuffled tensor with one layer's output, which would tie every other channel
+    of that layer to another group (an interleaving; ties are shifts, ``passes.parts``). An Add
+    that joins a concatenation with one layer's output is traced: that layer produces the
+    concatenated groups, tied at their offsets."""
     if PINNING & set(kinds):
         return False
-    concatenated = False
+    interleaved = False
     for kind in kinds:
-        if kind in RESIDUAL and concatenated:
+        if kind in RESIDUAL and interleaved:
             return False
-        if kind in CONCATENATING:
-            concatenated = True
+        if kind in INTERLEAVING:
+            interleaved = True
         elif kind == "plain":
-            concatenated = False
+            interleaved = False
     return True
 
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from mdp_trt.analysis import Analysis, ChannelGroup, Layer
+from mdp_trt.analysis import Analysis, ChannelGroup, Layer, check_layer, layer_out_widths
 from mdp_trt.errors import InputError
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.latency.tables.cache import LatencyCache
@@ -169,21 +169,14 @@ def _group(groups: dict[int, ChannelGroup], layer: Layer, gid: int, role: str) -
 def _layer_cells(layer: Layer, groups: dict[int, ChannelGroup], group_size: int) -> LayerCells:
     sig = layer.signature
     out_group = _group(groups, layer, layer.out_group, "output")
-    if out_group.channels != sig.out_channels:
-        raise InputError(
-            f"layer {layer.name!r} has {sig.out_channels} output channels but its group "
-            f"{out_group.name!r} has {out_group.channels}; the analysis is inconsistent")
-    out_options = tuple(out_group.options(group_size))
-    if layer.in_group is None:
+    in_group = None if layer.in_group is None else _group(groups, layer, layer.in_group, "input")
+    check_layer(layer, out_group, in_group)
+    # A layer producing a part of its group keeps the plan's share of that part.
+    out_options = tuple(layer_out_widths(layer, out_group, out_group.options(group_size)))
+    if in_group is None:
         in_options: tuple[int, ...] = (0, sig.in_channels)
     else:
-        in_group = _group(groups, layer, layer.in_group, "input")
         # A Gemm after a Flatten reads in_stride (= H*W) weight columns per channel.
-        if in_group.channels * layer.in_stride != sig.in_channels:
-            raise InputError(
-                f"layer {layer.name!r} has {sig.in_channels} input channels but its input group "
-                f"{in_group.name!r} has {in_group.channels} x {layer.in_stride}; the analysis is "
-                "inconsistent")
         in_options = tuple(c * layer.in_stride for c in in_group.options(group_size))
     if sig.conv_group > 1 and not sig.depthwise:
         bad = [c for c in out_options[1:] + in_options[1:] if c % sig.conv_group]
