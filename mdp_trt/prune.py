@@ -396,7 +396,7 @@ def _below_the_floor(context: _Context, folder: Path, rounds: list[Round],
         return rounds
     narrowest = next((r for r in rounds if r.narrowest), None)
     if narrowest is None:
-        narrowest, new = _measured_round(context, folder, 0.0, rounds, measure)
+        narrowest, new = _measured_round(context, folder, floor_ms, rounds, measure)
         if new:
             shutil.rmtree(narrowest.folder)
     checked = []
