@@ -403,36 +403,6 @@ def test_resume_names_the_unreadable_stage_file(tmp_path):
         prune(tmp_path / "m.onnx", folder, PruneOptions(budget=0.5, resume=True))
 
 
-def test_calibration_sets_each_layers_share_of_the_run_against_the_measured_time(tmp_path):
-    from mdp_trt.latency.tables import LatencyTables
-    from mdp_trt.passes import analyze
-    from mdp_trt.prediction.calibration import calibration_through
-    from mdp_trt.prediction.plan_latency import layer_cells
-    from tests.onnx_graphs import load, projection_skip
-
-    model, path = load(projection_skip(), tmp_path)
-    analysis = analyze(model, str(path))
-    sizes = [len(g.options(4)) for g in analysis.groups]
-    # every cell 0.1 ms x its (out option) x (in option): full width is the last option
-    tables = LatencyTables("fake", {}, 4, {
-        layer.name: [[0.1 * o * i for i in range(sizes[layer.in_group] if layer.in_group
-                                                  is not None else 2)]
-                     for o in range(sizes[layer.out_group])] for layer in analysis.layers})
-    full = [n - 1 for n in sizes]
-    half = [max(1, (n - 1) // 2) for n in sizes]
-    # each layer's share of the run: 1.5 x its full-width cell over the original's 10 ms
-    shares = {name: 0.15 * cell for name, cell in layer_cells(analysis, tables, full).items()}
-    calibration = calibration_through(analysis, tables, [(full, 10.0, shares), (half, 4.0, shares)])
-    for options, measured in ((full, 10.0), (half, 4.0)):
-        cells = layer_cells(analysis, tables, options)
-        for name, cell in cells.items():
-            # the layer ran its share of the model's measured time inside it, whatever the
-            # machine's speed while it was profiled
-            ratio = shares[name] * measured / cell
-            assert pytest.approx([cell, ratio]) in calibration.layers[name]
-    assert calibration.predict(0.0) == pytest.approx(calibration.offset_ms)
-
-
 def test_the_summary_says_by_how_much_a_plan_is_over_its_budget(cold_run):
     from dataclasses import replace
 

@@ -109,6 +109,39 @@ def test_a_per_layer_calibration_applies_ratios_then_scale_and_serialises_them()
 
 
 
+def _product_tables(tmp_path):
+    """A small model with a shortcut conv, its analysis, and tables in which every cell is
+    0.1 ms x its (out option) x (in option), at group size 4: full width is the last option."""
+    model, path = load(projection_skip(), tmp_path)
+    analysis = analyze(model, str(path))
+    sizes = [len(g.options(4)) for g in analysis.groups]
+    tables = LatencyTables("fake", {}, 4, {
+        layer.name: [[0.1 * o * i for i in range(sizes[layer.in_group] if layer.in_group
+                                                  is not None else 2)]
+                     for o in range(sizes[layer.out_group])] for layer in analysis.layers})
+    return model, analysis, tables
+
+
+def test_calibration_sets_each_layers_share_of_the_run_against_the_measured_time(tmp_path):
+    from mdp_trt.prediction.calibration import calibration_through
+    from mdp_trt.prediction.plan_latency import layer_cells
+
+    _, analysis, tables = _product_tables(tmp_path)
+    sizes = [len(g.options(4)) for g in analysis.groups]
+    full = [n - 1 for n in sizes]
+    half = [max(1, (n - 1) // 2) for n in sizes]
+    # each layer's share of the run: 1.5 x its full-width cell over the original's 10 ms
+    shares = {name: 0.15 * cell for name, cell in layer_cells(analysis, tables, full).items()}
+    calibration = calibration_through(analysis, tables, [(full, 10.0, shares), (half, 4.0, shares)])
+    for options, measured in ((full, 10.0), (half, 4.0)):
+        cells = layer_cells(analysis, tables, options)
+        for name, cell in cells.items():
+            # the layer ran its share of the model's measured time inside it, whatever the
+            # machine's speed while it was profiled
+            ratio = shares[name] * measured / cell
+            assert pytest.approx([cell, ratio]) in calibration.layers[name]
+    assert calibration.predict(0.0) == pytest.approx(calibration.offset_ms)
+
 def _calibrated(tmp_path, probe_timings):
     """``calibrate`` (two-point) on a small model whose cells are 0.1 ms x out option x in
     option, the original measured at its table sum; ``probe_timings(table_sum)`` lists the
@@ -118,13 +151,8 @@ def _calibrated(tmp_path, probe_timings):
     from mdp_trt.prediction.calibration import calibrate
     from mdp_trt.prediction.plan_latency import table_sum
 
-    model, path = load(projection_skip(), tmp_path)
-    analysis = analyze(model, str(path))
+    model, analysis, tables = _product_tables(tmp_path)
     sizes = [len(g.options(4)) for g in analysis.groups]
-    tables = LatencyTables("fake", {}, 4, {
-        layer.name: [[0.1 * o * i for i in range(sizes[layer.in_group] if layer.in_group
-                                                  is not None else 2)]
-                     for o in range(sizes[layer.out_group])] for layer in analysis.layers})
     timings = iter(probe_timings(table_sum(analysis, tables, probe_options(analysis, 4))))
     timed = []
 
