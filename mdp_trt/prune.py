@@ -391,8 +391,11 @@ def _below_the_floor(context: _Context, folder: Path, rounds: list[Round],
     stays below, warned about. Fewer channels never make the runtime slower by much, so a plan
     measured faster than the narrowest plan is more likely a disturbed timing. The narrowest
     plan is measured only when a round is below what the latency model predicts for it."""
-    floor_ms = _predicted_floor(context)
-    if not any(r.measured_ms < floor_ms for r in rounds if not r.narrowest):
+    # The floor is never above a plan's own prediction: a round measured at or over its
+    # prediction cannot be below it, and the floor's solve is skipped.
+    faster = [r for r in rounds if not r.narrowest and r.measured_ms < r.predicted_ms]
+    floor_ms = _predicted_floor(context) if faster else 0.0
+    if not any(r.measured_ms < floor_ms for r in faster):
         return rounds
     narrowest = next((r for r in rounds if r.narrowest), None)
     if narrowest is None:
