@@ -287,7 +287,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         tolerance=options.tolerance,
         budget_status=status,
         measurement=best.ratio.to_json(),
-        warnings=[w for w in [calibration.note, *(r.warning for r in rounds)] if w],
+        warnings=[w for w in [calibration.note, *(r.warning for r in rounds), plan.verification.note] if w],
         rounds=[replace(r, adopted=r is best) for r in rounds],
     )
     report.save(work / "report.json")

@@ -379,12 +379,56 @@ def export_module(model, path: Path, *, input_shape: tuple[int, ...], dynamo: bo
     return path
 
 
-def random_plan(analysis, seed: int, block_probability: float = 0.5) -> tuple[dict[int, list[int]], set[int]]:
-    """A random valid plan: a random non-empty channel subset per prunable group (with its
-    pinned channels), random blocks."""
+def detect_head() -> onnx.ModelProto:
+    """A YOLO-style detection head on two scales: per scale a hidden conv (prunable) feeds a box
+    conv (8) and a class conv (4), concatenated and reshaped to (N, 12, H*W); the scales are
+    joined over positions (axis 2, so both scales' head convs share channels), split into box
+    and class parts; the box part's channels are regrouped 2 x 4 with a softmax over the 4 bins
+    (a DFL), the class part goes through a softmax over positions and a sigmoid; one output."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_act")
+    y = b.node("Relu", [b.conv(x, 8, 8, "down", stride=2)], "down_act")
+    flat = []
+    for scale, t, positions in (("p3", x, 64), ("p4", y, 16)):
+        h = b.node("Relu", [b.conv(t, 8, 6, f"{scale}.hidden")], f"{scale}.act")
+        both = b.node("Concat", [b.conv(h, 6, 8, f"{scale}.box", k=1), b.conv(h, 6, 4, f"{scale}.cls", k=1)],
+                      f"{scale}.cat", axis=1)
+        shape = b.const(f"{scale}.shape", np.array([1, 12, positions], np.int64))
+        flat.append(b.node("Reshape", [both, shape], f"{scale}.flat"))
+    joined = b.node("Concat", flat, "positions", axis=2)
+    sizes = b.const("box_cls", np.array([8, 4], np.int64))
+    b.nodes.append(helper.make_node("Split", [joined, sizes], ["box", "cls"], name="split", axis=1))
+    bins = b.node("Reshape", ["box", b.const("bins", np.array([1, 2, 4, 80], np.int64))], "dfl_view")
+    dist = b.node("Reshape", [b.node("Softmax", [bins], "dfl_softmax", axis=2),
+                              b.const("dist", np.array([1, 8, 80], np.int64))], "dfl_back")
+    scores = b.node("Sigmoid", [b.node("Softmax", ["cls"], "cls_softmax", axis=2)], "cls_sigmoid")
+    b.output(b.node("Concat", [dist, scores], "detections", axis=1), [1, 12, 80])
+    return b.model()
+
+
+def spatial_softmax() -> onnx.ModelProto:
+    """conv1(8) -> (N, 8, H*W) -> softmax over positions -> back to (N, 8, H, W) -> conv2(6) ->
+    head: a softmax and reshapes that leave the channel axis alone keep conv1 prunable."""
+    b = GraphBuilder((1, 3, 8, 8))
+    x = b.node("Reshape", [b.conv("image", 3, 8, "conv1"), b.const("flat", np.array([1, 8, 64], np.int64))],
+               "flatten_positions")
+    x = b.node("Reshape", [b.node("Softmax", [x], "softmax", axis=2),
+                           b.const("square", np.array([1, 8, 8, 8], np.int64))], "unflatten_positions")
+    head(b, b.node("Relu", [b.conv(x, 8, 6, "conv2")], "relu2"), 6)
+    return b.model()
+
+
+def random_plan(analysis, seed: int, block_probability: float = 0.5,
+                least: float = 0.0) -> tuple[dict[int, list[int]], set[int]]:
+    """A random valid plan: a random non-empty channel subset per prunable group (at least
+    ``least`` of its channels, and its pinned ones), random blocks."""
     rng = np.random.default_rng(seed)
+
+    def size(channels: int) -> int:
+        return int(rng.integers(max(1, round(least * channels)), channels + 1))
+
     keep = {
-        g.id: sorted({*rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist(),
+        g.id: sorted({*rng.choice(g.channels, size=size(g.channels), replace=False).tolist(),
                       *(c for start, stop in g.pinned for c in range(start, stop))})
         for g in analysis.groups
         if g.prunable

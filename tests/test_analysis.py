@@ -104,9 +104,9 @@ def test_every_group_kept_whole_quotes_the_first_reasons(tmp_path):
     b.output(x, [1, 4, 8, 8])
     why = nothing_to_prune(_analyze(b.model(), tmp_path))
     assert why.endswith(
-        "every channel group must be kept whole (conv0: consumed by unsupported op Softmax (node "
-        "'softmax0'); conv1: consumed by unsupported op Softmax (node 'softmax1'); conv2: consumed "
-        "by unsupported op Softmax (node 'softmax2') (and 1 more))")
+        "every channel group must be kept whole (conv0: Softmax (node 'softmax0') normalises over "
+        "the channel axis; conv1: Softmax (node 'softmax1') normalises over the channel axis; conv2: "
+        "Softmax (node 'softmax2') normalises over the channel axis (and 1 more))")
 
 
 def test_skipped_layers_and_quantisation_survive_saving_the_analysis(tmp_path):

@@ -8,6 +8,8 @@ do), so an analysis that a later stage would refuse is refused here, naming the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 
@@ -18,7 +20,7 @@ from mdp_trt.errors import InputError
 from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
 from mdp_trt.passes.groups import LAYER_OPS, GroupTrace, Trace, layer_rejection, trace_groups
-from mdp_trt.passes.names import module_path
+from mdp_trt.passes.names import module_path, unique_names
 from mdp_trt.passes.signature import layer_signature
 from mdp_trt.passes.subgraphs import subgraph_owners
 
@@ -81,6 +83,13 @@ def _group(group: GroupTrace) -> ChannelGroup:
         pinned=_pinned(group),
         pinned_reason=_reason([pin.reason for pin in group.pins]),
     )
+
+
+def _named(items: tuple) -> tuple:
+    """Groups or blocks with unique names (a module called twice produces two groups)."""
+    names = unique_names([item.name for item in items])
+    return tuple(item if item.name == name else dataclasses.replace(item, name=name)
+                 for item, name in zip(items, names))
 
 
 def _block(block: BlockTrace) -> Block:
@@ -166,7 +175,7 @@ def analyze(model: ir.Model, path: str) -> Analysis:
     order = {node: i for i, node in enumerate(graph)}
     trace = trace_groups(graph)
     blocks = find_blocks(graph)
-    notes = [f"unsupported op {where}: the channels it touches are kept whole" for where in trace.unsupported]
+    notes = [f"{why}: the channels it touches are kept whole" for why in trace.unsupported]
     image = [v for v in graph.inputs if v.name not in graph.initializers]
     input_shape = static_shape(image[0]) if image else None
     layers = _layers(trace, blocks, order)
@@ -174,8 +183,8 @@ def analyze(model: ir.Model, path: str) -> Analysis:
         model=str(path),
         input_shape=tuple(input_shape or ()),
         layers=tuple(layers),
-        groups=tuple(_group(g) for g in trace.groups),
-        blocks=tuple(_block(b) for b in blocks),
+        groups=_named(tuple(_group(g) for g in trace.groups)),
+        blocks=_named(tuple(_block(b) for b in blocks)),
         notes=tuple(notes),
         skipped=tuple(_skipped(graph, layers)),
         quantized=_quantized(graph),

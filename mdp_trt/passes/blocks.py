@@ -143,7 +143,7 @@ def find_blocks(graph: ir.Graph) -> list[BlockTrace]:
             reason = f"{kind} (node {first.name!r})"
         ordered = tuple(sorted(branch, key=order.__getitem__))
         main_layers = tuple(layers[main])
-        name = block_name(main_layers[0]) if main_layers else (add.name or f"block{len(blocks)}")
+        name = block_name(main_layers) if main_layers else (add.name or f"block{len(blocks)}")
         blocks.append(
             BlockTrace(
                 id=len(blocks),

@@ -382,6 +382,16 @@ def _unary(node: ir.Node, index: int, layout: Layout) -> Outcome:
     return Pass(outputs=((node.outputs[0], layout),))
 
 
+@register_handler("Softmax", "LogSoftmax")
+def _softmax(node: ir.Node, index: int, layout: Layout) -> Outcome:
+    shape = static_shape(node.inputs[0])
+    if shape is None:
+        return Reject(f"{_where(node)}: unknown shape")
+    if _attr(node, "axis", -1) % len(shape) == layout.axis:
+        return Reject(f"{_where(node)} normalises over the channel axis")
+    return Pass(outputs=((node.outputs[0], layout),))
+
+
 @register_handler("Clip")
 def _clip(node: ir.Node, index: int, layout: Layout) -> Outcome:
     if index != 0:
@@ -519,8 +529,12 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Reject(f"{_where(node)}: unknown shapes")
     if constant_array(node.inputs[1]) is None:
         return Reject(f"{_where(node)} has a target shape that is not constant")
-    if shape_in == shape_out:
-        fix = CountFix(node, 1, layout.axis, layout)
+    axis = layout.axis
+    if shape_in == shape_out or (
+            layout.stride == 1 and len(shape_out) > axis and shape_out[:axis + 1] == shape_in[:axis + 1]):
+        # The channel axis and every axis before it stay; only later (spatial) axes are merged
+        # or split, as a detection head's (N, C, H, W) -> (N, C, H*W).
+        fix = CountFix(node, 1, axis, layout)
         return Pass(outputs=((node.outputs[0], layout),), counts=(fix,))
     if layout.axis == 1 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
         # [N, C, *spatial] -> [N, C * prod(spatial)]: a flatten written as Reshape.
@@ -534,8 +548,29 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         if shuffle is not None and layout.stride == 1:
             return _shuffled(shuffle, layout, shape_out[2])
         return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x "
-                      f"{shape_out[2]} (not a channel shuffle: attention heads?)")
-    return Reject(f"{_where(node)} from {shape_in} to {shape_out} mixes the channel axis")
+                      f"{shape_out[2]} (attention heads, a box decoder's bins: not a channel shuffle)")
+    return Reject(f"{_where(node)} from {shape_in} to {shape_out} {_reshaped(shape_in, shape_out, layout.axis)}")
+
+
+def _reshaped(shape_in: tuple[int, ...], shape_out: tuple[int, ...], axis: int) -> str:
+    """What a Reshape that channels cannot follow does to their axis, in a user's words."""
+    if shape_in[axis] == 1:
+        return "removes the channel axis (of size 1)"
+    before, channels = int(np.prod(shape_in[:axis], dtype=np.int64)), shape_in[axis]
+    start, prefix = 0, 1
+    while prefix < before and start < len(shape_out):
+        prefix *= shape_out[start]
+        start += 1
+    factors, product = [], 1
+    for size in shape_out[start:] if prefix == before else ():
+        if product >= channels:
+            break
+        factors.append(size)
+        product *= size
+    factors = [f for f in factors if f != 1]
+    if product == channels and len(factors) >= 2:
+        return "splits the channel axis into " + " x ".join(map(str, factors))
+    return "mixes the channel axis with others"
 
 
 def _only_use(value: ir.Value, op_type: str) -> ir.Node | None:
@@ -838,7 +873,7 @@ class Trace:
     layers: list[ir.Node]
     out_group: dict[ir.Node, int]
     in_group: dict[ir.Node, int | None]
-    unsupported: list[str]  # "Op (node 'name')" of every rejecting consumer, for notes
+    unsupported: list[str]  # where and why tracing stopped (each rejecting op), for notes
     in_parts: dict[ir.Node, InputParts] = field(default_factory=dict)
     # Every tensor's groups with their layouts (a tensor may hold several, or one in parts).
     places: dict[ir.Value, list[tuple[int, Layout]]] = field(default_factory=dict)
@@ -881,8 +916,10 @@ def trace_groups(graph: ir.Graph) -> Trace:
             if shift is None:
                 fact(seed, "pins", Pin(f"tensor {value.name!r} is reached with two channel layouts"))
             elif not uf.union(seed, key_seed[other], shift):
-                fact(seed, "pins", Pin(f"tensor {value.name!r} ties channels of the group to other "
-                                       "channels of it (e.g. an Add of two parts of one layer's output)"))
+                fact(seed, "pins", Pin(f"tensor {value.name!r} lines up channels of the group with "
+                                       "other channels of it (an Add of two parts of one layer's "
+                                       "output; a Ghost module's conv and its depthwise copy added "
+                                       "to one stream)"))
         if key not in key_seed:
             key_seed[key] = seed
             slots[(value, layout.axis)].append(key)
@@ -908,7 +945,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 # Control flow is not traced, and the subgraph's nodes expect every channel.
                 owner, attribute = owners[node.graph]
                 fact(seed, "pins", Pin(f"read inside the {attribute!r} of {_where(owner)}", layout))
-                unsupported.append(_where(owner))
+                unsupported.append(f"control flow: read inside the {attribute!r} of {_where(owner)}")
                 continue
             handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             outcome = (
@@ -918,7 +955,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
             )
             if isinstance(outcome, Reject):
                 fact(seed, "pins", Pin(outcome.reason, layout))
-                unsupported.append(_where(node))
+                unsupported.append(outcome.reason)
                 rejected.setdefault(node, outcome.reason)
             elif isinstance(outcome, Consume):
                 fact(seed, "consumers", outcome.layer)
@@ -958,9 +995,9 @@ def trace_groups(graph: ir.Graph) -> Trace:
             # carries channels no group explains; the LayerNorm is the cause worth naming.
             fact(seed, "pins", Pin(f"channels also come from {_where(producer)}, after {rejected[origin]}", layout))
         else:
-            origin = origin or producer
-            fact(seed, "pins", Pin(f"channels also come from unsupported op {_where(origin)}", layout))
-            unsupported.append(_where(origin))
+            why = _untraced(origin or producer)
+            fact(seed, "pins", Pin(f"channels also come from {why}", layout))
+            unsupported.append(why)
 
     groups, gid_of, first = _merged_groups(layers, order, uf, facts)
     places: dict[ir.Value, list[tuple[int, Layout]]] = {}
@@ -1051,6 +1088,15 @@ def _check_group(group: GroupTrace, places: dict[ir.Value, list[tuple[int, Layou
     group.depthwise_parts = list(dict.fromkeys(group.depthwise_parts + [n for n in group.depthwise if n not in full]))
     group.depthwise = full
     group.shuffles = list(dict.fromkeys(group.shuffles))
+
+
+def _untraced(node: ir.Node) -> str:
+    """Why channels coming out of ``node`` are not followed back to a layer."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in HANDLERS:
+        return f"unsupported op {_where(node)}"
+    if node.op_type in LAYER_OPS and (reason := layer_rejection(node)) is not None:
+        return f"{_where(node)}, not a prunable layer: {reason}"
+    return f"{_where(node)}, whose input channels no layer produces"
 
 
 def _stopped_at(node: ir.Node, rejected: dict[ir.Node, str]) -> ir.Node | None:

@@ -22,12 +22,28 @@ class Verification:
     """Worst differences over all outputs and inputs tried.
 
     ``max_rel_diff`` = max|ref - pruned| / max(max|ref|, 1e-12), per output and input.
+    ``input_sensitivity``: how far the reference's outputs move between the inputs tried, in the
+    same relative units (the largest over outputs); a check is only as strong as this is large.
     """
 
     max_abs_diff: float
     max_rel_diff: float
     inputs: int
     passed: bool
+    input_sensitivity: float | None = None
+
+    @property
+    def weak(self) -> bool:
+        """The outputs barely depend on the input, so a wrong cut could pass unnoticed."""
+        return self.input_sensitivity is not None and self.inputs > 1 and self.input_sensitivity < WEAK_SENSITIVITY
+
+    @property
+    def note(self) -> str | None:
+        if not self.weak:
+            return None
+        return (f"verification is weak: the model's outputs move by only {self.input_sensitivity:.1e} "
+                f"of their size between {self.inputs} random inputs, so a wrong cut could pass it "
+                "(random weights with saturated heads do this; a trained model does not)")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -36,6 +52,9 @@ class Verification:
     def from_json(cls, data: dict) -> "Verification":
         return cls(**data)
 
+
+# Below this the outputs' response to the input is within 10x the default tolerance.
+WEAK_SENSITIVITY = 1e-3
 
 # A protobuf message cannot exceed 2 GiB; above this many weight bytes (leaving room for the
 # graph) ORT reads the model from a file with external data instead of from bytes.
@@ -79,6 +98,14 @@ def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
     return _session(model).run(None, feeds)
 
 
+def _relative(ref: np.ndarray, other: np.ndarray) -> float:
+    """max|ref - other| / max|ref| (0 for empty outputs)."""
+    if not ref.size:
+        return 0.0
+    diff = float(np.max(np.abs(ref.astype(np.float64) - other.astype(np.float64))))
+    return diff / max(float(np.max(np.abs(ref))), 1e-12)
+
+
 def verify(
     reference: ir.Model,
     pruned: ir.Model,
@@ -95,10 +122,14 @@ def verify(
     ref_session, pruned_session = _session(reference), _session(pruned)
     rng = np.random.default_rng(seed)
     max_abs = max_rel = 0.0
+    first: list[np.ndarray] | None = None
+    sensitivity = 0.0
     for _ in range(inputs):
         feeds = _feeds(ref_session, rng)
         expected = ref_session.run(None, feeds)
         actual = pruned_session.run(None, feeds)
+        first = first or expected
+        sensitivity = max(sensitivity, *(_relative(a, b) for a, b in zip(first, expected)), 0.0)
         if len(expected) != len(actual):
             raise VerificationFailed(
                 f"the pruned model has {len(actual)} outputs, the reference {len(expected)}"
@@ -107,10 +138,12 @@ def verify(
             if ref.shape != got.shape:
                 raise VerificationFailed(f"output shape {got.shape} differs from the reference's {ref.shape}")
             diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
-            scale = max(float(np.max(np.abs(ref))) if ref.size else 0.0, 1e-12)
             max_abs = max(max_abs, diff)
-            max_rel = max(max_rel, diff / scale)
-    result = Verification(max_abs_diff=max_abs, max_rel_diff=max_rel, inputs=inputs, passed=max_rel <= rtol)
+            max_rel = max(max_rel, _relative(ref, got))
+    result = Verification(max_abs_diff=max_abs, max_rel_diff=max_rel, inputs=inputs,
+                          passed=max_rel <= rtol, input_sensitivity=sensitivity)
+    if result.note:
+        log.warning("%s", result.note)
     log.info("verification: max abs diff %.3g, max rel diff %.3g over %d inputs", max_abs, max_rel, inputs)
     if not result.passed:
         raise VerificationFailed(

@@ -74,7 +74,7 @@ def test_unsupported_op_pins_its_group_with_a_reason(tmp_path):
     a = _analyze(G.unsupported_op(), tmp_path)
     conv1 = _group_of(a, "conv1")
     assert not conv1.prunable
-    assert conv1.reason == "consumed by unsupported op Softmax (node 'softmax')"
+    assert conv1.reason == "Softmax (node 'softmax') normalises over the channel axis"
     assert a.layer("conv2").in_group is None  # its input is not a group's tensor
     assert _group_of(a, "conv2").prunable
     assert any("Softmax (node 'softmax')" in note for note in a.notes)
@@ -226,3 +226,22 @@ def test_layout_with_a_step_places_every_gth_channel():
     assert layout.elements([0, 2, 3, 4, 5]).tolist() == [1, 5, 9]
     assert not layout.whole(3) and Layout(1, width=3).whole(3)
     assert Layout(1, stride=2, offset=1, width=2, step=2).elements([0, 1]).tolist() == [2, 3, 6, 7]
+
+
+def test_a_detection_heads_outputs_stay_whole_and_its_inputs_are_prunable(tmp_path):
+    a = _analyze(G.detect_head(), tmp_path)
+    box, cls = _group_of(a, "p3.box"), _group_of(a, "p3.cls")
+    # Joined over positions: each scale's head conv carries the same channels.
+    assert box.producers == ("p3.box", "p4.box") and cls.producers == ("p3.cls", "p4.cls")
+    assert not box.prunable and "Reshape (node 'dfl_view') splits the channel axis into 2 x 4" in box.reason
+    assert not cls.prunable and "reaches graph output 'detections_out'" in cls.reason
+    for hidden in ("stem", "down", "p3.hidden", "p4.hidden"):
+        assert _group_of(a, hidden).prunable, hidden
+    assert not any("unsupported" in note for note in a.notes)
+
+
+def test_a_softmax_over_positions_and_spatial_reshapes_keep_channels_prunable(tmp_path):
+    a = _analyze(G.spatial_softmax(), tmp_path)
+    conv1 = _group_of(a, "conv1")
+    assert conv1.prunable and conv1.consumers == ("conv2",)
+    assert a.notes == ()

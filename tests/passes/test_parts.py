@@ -147,7 +147,7 @@ def test_an_add_of_both_halves_of_one_output_keeps_it_whole_and_consistent(tmp_p
     model, path = G.load(b.model(), tmp_path)
     analysis = analyze(model, str(path))
     group = analysis.groups[analysis.layer("conv1").out_group]
-    assert not group.prunable and "ties channels of the group to other channels of it" in group.reason
+    assert not group.prunable and "lines up channels of the group with other channels of it" in group.reason
     plan_cells(analysis, 2)
 
 

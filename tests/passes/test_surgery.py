@@ -29,6 +29,8 @@ GOLDEN = {
     "grouped_se": G.grouped_se_block,
     "gathered_pool": G.gathered_pool_head,
     "matmul_gemm_transposed": G.matmul_head,
+    "detect_head": G.detect_head,
+    "spatial_softmax": G.spatial_softmax,
 }
 
 

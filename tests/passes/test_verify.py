@@ -19,7 +19,9 @@ def _perturbed(model, scale: float):
 def test_identical_models_pass_with_zero_difference(tmp_path):
     model, _ = G.load(G.conv_bn_relu_chain(), tmp_path)
     result = verify(model, model.clone(), inputs=2)
-    assert result == Verification(max_abs_diff=0.0, max_rel_diff=0.0, inputs=2, passed=True)
+    assert result == Verification(max_abs_diff=0.0, max_rel_diff=0.0, inputs=2, passed=True,
+                                  input_sensitivity=result.input_sensitivity)
+    assert result.input_sensitivity > 1e-2
     assert Verification.from_json(result.to_json()) == result
 
 
@@ -65,3 +67,18 @@ def test_models_over_the_protobuf_limit_run_from_a_file(tmp_path, monkeypatch):
     in_memory = verify(model, other, rtol=1.0)
     monkeypatch.setattr(verify_module, "IN_MEMORY_LIMIT_BYTES", 0)
     assert verify(model, other, rtol=1.0) == in_memory
+
+
+def test_outputs_that_ignore_the_input_make_a_weak_check_and_say_so(tmp_path):
+    # A bias-only conv: the output is the same constant for every input, so any cut passes.
+    b = G.GraphBuilder((1, 3, 8, 8))
+    x = b.node("Mul", [b.conv("image", 3, 4, "conv"), b.const("zero", np.zeros(1, np.float32))], "mute")
+    x = b.node("Add", [x, b.const("level", np.ones(1, np.float32))], "level")
+    b.output(x, [1, 4, 8, 8])
+    model, _ = G.load(b.model(), tmp_path)
+    weak = verify(model, model, inputs=3)
+    assert weak.passed and weak.input_sensitivity == 0.0 and weak.weak
+    assert "verification is weak" in weak.note
+    model, _ = G.load(G.conv_bn_relu_chain(), tmp_path)
+    strong = verify(model, model, inputs=3)
+    assert strong.input_sensitivity > 1e-2 and not strong.weak and strong.note is None
