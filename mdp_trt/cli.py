@@ -100,7 +100,8 @@ def parse_shape(text: Optional[str]) -> tuple[int, ...] | None:
 
 @app.command()
 def export(
-    arch: str = typer.Argument(..., help="torchvision architecture, e.g. resnet18"),
+    arch: str = typer.Argument(..., help="torchvision architecture, e.g. resnet18, or a detector "
+                               "with an FPN, e.g. retinanet_resnet50_fpn (its backbone + FPN)"),
     output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write"),
     input_shape: str = typer.Option("1x3x224x224", help="static input shape NxCxHxW"),
     seed: int = typer.Option(0, help="seed of the random weights and BN statistics"),
@@ -109,7 +110,8 @@ def export(
     bn_stats: str = typer.Option("random", help="random (trained-looking) or identity BN statistics"),
     force: bool = _force_option("an existing output file"),
 ) -> None:
-    """Build a torchvision architecture (weights=None, seeded; nothing downloaded) and export ONNX."""
+    """Build a torchvision architecture (weights=None, seeded; nothing downloaded) and export ONNX
+    (a detector: its backbone and FPN, the feature maps as outputs)."""
     from mdp_trt.models.export import ExportOptions, export_architecture
 
     check_output_file(output, flag="-o", force=force)

@@ -1,4 +1,5 @@
-"""Build a torchvision classification architecture offline and export it to ONNX.
+"""Build a torchvision classification architecture (or a detector's backbone with its FPN)
+offline and export it to ONNX.
 
 Nothing is downloaded: weights are torchvision's seeded random initialisation. With
 ``weights=None`` every BatchNorm is the identity (gamma 1, beta 0, mean 0, var 1), which would
@@ -21,7 +22,7 @@ from typing import Literal
 
 from mdp_trt.errors import InputError
 
-__all__ = ["ExportOptions", "export_architecture", "list_architectures"]
+__all__ = ["ExportOptions", "export_architecture", "list_architectures", "list_detection_backbones"]
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,61 @@ def list_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def list_detection_backbones() -> list[str]:
+    """torchvision detection models whose backbone (trunk + FPN) exports on its own."""
+    import torchvision
+
+    return sorted(m for m in torchvision.models.list_models(module=torchvision.models.detection) if "_fpn" in m)
+
+
 def _build(arch: str, options: ExportOptions):
     import torch
     import torchvision
 
-    if arch not in list_architectures():
+    known = list_architectures()
+    if arch not in known and arch not in list_detection_backbones():
         raise InputError(
             f"unknown architecture {arch!r}; choose one of torchvision's classification models, "
-            f"e.g. resnet18, resnet50, vgg11_bn (all: {', '.join(list_architectures())})"
+            f"e.g. resnet18, resnet50, vgg11_bn (all: {', '.join(known)}), or a detection model "
+            f"with an FPN for its backbone ({', '.join(list_detection_backbones())})"
         )
     torch.manual_seed(options.seed)
-    model = torchvision.models.get_model(arch, weights=None)
+    if arch in known:
+        model = torchvision.models.get_model(arch, weights=None)
+    else:
+        detector = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
+        model = _FeatureMaps(detector.backbone)
     if options.bn_stats == "random":
         _randomise_statistics(model, options.seed)
     return model.eval()
+
+
+def _FeatureMaps(backbone):  # noqa: N802 - a class, defined where torch is imported
+    import torch
+
+    class FeatureMaps(torch.nn.Module):
+        """A detector's backbone (trunk + FPN) returning its feature maps as a tuple: what a
+        detection head reads, without the head, anchors and post-processing."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.backbone = inner
+
+        def forward(self, x):
+            return tuple(self.backbone(x).values())
+
+    return FeatureMaps(backbone)
+
+
+def _output_names(model, example) -> list[str]:
+    """``logits`` for a classifier; ``features_<level>`` for a backbone's feature maps."""
+    import torch
+
+    if not hasattr(model, "backbone") or not hasattr(model.backbone, "fpn"):
+        return ["logits"]
+    with torch.no_grad():
+        levels = model.backbone(example).keys()
+    return [f"features_{level}" for level in levels]
 
 
 def _randomise_statistics(model, seed: int) -> None:
@@ -126,7 +168,7 @@ def _torch_export(model, example, path: Path, options: ExportOptions) -> None:
     if options.exporter == "dynamo":
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=options.opset,
-            input_names=["input"], output_names=["logits"], optimize=options.fold_bn,
+            input_names=["input"], output_names=_output_names(model, example), optimize=options.fold_bn,
         )
         if not options.fold_bn:
             # The dynamo optimiser is what folds BN into Conv; without it the graph keeps raw
@@ -140,7 +182,7 @@ def _torch_export(model, example, path: Path, options: ExportOptions) -> None:
         training = torch.onnx.TrainingMode.EVAL if options.fold_bn else torch.onnx.TrainingMode.PRESERVE
         torch.onnx.export(
             model, (example,), str(path), dynamo=False, opset_version=min(options.opset, 17),
-            input_names=["input"], output_names=["logits"], training=training,
+            input_names=["input"], output_names=_output_names(model, example), training=training,
             do_constant_folding=options.fold_bn,
         )
 

@@ -65,16 +65,18 @@ def look_trained(model, resolution: int, seed: int, batches: int = 3, batch_size
 
     generator = torch.Generator().manual_seed(seed + 1)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a plain average over the calibration batches
     model.train()
     with torch.no_grad():
-        for _ in range(batches):
-            model(torch.randn(batch_size, 3, resolution, resolution, generator=generator))
+        # The affine first: statistics gathered after it see what each BN really receives, so
+        # activations keep their size through the depth (drawn after, they compound layer by
+        # layer, and a random YOLO's box logits reach 60).
         for norm in norms:
             norm.weight.copy_(0.5 + torch.rand(norm.num_features, generator=generator))
             norm.bias.copy_(0.1 * torch.randn(norm.num_features, generator=generator))
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average over the calibration batches
+        for _ in range(batches):
+            model(torch.randn(batch_size, 3, resolution, resolution, generator=generator))
         for module in model.modules():
             if hasattr(module, "bias_init") and hasattr(module, "cv2"):  # ultralytics Detect
                 for branch in (*module.cv2, *module.cv3):

@@ -90,3 +90,32 @@ def test_no_layer_is_left_at_an_all_zero_initialisation():
 
     model = _build("vit_b_32", ExportOptions(input_shape=(1, 3, 224, 224)))
     assert model.heads.head.weight.abs().min() > 0 and model.class_token.abs().max() > 0
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_a_detectors_backbone_and_fpn_export_with_its_feature_maps_kept_whole(tmp_path, exporter):
+    from mdp_trt.graph import load_model
+    from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+    from tests import onnx_graphs as G
+
+    path = export_architecture("retinanet_resnet50_fpn", tmp_path / "fpn.onnx",
+                               ExportOptions(input_shape=(1, 3, 64, 64), exporter=exporter))
+    model = load_model(path)
+    assert [v.name for v in model.graph.outputs] == [
+        "features_0", "features_1", "features_2", "features_p6", "features_p7"]
+    analysis = analyze(model, str(path))
+    whole = {g.name: g.reason for g in analysis.groups if not g.prunable}
+    # The FPN's output convs (and the extra P6/P7 levels) are the outputs; all else is prunable.
+    assert set(whole) == {"backbone.fpn.layer_blocks.0.0", "backbone.fpn.layer_blocks.1.0",
+                          "backbone.fpn.layer_blocks.2.0", "backbone.fpn.extra_blocks.p6",
+                          "backbone.fpn.extra_blocks.p7"}
+    assert all(reason.startswith("reaches graph output 'features_") for reason in whole.values())
+    assert any(g.prunable and g.name.startswith("backbone.fpn.inner_blocks") for g in analysis.groups)
+    keep, removed = G.random_plan(analysis, 0, least=0.5)
+    check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed))
+    assert check.passed and not check.weak
+
+
+def test_unknown_architectures_list_the_detection_backbones_too(tmp_path):
+    with pytest.raises(InputError, match="retinanet_resnet50_fpn"):
+        export_architecture("yolo", tmp_path / "x.onnx")

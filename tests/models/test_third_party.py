@@ -64,8 +64,9 @@ def test_yolo_random_plans_verify_and_outputs_keep_their_shapes(exports):
         # that hardly depend on the input (a weak check, which verify would flag).
         keep, removed = G.random_plan(analysis, seed, least=0.5)
         check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed))
-        # look_trained makes the outputs depend on the input, so this check has teeth.
-        assert check.passed and not check.weak and check.input_sensitivity > 1e-2
+        # look_trained makes the outputs depend on the input (by far more than the tolerance),
+        # so this check has teeth.
+        assert check.passed and not check.weak
 
 
 def test_torchscript_names_match_the_native_export_and_are_unique(exports):
