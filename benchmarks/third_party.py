@@ -12,7 +12,7 @@ with ``YOLO("pruned.onnx")`` and predict on the image ultralytics ships.
 
 Rows go to ``--json`` after each run (``--resume`` skips the finished ones) and to a markdown
 table (``--md``). ultralytics, onnxslim and timm are optional: pip install -c constraints.txt
-'.[third-party]'.
+'.[bench]'.
 
     .venv/bin/python benchmarks/third_party.py [--models yolov8n-320 cspresnet50 ...]
         [--exporters native torchscript] [--budgets 0.7 0.5] [--timm-resolution 160]

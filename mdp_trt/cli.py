@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mdp_trt.errors import InputError, Interrupted, MdpTrtError
+from mdp_trt.extras import require
 from mdp_trt.latency.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_names
 from mdp_trt.outputs import check_output_file, check_output_folder, output_folder, write_text
 
@@ -112,6 +113,7 @@ def export(
 ) -> None:
     """Build a torchvision architecture (weights=None, seeded; nothing downloaded) and export ONNX
     (a detector: its backbone and FPN, the feature maps as outputs)."""
+    require("torch", "`mdp-trt export`")
     from mdp_trt.models.export import ExportOptions, export_architecture
 
     check_output_file(output, flag="-o", force=force)
@@ -405,6 +407,7 @@ def finetune(
     force: bool = _force_option("an existing output file"),
 ) -> None:
     """Recover a pruned model's accuracy: distil the teacher into it on DATA, write OUTPUT."""
+    require("torch", "`mdp-trt finetune`")
     from mdp_trt.data import load_dataset
     from mdp_trt.finetune import FinetuneOptions, finetune as run_finetune
     from mdp_trt.graph import load_model
@@ -443,6 +446,7 @@ def progressive(
 ) -> None:
     """Prune in STEPS steps with fine-tuning between (the original is the teacher); writes
     step1..stepN/, final.onnx and summary.json."""
+    require("torch", "`mdp-trt progressive`")
     from mdp_trt.data import load_dataset
     from mdp_trt.finetune import FinetuneOptions
     from mdp_trt.graph import load_model
@@ -480,6 +484,7 @@ def demo(
 ) -> None:
     """Export a ResNet-18 (224x224) and prune it to 50% of its latency on ONNX Runtime CPU.
     A second run replaces the first one's folder (never a folder of other files)."""
+    require("torch", "`mdp-trt demo` (it exports a torchvision model)")
     from mdp_trt.models.export import ExportOptions, export_architecture
     from mdp_trt.prune import prune as run_prune
     from mdp_trt.report import format_summary

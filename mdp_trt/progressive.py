@@ -23,6 +23,7 @@ from pathlib import Path
 from mdp_trt.bench.accuracy import evaluate_accuracy
 from mdp_trt.data.datasets import ArrayDataset
 from mdp_trt.errors import InputError
+from mdp_trt.extras import require
 from mdp_trt.finetune import FinetuneOptions, finetune
 from mdp_trt.graph import load_model, save_model
 from mdp_trt.outputs import output_folder
@@ -87,6 +88,7 @@ def budget_schedule(budget: float, steps: int) -> list[float]:
 
 
 def _check(options: ProgressiveOptions) -> None:
+    require("torch", "progressive pruning (it fine-tunes after each step)")
     if not 0 < options.budget <= 1:
         raise InputError(f"`budget` {options.budget} must be a fraction in (0, 1], e.g. 0.5",
                          parameters=("budget",))

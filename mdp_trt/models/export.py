@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from mdp_trt.errors import InputError
+from mdp_trt.extras import require
 
 __all__ = ["ExportOptions", "export_architecture", "list_architectures", "list_detection_backbones"]
 
@@ -131,6 +132,7 @@ def export_architecture(arch: str, output: str | Path, options: ExportOptions = 
     The file (and its ``.data`` external-data file, dynamo exporter) appears atomically: it is
     written in a temporary directory beside the target and moved in place at the end.
     """
+    require("torch", "exporting a torchvision model")
     import torch
 
     output = Path(output)

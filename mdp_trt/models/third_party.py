@@ -1,7 +1,7 @@
 """Build models the way users of ultralytics and timm do, and export them with those libraries'
 own exporters (or torch.onnx.export), offline and seeded.
 
-ultralytics and timm are optional (the ``third-party`` extra); each is imported only here and
+ultralytics and timm are optional (the ``bench`` extra); each is imported only here and
 only when asked for. Nothing is downloaded: YOLO models come from their YAML files
 (``YOLO("yolov8n.yaml")``), timm models from ``create_model(name, pretrained=False)``.
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from mdp_trt.errors import InputError
+from mdp_trt.extras import require
 
 __all__ = ["ThirdPartyModel", "export_third_party", "look_trained"]
 
@@ -48,14 +49,6 @@ class ThirdPartyModel:
     @property
     def label(self) -> str:
         return f"{self.name.removesuffix('.yaml')}-{self.resolution}-{self.exporter}"
-
-
-def _import(library: str):
-    try:
-        return __import__(library)
-    except ImportError as exc:
-        raise InputError(f"{library} is not installed: pip install -c constraints.txt "
-                         f"'mdp-trt[third-party]' (it never changes torch)") from exc
 
 
 def look_trained(model, resolution: int, seed: int, batches: int = 3, batch_size: int = 4) -> None:
@@ -87,6 +80,8 @@ def look_trained(model, resolution: int, seed: int, batches: int = 3, batch_size
 
 def export_third_party(spec: ThirdPartyModel, output: str | Path) -> Path:
     """Build ``spec`` and write its ONNX file to ``output`` (atomically); returns the path."""
+    require("torch", f"building a {spec.library} model")
+    require("bench", f"building a {spec.library} model")
     import torch
 
     output = Path(output)
@@ -113,7 +108,6 @@ def export_third_party(spec: ThirdPartyModel, output: str | Path) -> Path:
 
 
 def _export_ultralytics(spec: ThirdPartyModel, path: Path) -> None:
-    _import("ultralytics")
     from ultralytics import YOLO
 
     yolo = YOLO(spec.name)
@@ -131,7 +125,8 @@ def _export_ultralytics(spec: ThirdPartyModel, path: Path) -> None:
 def _export_timm(spec: ThirdPartyModel, path: Path) -> None:
     import torch
 
-    timm = _import("timm")
+    import timm
+
     model = timm.create_model(spec.name, pretrained=False)
     look_trained(model, spec.resolution, spec.seed)
     example = torch.randn(1, 3, spec.resolution, spec.resolution,

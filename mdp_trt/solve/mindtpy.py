@@ -55,7 +55,7 @@ def mindtpy_unavailable_reason() -> str | None:
     try:
         import pyomo.environ  # noqa: F401
     except ImportError:
-        missing.append("the 'pyomo' package")
+        missing.append("the 'pyomo' package (pip install 'mdp-trt[mindtpy]')")
     if not shutil.which("glpsol"):
         missing.append("GLPK (the 'glpsol' executable, Debian package glpk-utils)")
     if _nlp_solver() is None:

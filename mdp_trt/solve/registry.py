@@ -12,11 +12,11 @@ import math
 from collections.abc import Callable
 from typing import Literal, get_args
 
-from mdp_trt.errors import InputError
+from mdp_trt.errors import BackendUnavailable, InputError
 from mdp_trt.solve.exact import solve_exact
 from mdp_trt.solve.greedy import solve_greedy
 from mdp_trt.solve.milp import solve_milp
-from mdp_trt.solve.mindtpy import solve_mindtpy
+from mdp_trt.solve.mindtpy import mindtpy_unavailable_reason, solve_mindtpy
 from mdp_trt.solve.plan import Plan
 from mdp_trt.solve.problem import Problem
 
@@ -37,13 +37,16 @@ assert set(SOLVERS) == set(get_args(SolverName))
 
 def check_solver(solver: str, time_limit: float | None) -> None:
     """Raise InputError for an unknown solver name or a time limit that is not a positive,
-    finite number of seconds (checked before any work, so a typo costs no measuring)."""
+    finite number of seconds, BackendUnavailable when the solver cannot run here (checked before
+    any work, so a typo or a missing package costs no measuring)."""
     if solver not in SOLVERS:
         raise InputError(f"`solver` {solver!r} is unknown; choose one of: {', '.join(SOLVERS)}",
                          parameters=("solver",))
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
         raise InputError(f"`time_limit` {time_limit!r} must be a positive number of seconds",
                          parameters=("time_limit",))
+    if solver == "mindtpy" and (reason := mindtpy_unavailable_reason()) is not None:
+        raise BackendUnavailable(reason)
 
 
 def solve(problem: Problem, solver: str = "exact", time_limit: float | None = None) -> Plan:

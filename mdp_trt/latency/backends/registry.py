@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mdp_trt.errors import BackendUnavailable, InputError
+from mdp_trt.extras import require
 from mdp_trt.latency.backends import host
 from mdp_trt.latency.protocol import WEIGHTS, LatencyBackend
 
@@ -39,6 +40,7 @@ def _ort_cuda(**options) -> LatencyBackend:
 
 def _torch(device: str) -> Callable[..., LatencyBackend]:
     def factory(**options) -> LatencyBackend:
+        require("torch", f"the torch-{device} backend", parameters=("backend",))
         from mdp_trt.latency.backends.torch_backend import TorchBackend
 
         return TorchBackend(device=device, **options)
