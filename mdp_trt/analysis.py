@@ -9,7 +9,9 @@ Invariants:
   of exactly one group (``Layer.out_group``; a part of it when the layer is tied to a part of
   another layer's output, e.g. a bottleneck added onto half of a split), a whole number of the
   group's ``divisions`` blocks when it is prunable, so that the layer keeps the group's fraction
-  (``layer_out_widths``); its input channels belong to ``Layer.in_group`` (None when the input
+  (``layer_out_widths``); in a ``periodic`` group (GhostNet's streams) a layer may instead hold
+  whole copies of it, its channel c being group channel ``(out_first + c) % channels``; its
+  input channels belong to ``Layer.in_group`` (None when the input
   is a graph input such as the image, or is not exactly one whole group, e.g. a concatenation);
   ``check_layer`` checks both;
 - a layer's input width is always ``in_stride * (sum(kept channels of g for g in in_groups) +
@@ -27,6 +29,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
 
 from mdp_trt.errors import InputError
 from mdp_trt.signature import LayerSignature
@@ -101,6 +105,10 @@ class ChannelGroup:
     # it that reaches an op mixing its channels, say): whole blocks, kept by every option.
     pinned: tuple[tuple[int, int], ...] = ()
     pinned_reason: str | None = None  # why they are kept
+    # Periodic group (a Ghost module's stream): a layer may hold every channel several times
+    # (its output channel c is group channel (out_first + c) % channels); cutting one removes
+    # all its copies.
+    periodic: bool = False
 
     @property
     def pinned_channels(self) -> int:
@@ -130,10 +138,16 @@ class ChannelGroup:
         return cls(**values)
 
 
+def _group_channels(layer: Layer, group: ChannelGroup) -> np.ndarray:
+    """The group channel of each of the layer's output channels (a layer of a periodic group
+    holds each several times)."""
+    return (layer.out_first + np.arange(layer.signature.out_channels)) % group.channels
+
+
 def _pinned_in(layer: Layer, group: ChannelGroup) -> int:
     """How many of the layer's output channels its group pins."""
-    start, stop = layer.out_first, layer.out_first + layer.signature.out_channels
-    return sum(max(0, min(stop, b) - max(start, a)) for a, b in group.pinned)
+    channels = _group_channels(layer, group)
+    return int(sum(((channels >= a) & (channels < b)).sum() for a, b in group.pinned))
 
 
 def layer_out_widths(layer: Layer, group: ChannelGroup, channels: list[int]) -> list[int]:
@@ -152,7 +166,12 @@ def check_layer(layer: Layer, out_group: ChannelGroup, in_group: ChannelGroup | 
     width = layer.signature.out_channels
     block = -(-out_group.channels // out_group.divisions)
     free = width - _pinned_in(layer, out_group)
-    if layer.out_first + width > out_group.channels or (out_group.prunable and free % block):
+    # A periodic group's producers hold whole copies of it; any other layer lies inside its group.
+    if out_group.periodic:
+        beyond = width % out_group.channels != 0
+    else:
+        beyond = layer.out_first + width > out_group.channels
+    if beyond or (out_group.prunable and free % block):
         raise InputError(
             f"layer {layer.name!r} has {width} output channels from channel {layer.out_first} of "
             f"its group {out_group.name!r}, which has {out_group.channels} in {out_group.divisions} "

@@ -418,6 +418,23 @@ def spatial_softmax() -> onnx.ModelProto:
     return b.model()
 
 
+def ghost_module() -> onnx.ModelProto:
+    """GhostNet's pattern: stem(8) -> a Ghost module (primary 1x1 conv(4) and its depthwise
+    copy, concatenated) added onto the stem's output -> a squeeze-excite gate (reduce 8->2,
+    expand 2->8) -> conv2(6) -> head. The stream's channel c and c + 4 are the same channel."""
+    b = GraphBuilder((1, 3, 8, 8))
+    stem = b.node("Relu", [b.conv("image", 3, 8, "stem")], "stem_act")
+    primary = b.node("Relu", [b.conv(stem, 8, 4, "primary", k=1)], "primary_act")
+    cheap = b.conv(primary, 4, 4, "cheap", group=4)
+    stream = b.node("Add", [b.node("Concat", [primary, cheap], "ghost", axis=1), stem], "residual")
+    squeezed = b.node("ReduceMean", [stream, b.const("hw", np.array([2, 3], np.int64))], "squeeze")
+    gate = b.node("Sigmoid", [b.conv(b.node("Relu", [b.conv(squeezed, 8, 2, "reduce", k=1)], "reduce_act"),
+                                     2, 8, "expand", k=1)], "gate")
+    x = b.node("Relu", [b.conv(b.node("Mul", [stream, gate], "excite"), 8, 6, "conv2")], "relu2")
+    head(b, x, 6)
+    return b.model()
+
+
 def random_plan(analysis, seed: int, block_probability: float = 0.5,
                 least: float = 0.0) -> tuple[dict[int, list[int]], set[int]]:
     """A random valid plan: a random non-empty channel subset per prunable group (at least

@@ -39,7 +39,8 @@ class Importance:
         info = analysis.layer(layer)
         scores = np.zeros(analysis.groups[info.out_group].channels)
         own = np.asarray(self.layer_scores[layer], dtype=np.float64)
-        scores[info.out_first:info.out_first + len(own)] = own
+        # A layer of a periodic group holds each channel several times: its copies add up.
+        np.add.at(scores, (info.out_first + np.arange(len(own))) % len(scores), own)
         return scores
 
     def ranking(self, analysis: Analysis, group: int) -> list[int]:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 
+import numpy as np
 import onnx_ir as ir
 
 from mdp_trt.analysis import Analysis, Block, ChannelGroup, Layer, check_layer
@@ -21,6 +22,7 @@ from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.blocks import BlockTrace, find_blocks
 from mdp_trt.passes.groups import LAYER_OPS, GroupTrace, Trace, layer_rejection, trace_groups
 from mdp_trt.passes.names import module_path, unique_names
+from mdp_trt.passes.parts import spans
 from mdp_trt.passes.signature import layer_signature
 from mdp_trt.passes.subgraphs import subgraph_owners
 
@@ -58,13 +60,8 @@ def _reason(reasons: list[str]) -> str | None:
 
 def _pinned(group: GroupTrace) -> tuple[tuple[int, int], ...]:
     """The channels its pins keep, as disjoint sorted ranges [start, stop)."""
-    spans: list[list[int]] = []
-    for start, stop in sorted(pin.span(group.channels) for pin in group.pins):
-        if spans and start <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], stop)
-        else:
-            spans.append([start, stop])
-    return tuple((start, stop) for start, stop in spans)
+    pinned = [pin.channels(group.channels) for pin in group.pins]
+    return tuple(spans(np.concatenate(pinned))) if pinned else ()
 
 
 def _group(group: GroupTrace) -> ChannelGroup:
@@ -82,6 +79,7 @@ def _group(group: GroupTrace) -> ChannelGroup:
         divisions=math.lcm(group.divisions, group.blocks),
         pinned=_pinned(group),
         pinned_reason=_reason([pin.reason for pin in group.pins]),
+        periodic=group.period > 0,
     )
 
 

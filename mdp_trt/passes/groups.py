@@ -66,6 +66,7 @@ from mdp_trt.graph.constants import constant_array, is_constant
 from mdp_trt.graph.shapes import static_shape
 from mdp_trt.passes.parts import (Layout, Pin, ShiftedUnionFind, covered, rebased, span_blocks,
                                   tie)
+from mdp_trt.passes.parts import spans as parts_spans
 from mdp_trt.passes.subgraphs import subgraph_owners, top_level_node
 
 __all__ = [
@@ -837,6 +838,8 @@ class GroupTrace:
     depthwise_parts: list[ir.Node] = field(default_factory=list)  # reading it beside others
     shuffles: list[ChannelShuffle] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)  # why the whole group is kept
+    periodic: list[str] = field(default_factory=list)  # where channels were tied to their own
+    period: int = 0  # > 0: its producers hold its channels that many at a time, repeated
     # Parts kept whole while the rest of the group can be cut (their layouts in its channels).
     pins: list[Pin] = field(default_factory=list)
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
@@ -916,10 +919,11 @@ def trace_groups(graph: ir.Graph) -> Trace:
             if shift is None:
                 fact(seed, "pins", Pin(f"tensor {value.name!r} is reached with two channel layouts"))
             elif not uf.union(seed, key_seed[other], shift):
-                fact(seed, "pins", Pin(f"tensor {value.name!r} lines up channels of the group with "
-                                       "other channels of it (an Add of two parts of one layer's "
-                                       "output; a Ghost module's conv and its depthwise copy added "
-                                       "to one stream)"))
+                # The group repeats (a Ghost module); kept whole unless its layers hold whole
+                # periods (_merged_groups).
+                fact(seed, "periodic", f"tensor {value.name!r} lines up channels of the group with "
+                                       "other channels of it in a way its layers' widths do not "
+                                       "repeat (an Add of parts of one layer's output)")
         if key not in key_seed:
             key_seed[key] = seed
             slots[(value, layout.axis)].append(key)
@@ -1002,7 +1006,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
     groups, gid_of, first = _merged_groups(layers, order, uf, facts)
     places: dict[ir.Value, list[tuple[int, Layout]]] = {}
     for (value, layout), seed in key_seed.items():
-        place = (gid_of[seed], rebased(layout, first[seed]))
+        place = (gid_of[seed], rebased(layout, first[seed], groups[gid_of[seed]].period))
         held = places.setdefault(value, [])
         if place not in held:  # two seeds' identical places once rebased
             held.append(place)
@@ -1023,10 +1027,10 @@ def trace_groups(graph: ir.Graph) -> Trace:
                  out_first)
 
 
-def _rebased_fact(item, shift: int):
+def _rebased_fact(item, shift: int, period: int):
     """A fact of a seed with its layout (if it has one) in its group's channels."""
     layout = getattr(item, "layout", None)
-    return replace(item, layout=rebased(layout, shift)) if isinstance(layout, Layout) else item
+    return replace(item, layout=rebased(layout, shift, period)) if isinstance(layout, Layout) else item
 
 
 def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: ShiftedUnionFind,
@@ -1039,9 +1043,15 @@ def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: Shifted
     lowest: dict[int, int] = {}
     for root, shift in found:
         lowest[root] = min(lowest.get(root, shift), shift)
+    # A periodic set is kept as one only when each layer holds whole periods of it.
+    period = {root: uf.periods[root] for root in roots}
+    for seed, (root, _) in enumerate(found):
+        if period[root] and layer_out_channels(layers[seed]) % period[root]:
+            period[root] = 0
     gid_of = {seed: group_of_root[root] for seed, (root, _) in enumerate(found)}
-    first = {seed: shift - lowest[root] for seed, (root, shift) in enumerate(found)}
-    groups = [GroupTrace(id=gid, channels=0) for gid in range(len(roots))]
+    first = {seed: (shift - lowest[root]) % period[root] if period[root] else shift - lowest[root]
+             for seed, (root, shift) in enumerate(found)}
+    groups = [GroupTrace(id=gid, channels=0, period=period[root]) for gid, root in enumerate(roots)]
     for seed, kinds in facts.items():
         group = groups[gid_of[seed]]
         for kind, items in kinds.items():
@@ -1050,7 +1060,8 @@ def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: Shifted
                 continue
             target = getattr(group, kind)
             for item in items:
-                target.extend(_rebased_fact(one, first[seed]) for one in (item if isinstance(item, tuple) else (item,)))
+                target.extend(_rebased_fact(one, first[seed], group.period)
+                              for one in (item if isinstance(item, tuple) else (item,)))
     for group in groups:
         group.producers.sort(key=order.__getitem__)
         group.consumers = sorted(set(group.consumers), key=order.__getitem__)
@@ -1066,8 +1077,8 @@ def _check_group(group: GroupTrace, places: dict[ir.Value, list[tuple[int, Layou
     producer's first channel in the group); its pins become reasons where they cannot stay
     parts."""
     spans = [(first[layer], first[layer] + layer_out_channels(layer)) for layer in group.producers]
-    group.channels = max(stop for _, stop in spans)
-    whole = []
+    group.channels = group.period or max(stop for _, stop in spans)
+    whole = [] if group.period else list(group.periodic)
     for layer, (start, stop) in zip(group.producers, spans):
         if _attr(layer, "group", 1) > 1 and (start, stop) != (0, group.channels):
             whole.append(f"grouped {_where(layer)} produces a part of the group")
@@ -1076,14 +1087,16 @@ def _check_group(group: GroupTrace, places: dict[ir.Value, list[tuple[int, Layou
             whole.append(f"grouped {_where(cut.node)} reads a part of the group")
     if group.channels % group.divisions:
         whole.append(f"grouped convolutions split its {group.channels} channels into {group.divisions} blocks")
-    pinned = {c for pin in group.pins for c in range(*pin.span(group.channels))}
+    pinned = {c for pin in group.pins for c in pin.channels(group.channels).tolist()}
     # Grouped convs would pad every block back to a pinned one: their groups are kept whole.
     if whole or group.divisions > 1 or len(pinned) == group.channels:
         group.reasons = list(dict.fromkeys([pin.reason for pin in group.pins] + whole))
         group.pins = []
-    group.blocks = span_blocks(group.channels, spans + [pin.span(group.channels) for pin in group.pins])
+    group.blocks = span_blocks(group.channels, spans + [run for pin in group.pins
+                                                        for run in parts_spans(pin.channels(group.channels))])
     # A depthwise conv over a part of the group (the seed it saw was whole) has no table.
-    full = [n for n in group.depthwise if any(
+    # (One that reads several copies of a periodic group has none either.)
+    full = [n for n in group.depthwise if (static_shape(n.inputs[0]) or (0, 0))[1] == group.channels and any(
         gid == group.id and lay.whole(group.channels) for gid, lay in places.get(n.inputs[0], []))]
     group.depthwise_parts = list(dict.fromkeys(group.depthwise_parts + [n for n in group.depthwise if n not in full]))
     group.depthwise = full
@@ -1120,7 +1133,8 @@ def _input_parts(layer: ir.Node, places: list[tuple[int, Layout]], groups: list[
         width *= _attr(layer, "group", 1)
     stride = places[0][1].stride if places else 1
     # (group, channel) at each position; places of tied seeds may overlap, consistently.
-    at = {lay.offset + i * lay.step: (gid, lay.first + i) for gid, lay in places for i in range(lay.width or 0)}
+    at = {lay.offset + i * lay.step: (gid, (lay.first + i) % lay.period if lay.period else lay.first + i)
+          for gid, lay in places for i in range(lay.width or 0)}
     copies = Counter(at.values())
     ids = tuple(gid for _, (gid, channel) in sorted(at.items()) if channel == 0)
     # Complete: every group is held in whole copies (each channel as often as its channel 0).

@@ -19,6 +19,14 @@ What cannot be pruned is pinned where it happens (``Pin``): a part of a group th
 op mixing its channels or a graph output keeps those channels whole, not the whole group; the
 group's other blocks are still cut (the pinned ones are blocks too).
 
+A group may also hold some channels of a layer twice: GhostNet's module concatenates a conv's
+output with its depthwise copy and adds both to one residual stream, so channel c and c + h of
+the stream's producer are the same channel. Tying a seed to another at two shifts makes the
+group periodic (``ShiftedUnionFind.period``, the gcd of the gaps): it has ``period`` channels
+and a layer whose width is a multiple of it produces each of them that many times (a Layout's
+channel ``first + i`` is group channel ``(first + i) % period``); cutting a channel removes all
+its copies.
+
 A shift ties whole layers: where only a part of each of two layers is tied (an Add of a part
 of one and a part of the other), their untied channels may land on the same group channels
 and are then cut together. That is sound (each group channel is cut wherever it sits) but coarser than needed;
@@ -32,17 +40,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["Layout", "Pin", "ShiftedUnionFind", "elements", "tie", "covered", "rebased", "span_blocks"]
+__all__ = ["Layout", "Pin", "ShiftedUnionFind", "elements", "tie", "covered", "rebased", "span_blocks", "spans"]
 
 
 @dataclass(frozen=True)
 class Layout:
     """Where a group's channels sit in a tensor.
 
-    Group channel ``first + i`` (``0 <= i < width``) sits at channel position ``offset + i *
-    step`` of ``axis`` (non-negative); each channel owns ``stride`` consecutive elements.
-    ``width`` is None only before the group's width is known (never in a trace: every seed is a
-    whole layer output).
+    Group channel ``first + i`` (``0 <= i < width``; modulo ``period`` in a periodic group)
+    sits at channel position ``offset + i * step`` of ``axis`` (non-negative); each channel owns
+    ``stride`` consecutive elements. ``width`` is None only before the group's width is known
+    (never in a trace: every seed is a whole layer output).
     """
 
     axis: int
@@ -51,6 +59,7 @@ class Layout:
     first: int = 0
     width: int | None = None
     step: int = 1
+    period: int = 0  # a periodic group's channel count (0: the group is not periodic)
 
     @property
     def plain(self) -> bool:
@@ -64,10 +73,20 @@ class Layout:
     def elements(self, channels: np.ndarray) -> np.ndarray:
         """Element indices along ``axis`` of those group ``channels`` that this layout holds."""
         channels = np.asarray(channels, dtype=np.int64).reshape(-1)
-        end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
-        held = channels[(channels >= self.first) & (channels < end)]
-        positions = (held - self.first) * self.step + self.offset
+        if self.period:
+            # Every copy, in position order (as a non-periodic layout gives sorted channels).
+            index = np.arange(self.width or 0, dtype=np.int64)
+            positions = index[np.isin((self.first + index) % self.period, channels)] * self.step + self.offset
+        else:
+            end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
+            held = channels[(channels >= self.first) & (channels < end)]
+            positions = (held - self.first) * self.step + self.offset
         return (positions[:, None] * self.stride + np.arange(self.stride, dtype=np.int64)[None, :]).reshape(-1)
+
+    def channels(self) -> np.ndarray:
+        """The group channels this layout holds (sorted, each once)."""
+        held = np.arange(self.first, self.first + (self.width or 0), dtype=np.int64)
+        return np.unique(held % self.period) if self.period else held
 
 
 @dataclass(frozen=True)
@@ -77,11 +96,22 @@ class Pin:
     reason: str
     layout: Layout | None = None
 
-    def span(self, channels: int) -> tuple[int, int]:
-        """The pinned channels [start, stop) of a group of ``channels``."""
+    def channels(self, channels: int) -> np.ndarray:
+        """The pinned channels of a group of ``channels`` (sorted)."""
         if self.layout is None:
-            return 0, channels
-        return self.layout.first, self.layout.first + (self.layout.width or 0)
+            return np.arange(channels, dtype=np.int64)
+        return self.layout.channels()
+
+
+def spans(channels: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted channel indices as maximal runs [start, stop)."""
+    runs: list[tuple[int, int]] = []
+    for c in np.unique(np.asarray(channels, dtype=np.int64)).tolist():
+        if runs and runs[-1][1] == c:
+            runs[-1] = (runs[-1][0], c + 1)
+        else:
+            runs.append((c, c + 1))
+    return runs
 
 
 def elements(layout: Layout) -> np.ndarray:
@@ -120,8 +150,11 @@ def covered(layout: Layout, others: list[Layout]) -> bool:
     return bool(np.isin(elements(layout), held).all())
 
 
-def rebased(layout: Layout, shift: int) -> Layout:
-    """``layout`` with its channels numbered ``shift`` higher (a seed's channels as its group's)."""
+def rebased(layout: Layout, shift: int, period: int = 0) -> Layout:
+    """``layout`` with its channels numbered ``shift`` higher (a seed's channels as its group's),
+    in a periodic group's ``period`` channels."""
+    if period:
+        return replace(layout, first=(layout.first + shift) % period, period=period)
     return replace(layout, first=layout.first + shift) if shift else layout
 
 
@@ -142,11 +175,17 @@ class ShiftedUnionFind:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.shift: list[int] = []  # channel c of i is channel c + shift[i] of parent[i]
+        self.periods: list[int] = []  # of each root: its channels repeat with this period (0: never)
 
     def add(self) -> int:
         self.parent.append(len(self.parent))
         self.shift.append(0)
+        self.periods.append(0)
         return len(self.parent) - 1
+
+    def period(self, i: int) -> int:
+        """The period of ``i``'s set (0 when no channel was tied to another of the same set)."""
+        return self.periods[self.find(i)[0]]
 
     def find(self, i: int) -> tuple[int, int]:
         path = []
@@ -161,14 +200,21 @@ class ShiftedUnionFind:
 
     def union(self, a: int, b: int, delta: int = 0) -> bool:
         """Tie channel c of ``a`` to channel c + ``delta`` of ``b``; False when ``a`` and ``b``
-        are already tied at another shift (the same channel would sit in two places)."""
+        are already tied at another shift: the set's channels then repeat with the gap's period
+        (combined with any period it had by their gcd)."""
         root_a, shift_a = self.find(a)
         root_b, shift_b = self.find(b)
         gap = delta + shift_b - shift_a  # channel x of root_a is channel x + gap of root_b
         if root_a == root_b:
-            return gap == 0
+            if gap % self.periods[root_a] if self.periods[root_a] else gap:
+                self.periods[root_a] = math.gcd(self.periods[root_a], abs(gap))
+                return False
+            return True
+        period = math.gcd(self.periods[root_a], self.periods[root_b])
         if root_a < root_b:
             self.parent[root_b], self.shift[root_b] = root_a, -gap
+            self.periods[root_a] = period
         else:
             self.parent[root_a], self.shift[root_a] = root_b, gap
+            self.periods[root_b] = period
         return True

@@ -245,3 +245,15 @@ def test_a_softmax_over_positions_and_spatial_reshapes_keep_channels_prunable(tm
     conv1 = _group_of(a, "conv1")
     assert conv1.prunable and conv1.consumers == ("conv2",)
     assert a.notes == ()
+
+
+def test_a_ghost_module_makes_the_stream_one_periodic_group(tmp_path):
+    a = _analyze(G.ghost_module(), tmp_path)
+    stream = _group_of(a, "stem")
+    # The stem, the primary conv and the gate's expand conv all produce the stream's 4 channels
+    # (the stem and the expand conv twice each); the depthwise copy reads and writes them once.
+    assert stream.prunable and stream.periodic and stream.channels == 4
+    assert set(stream.producers) == {"stem", "primary", "expand"}
+    assert {l.name: l.signature.out_channels for l in a.layers if l.out_group == stream.id} == {
+        "stem": 8, "primary": 4, "expand": 8, "cheap": 4}
+    assert a.layer("conv2").in_group is None and a.layer("conv2").in_groups == (stream.id, stream.id)

@@ -138,12 +138,37 @@ def test_a_layer_added_onto_a_concatenation_produces_each_concatenated_group(tmp
         verify(mask_model(model, analysis, keep), apply_plan(model, analysis, keep), inputs=1, seed=seed)
 
 
-def test_an_add_of_both_halves_of_one_output_keeps_it_whole_and_consistent(tmp_path):
+def test_an_add_of_both_halves_of_one_output_makes_a_periodic_group(tmp_path):
+    """low + high: channel c and c + 4 of conv1 are one channel, cut together."""
     b = G.GraphBuilder((1, 3, 8, 8))
     x = b.conv("image", 3, 8, "conv1")
     sizes = b.const("sizes", np.array([4, 4], np.int64))
     b.nodes.append(helper.make_node("Split", [x, sizes], ["low", "high"], name="split", axis=1))
     G.head(b, b.conv(b.node("Add", ["low", "high"], "add"), 4, 6, "conv2"), 6)
+    model, path = G.load(b.model(), tmp_path)
+    analysis = analyze(model, str(path))
+    group = analysis.groups[analysis.layer("conv1").out_group]
+    assert group.prunable and group.periodic and group.channels == 4
+    assert analysis.layer("conv2").in_group == group.id
+    plan_cells(analysis, 2)
+    for seed in range(3):
+        keep, removed = G.random_plan(analysis, seed)
+        verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed))
+    # Keeping group channel 1 keeps conv1's outputs 1 and 5.
+    pruned = apply_plan(model, analysis, {group.id: [1]}, set())
+    weight = next(n for n in pruned.graph if n.name == "conv1").inputs[1].const_value.numpy()
+    original = next(n for n in model.graph if n.name == "conv1").inputs[1].const_value.numpy()
+    assert np.array_equal(weight, original[[1, 5]])
+
+
+def test_overlapping_parts_that_do_not_repeat_keep_their_group_whole(tmp_path):
+    """Slices [0:3] and [2:5] of a 7-channel output added: channel c is channel c + 2, which
+    7 channels cannot hold in whole periods."""
+    b = G.GraphBuilder((1, 3, 8, 8))
+    x = b.conv("image", 3, 7, "conv1")
+    low = b.node("Slice", [x, b.const("s0", np.array([0])), b.const("e0", np.array([3])), b.const("ax", np.array([1]))], "low")
+    high = b.node("Slice", [x, b.const("s1", np.array([2])), b.const("e1", np.array([5])), "ax"], "high")
+    G.head(b, b.conv(b.node("Add", [low, high], "add"), 3, 6, "conv2"), 6)
     model, path = G.load(b.model(), tmp_path)
     analysis = analyze(model, str(path))
     group = analysis.groups[analysis.layer("conv1").out_group]
