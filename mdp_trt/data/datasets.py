@@ -199,7 +199,9 @@ def _read_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, ImportError) as err:
+        # ImportError: a decoder plugin another library hooked into Pillow (ultralytics loads
+        # a HEIF one when Pillow cannot identify a file) is not installed.
         raise InputError(f"{path} is not a readable image ({err})") from err
     if channels == 1:
         return pixels[None]

@@ -108,6 +108,9 @@ def export_third_party(spec: ThirdPartyModel, output: str | Path) -> Path:
 
 
 def _export_ultralytics(spec: ThirdPartyModel, path: Path) -> None:
+    # ultralytics pip-installs what it misses (onnxslim, a HEIF plugin) unless told not to; an
+    # install here could change torch under the user's feet.
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     from ultralytics import YOLO
 
     yolo = YOLO(spec.name)

@@ -22,7 +22,7 @@ group's other blocks are still cut (the pinned ones are blocks too).
 A group may also hold some channels of a layer twice: GhostNet's module concatenates a conv's
 output with its depthwise copy and adds both to one residual stream, so channel c and c + h of
 the stream's producer are the same channel. Tying a seed to another at two shifts makes the
-group periodic (``ShiftedUnionFind.period``, the gcd of the gaps): it has ``period`` channels
+group periodic (``ShiftedUnionFind.periods``, the gcd of the gaps): it has ``period`` channels
 and a layer whose width is a multiple of it produces each of them that many times (a Layout's
 channel ``first + i`` is group channel ``(first + i) % period``); cutting a channel removes all
 its copies.
@@ -183,10 +183,6 @@ class ShiftedUnionFind:
         self.periods.append(0)
         return len(self.parent) - 1
 
-    def period(self, i: int) -> int:
-        """The period of ``i``'s set (0 when no channel was tied to another of the same set)."""
-        return self.periods[self.find(i)[0]]
-
     def find(self, i: int) -> tuple[int, int]:
         path = []
         while self.parent[i] != i:
@@ -206,10 +202,11 @@ class ShiftedUnionFind:
         root_b, shift_b = self.find(b)
         gap = delta + shift_b - shift_a  # channel x of root_a is channel x + gap of root_b
         if root_a == root_b:
-            if gap % self.periods[root_a] if self.periods[root_a] else gap:
-                self.periods[root_a] = math.gcd(self.periods[root_a], abs(gap))
-                return False
-            return True
+            period = self.periods[root_a]
+            if (gap % period if period else gap) == 0:
+                return True
+            self.periods[root_a] = math.gcd(period, abs(gap))
+            return False
         period = math.gcd(self.periods[root_a], self.periods[root_b])
         if root_a < root_b:
             self.parent[root_b], self.shift[root_b] = root_a, -gap

@@ -205,3 +205,17 @@ def test_labels_beyond_the_model_classes_are_refused():
     with pytest.raises(InputError, match=r"d.npz: labels must be class indices in 0..3 \(the model "
                                          r"has 4 outputs\); y holds 0..4"):
         data.check_classes(4)
+
+
+def test_a_pillow_plugin_that_cannot_load_still_gives_a_clear_error(tmp_path, monkeypatch):
+    """ultralytics patches Image.open to import a HEIF plugin when Pillow cannot identify a
+    file; without the plugin installed, the broken file is still named."""
+    from PIL import Image
+
+    def patched_open(path, *args, **kwargs):
+        raise ModuleNotFoundError("No module named 'pi_heif'")
+
+    _image(tmp_path / "cls" / "y.png", (0, 0, 0))
+    monkeypatch.setattr(Image, "open", patched_open)
+    with pytest.raises(InputError, match=r"y.png is not a readable image \(No module named 'pi_heif'\)"):
+        load_dataset(tmp_path, SHAPE)

@@ -5,6 +5,7 @@ files / ``pretrained=False`` offline.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ from mdp_trt.models.third_party import ThirdPartyModel, export_third_party
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
 from tests import onnx_graphs as G
 
-pytest.importorskip("ultralytics", reason="ultralytics is a dev dependency: pip install -e '.[dev]'")
-pytest.importorskip("timm", reason="timm is a dev dependency: pip install -e '.[dev]'")
+# Imported by the fixture, not at collection: ultralytics patches PIL.Image.open for the whole
+# process, and only these tests should run under it.
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # never pip-install during the tests
 
 SIDE = 160  # the smallest YOLO input whose strides 8/16/32 give whole feature maps of size >= 5
 
@@ -26,6 +28,8 @@ SIDE = 160  # the smallest YOLO input whose strides 8/16/32 give whole feature m
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """yolov8n by ultralytics' exporter and by TorchScript, yolov8n-cls, timm ghostnet_100."""
+    pytest.importorskip("ultralytics", reason="ultralytics is a dev dependency: pip install -e '.[dev]'")
+    pytest.importorskip("timm", reason="timm is a dev dependency: pip install -e '.[dev]'")
     root = tmp_path_factory.mktemp("third-party")
     specs = {
         "native": ThirdPartyModel("ultralytics", "yolov8n.yaml", SIDE),

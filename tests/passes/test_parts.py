@@ -35,13 +35,17 @@ def test_tie_reads_the_shift_between_two_layouts_of_one_tensor():
     assert tie(Layout(axis=1, width=8, step=2), Layout(axis=1, width=8)) == (True, None)
 
 
-def test_shifted_union_find_refuses_a_channel_in_two_places():
+def test_shifted_union_find_turns_a_channel_in_two_places_into_a_period():
     uf = ShiftedUnionFind()
-    a, b, c = uf.add(), uf.add(), uf.add()
+    a, b, c, d = uf.add(), uf.add(), uf.add(), uf.add()
     assert uf.union(b, a, 16) and uf.union(c, b, 4)  # c's 0 is b's 4 is a's 20
-    assert uf.find(c) == (a, 20)
+    assert uf.find(c) == (a, 20) and uf.periods[a] == 0
     assert uf.union(c, a, 20)  # consistent: nothing changes
-    assert not uf.union(a, a, 16)  # an Add of both halves of one output
+    assert not uf.union(a, a, 16) and uf.periods[a] == 16  # an Add of both halves of one output
+    assert uf.union(c, a, 36)  # 20 + 16: the same channel one period on
+    assert not uf.union(c, a, 28) and uf.periods[a] == 8  # gcd(16, 8)
+    uf.union(d, d, 6)  # a period of its own joins by the gcd
+    assert uf.union(d, a) and uf.periods[uf.find(d)[0]] == 2
 
 
 # --- the reported module: conv, chunk(2), residual on the second half, concat, 1x1 conv -------
