@@ -49,9 +49,10 @@ TIMM = ["cspresnet50", "ghostnet_100", "resnet26t", "resnet50d", "regnety_008", 
         "densenet121", "mobilevit_xxs"]
 EXPORTERS = {"ultralytics": ("native", "torchscript"), "timm": ("native", "dynamo")}
 
-COLUMNS = ("model", "exporter", "px", "layers", "groups", "prunable share", "blocks",
-           "random plan rel diff", "budget", "exit", "base ms", "pruned ms", "measured/budget",
-           "verification", "removed blocks", "cache", "prune s", "YOLO() predict", "kept whole because (groups)")
+ANALYSIS_COLUMNS = ("model", "exporter", "px", "layers", "groups", "prunable share", "blocks",
+                    "random plan rel diff", "input sensitivity", "kept whole because (groups)")
+PRUNE_COLUMNS = ("model", "exporter", "px", "prunable share", "budget", "exit", "base ms", "pruned ms",
+                 "measured/budget", "verification", "removed blocks", "cache", "prune s", "YOLO() predict")
 
 
 def spec_of(name: str, exporter: str, timm_resolution: int) -> ThirdPartyModel:
@@ -140,11 +141,18 @@ def predict_check(original: Path, pruned: Path, side: int) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    """Two tables: the prune runs, then each model and exporter's analysis (once)."""
+    pruned = [r for r in rows if r.get("budget") is not None]
+    analysed = list({(r["model"], r["exporter"]): r for r in rows}.values())
+    return "\n".join([_table(pruned, PRUNE_COLUMNS, "pruned ms"), _table(analysed, ANALYSIS_COLUMNS, "groups")])
+
+
+def _table(rows: list[dict], columns: tuple[str, ...], error_column: str) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [str(row.get(c, "")) for c in COLUMNS]
+        cells = [str(row.get(c, "")) for c in columns]
         if "error" in row:
-            cells[COLUMNS.index("pruned ms")] = f"error: {row['error']}"
+            cells[columns.index(error_column)] = f"error: {row['error']}"
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
