@@ -8,9 +8,9 @@ only when asked for. Nothing is downloaded: YOLO models come from their YAML fil
 Random weights as the libraries initialise them make poor test models: ultralytics leaves
 PyTorch's default conv init (activations shrink layer by layer) and sets the Detect head's biases
 to a trained model's priors (class scores near 1e-5, boxes at their anchors), so the outputs
-barely depend on the input and any verification of a cut passes. ``look_trained`` makes every
-BatchNorm normalise what really reaches it (statistics gathered on random images, then a random
-affine) and gives the head's last biases random values, so outputs move with the input.
+barely depend on the input and any verification of a cut passes. ``look_trained`` gives every
+BatchNorm a random affine and then the statistics of what really reaches it on random images,
+and gives the head's last biases random values, so outputs move with the input.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ class ThirdPartyModel:
 
 
 def look_trained(model, resolution: int, seed: int, batches: int = 3, batch_size: int = 4) -> None:
-    """BatchNorm statistics of what reaches each BN on random images, then a random affine;
-    detection heads' prior biases replaced by random ones. In place; leaves ``model`` in eval."""
+    """A random affine for each BatchNorm, then the statistics of what reaches it on random
+    images; detection heads' prior biases replaced by random ones. In place; leaves ``model``
+    in eval."""
     import torch
 
     generator = torch.Generator().manual_seed(seed + 1)
@@ -126,27 +127,29 @@ def _export_ultralytics(spec: ThirdPartyModel, path: Path) -> None:
 
 
 def _export_timm(spec: ThirdPartyModel, path: Path) -> None:
-    import torch
-
     import timm
 
     model = timm.create_model(spec.name, pretrained=False)
     look_trained(model, spec.resolution, spec.seed)
-    example = torch.randn(1, 3, spec.resolution, spec.resolution,
-                          generator=torch.Generator().manual_seed(spec.seed))
     if spec.exporter == "native":
         from timm.utils.onnx import onnx_export
 
-        onnx_export(model, str(path), example_input=example, opset=spec.opset, check=True)
+        onnx_export(model, str(path), example_input=_example(spec), opset=spec.opset, check=True)
     else:
         _torch_export(model, spec, path, input_name="input")
+
+
+def _example(spec: ThirdPartyModel):
+    """The seeded input the exporters trace with."""
+    import torch
+
+    return torch.randn(1, 3, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(spec.seed))
 
 
 def _torch_export(model, spec: ThirdPartyModel, path: Path, *, input_name: str) -> None:
     import torch
 
-    example = torch.randn(1, 3, spec.resolution, spec.resolution,
-                          generator=torch.Generator().manual_seed(spec.seed))
+    example = _example(spec)
     dynamo = spec.exporter == "dynamo"
     # The dynamo exporter writes opset 18; converting down to 17 leaves an invalid Split.
     opset = max(spec.opset, 18) if dynamo else spec.opset
