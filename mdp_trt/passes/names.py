@@ -42,6 +42,8 @@ def _dynamo_scope(node: ir.Node) -> str | None:
 
 
 def _torchscript_scope(name: str) -> str | None:
+    if not name.startswith("/"):
+        return None
     parts = [p for p in name.split("/") if p][:-1]  # the last part names the op
     path: list[str] = []
     for part in parts:
