@@ -65,7 +65,6 @@ class Calibration:
     layers: dict[str, list[list[float]]] | None = None
     clamped: bool = False  # the fitted scale left SCALE_LIMITS
 
-
     def predict(self, tables_ms: float) -> float:
         """The latency of a plan whose (per-layer corrected) table sum is ``tables_ms``."""
         return self.scale * tables_ms + self.offset_ms
@@ -110,10 +109,10 @@ def fit_calibration(points: list[tuple[float, float]],
     if clamped:
         # Clamped, and through the original (whose measurement every prune starts from): still
         # nearer the fit than the constant's scale 1.
-        clamped = min(max(scale, SCALE_LIMITS[0]), SCALE_LIMITS[1])
+        limit = min(max(scale, SCALE_LIMITS[0]), SCALE_LIMITS[1])
         tables_ms, measured_ms = points[0]
-        note = f"fitted scale {scale:.2f} outside {SCALE_LIMITS}, clamped to {clamped}"
-        scale, offset = clamped, measured_ms - clamped * tables_ms
+        note = f"fitted scale {scale:.2f} outside {SCALE_LIMITS}, clamped to {limit}"
+        scale, offset = limit, measured_ms - limit * tables_ms
     if offset < 0:
         # What the tables leave out (unprunable ops, the runtime's own time) takes no negative
         # time: a negative offset predicts a negative latency for a narrow enough plan (a 2%
