@@ -40,9 +40,10 @@ it into a Gather of the kept channels (``ChannelShuffle``). A depthwise Conv ove
 holds several groups (ShuffleNetV2's strided units) passes each part through
 (``GroupTrace.depthwise_parts``). Known limits (kept whole, with the reason): LayerNorm over the
 channels, other reshapes of the channel axis (attention heads), an Add that ties channels of a
-group to other channels of it (the two halves of one split output, Ghost's concatenation of a
-layer with its own cheap copy: one channel in two places) or to every other channel of a
-shuffled tensor (no shift does), a grouped conv over a part of a group or a pinned part in a
+group to other channels of it in a way its layers cannot repeat (one channel in two places
+makes the group periodic, as GhostNet's streams and the two halves of one split output added
+are, only when every layer holds whole periods of it) or to every other channel of a shuffled
+tensor (no shift does), a grouped conv over a part of a group or a pinned part in a
 group with grouped convs (the whole group is kept), a tensor that an If/Loop/Scan takes or that a node of its subgraphs reads (control flow is not
 traced; only the top-level graph's layers are layers).
 
@@ -1133,8 +1134,7 @@ def _input_parts(layer: ir.Node, places: list[tuple[int, Layout]], groups: list[
         width *= _attr(layer, "group", 1)
     stride = places[0][1].stride if places else 1
     # (group, channel) at each position; places of tied seeds may overlap, consistently.
-    at = {lay.offset + i * lay.step: (gid, (lay.first + i) % lay.period if lay.period else lay.first + i)
-          for gid, lay in places for i in range(lay.width or 0)}
+    at = {lay.offset + i * lay.step: (gid, int(channel)) for gid, lay in places for i, channel in enumerate(lay.held())}
     copies = Counter(at.values())
     ids = tuple(gid for _, (gid, channel) in sorted(at.items()) if channel == 0)
     # Complete: every group is held in whole copies (each channel as often as its channel 0).

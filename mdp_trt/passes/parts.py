@@ -76,17 +76,21 @@ class Layout:
         if self.period:
             # Every copy, in position order (as a non-periodic layout gives sorted channels).
             index = np.arange(self.width or 0, dtype=np.int64)
-            positions = index[np.isin((self.first + index) % self.period, channels)] * self.step + self.offset
+            positions = index[np.isin(self.held(), channels)] * self.step + self.offset
         else:
             end = self.first + self.width if self.width is not None else np.iinfo(np.int64).max
             held = channels[(channels >= self.first) & (channels < end)]
             positions = (held - self.first) * self.step + self.offset
         return (positions[:, None] * self.stride + np.arange(self.stride, dtype=np.int64)[None, :]).reshape(-1)
 
+    def held(self) -> np.ndarray:
+        """The group channel at each of its positions, in position order (copies included)."""
+        held = np.arange(self.first, self.first + (self.width or 0), dtype=np.int64)
+        return held % self.period if self.period else held
+
     def channels(self) -> np.ndarray:
         """The group channels this layout holds (sorted, each once)."""
-        held = np.arange(self.first, self.first + (self.width or 0), dtype=np.int64)
-        return np.unique(held % self.period) if self.period else held
+        return np.unique(self.held())
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def spans(channels: np.ndarray) -> list[tuple[int, int]]:
 
 def elements(layout: Layout) -> np.ndarray:
     """Every element index along the axis that ``layout``'s channels occupy."""
-    return layout.elements(np.arange(layout.first, layout.first + (layout.width or 0)))
+    return layout.elements(layout.channels())
 
 
 def tie(held: Layout, new: Layout) -> tuple[bool, int | None]:
