@@ -9,7 +9,6 @@ do), so an analysis that a later stage would refuse is refused here, naming the 
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import math
 

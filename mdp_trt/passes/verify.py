@@ -98,12 +98,12 @@ def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
     return _session(model).run(None, feeds)
 
 
-def _relative(ref: np.ndarray, other: np.ndarray) -> float:
-    """max|ref - other| / max|ref| (0 for empty outputs)."""
+def _difference(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """max|ref - other| and that over max|ref| (0, 0 for empty outputs)."""
     if not ref.size:
-        return 0.0
+        return 0.0, 0.0
     diff = float(np.max(np.abs(ref.astype(np.float64) - other.astype(np.float64))))
-    return diff / max(float(np.max(np.abs(ref))), 1e-12)
+    return diff, diff / max(float(np.max(np.abs(ref))), 1e-12)
 
 
 def verify(
@@ -129,7 +129,7 @@ def verify(
         expected = ref_session.run(None, feeds)
         actual = pruned_session.run(None, feeds)
         first = first or expected
-        sensitivity = max(sensitivity, *(_relative(a, b) for a, b in zip(first, expected)), 0.0)
+        sensitivity = max(sensitivity, *(_difference(a, b)[1] for a, b in zip(first, expected)), 0.0)
         if len(expected) != len(actual):
             raise VerificationFailed(
                 f"the pruned model has {len(actual)} outputs, the reference {len(expected)}"
@@ -137,9 +137,8 @@ def verify(
         for ref, got in zip(expected, actual):
             if ref.shape != got.shape:
                 raise VerificationFailed(f"output shape {got.shape} differs from the reference's {ref.shape}")
-            diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
-            max_abs = max(max_abs, diff)
-            max_rel = max(max_rel, _relative(ref, got))
+            diff, relative = _difference(ref, got)
+            max_abs, max_rel = max(max_abs, diff), max(max_rel, relative)
     result = Verification(max_abs_diff=max_abs, max_rel_diff=max_rel, inputs=inputs,
                           passed=max_rel <= rtol, input_sensitivity=sensitivity)
     if result.note:
