@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from zoo import reason_kinds
+from zoo import random_plan, reason_kinds
 
 from mdp_trt.graph import load_model
 from mdp_trt.models.third_party import ThirdPartyModel, export_third_party
@@ -68,7 +68,9 @@ def analysis_row(spec: ThirdPartyModel, path: Path) -> dict:
     total = sum(g.channels for g in analysis.groups)
     whole = [g for g in analysis.groups if not g.prunable]
     reasons = Counter(kind for g in whole for kind in dict.fromkeys(reason_kinds(g.reason or "")))
-    keep, removed = _random_plan(analysis)
+    # At least half of each group: fewer can leave outputs that hardly depend on the input,
+    # a check without teeth.
+    keep, removed = random_plan(analysis, 0, min_share=0.5)
     check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed))
     return {
         "layers": len(analysis.layers),
@@ -80,20 +82,6 @@ def analysis_row(spec: ThirdPartyModel, path: Path) -> dict:
         "kept whole": {g.name: g.reason for g in whole},
         "kept whole because (groups)": "; ".join(f"{kind} ({n})" for kind, n in reasons.most_common()),
     }
-
-
-def _random_plan(analysis, seed: int = 0):
-    """Random channels (at least half of each group: fewer can leave outputs that hardly
-    depend on the input, a check without teeth) and random blocks."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    keep = {g.id: sorted({*rng.choice(g.channels, size=int(rng.integers(-(-g.channels // 2), g.channels + 1)),
-                                      replace=False).tolist(),
-                          *(c for start, stop in g.pinned for c in range(start, stop))})
-            for g in analysis.groups if g.prunable}
-    removed = {b.id for b in analysis.blocks if b.removable and rng.random() < 0.5}
-    return keep, removed
 
 
 def prune_row(spec: ThirdPartyModel, path: Path, budget: float, out: Path, cache: Path,

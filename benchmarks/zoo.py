@@ -76,11 +76,17 @@ def reason_kinds(reason: str) -> list[str]:
     return kinds
 
 
-def _random_plan(analysis, seed: int):
+def random_plan(analysis, seed: int, min_share: float = 0.0):
+    """Random channels of each prunable group (at least ``min_share`` of them, rounded up, and
+    at least one; its pinned ones too) and random blocks."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    keep = {g.id: sorted({*rng.choice(g.channels, size=int(rng.integers(1, g.channels + 1)), replace=False).tolist(),
+
+    def size(channels: int) -> int:
+        return int(rng.integers(max(1, math.ceil(min_share * channels)), channels + 1))
+
+    keep = {g.id: sorted({*rng.choice(g.channels, size=size(g.channels), replace=False).tolist(),
                           *(c for start, stop in g.pinned for c in range(start, stop))})  # kept by every plan
             for g in analysis.groups if g.prunable}
     removed = {b.id for b in analysis.blocks if b.removable and rng.random() < 0.5}
@@ -112,7 +118,7 @@ def measure(arch: str, exporter: str, root: Path, size: int, budget: float | Non
     # The classifier's group reaches the graph output in every architecture: not a finding.
     pinned = [g for g in analysis.groups if not g.prunable and "graph output" not in (g.reason or "")]
     reasons = Counter(kind for g in pinned for kind in dict.fromkeys(reason_kinds(g.reason or "")))
-    keep, removed = _random_plan(analysis, 0)
+    keep, removed = random_plan(analysis, 0)
     check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed), inputs=1)
     row.update({
         "layers": len(analysis.layers),
