@@ -70,13 +70,15 @@ def _build(arch: str, options: ExportOptions):
         model = torchvision.models.get_model(arch, weights=None)
     else:
         detector = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
-        model = _FeatureMaps(detector.backbone)
+        model = _feature_maps(detector.backbone)
     if options.bn_stats == "random":
         _randomise_statistics(model, options.seed)
     return model.eval()
 
 
-def _FeatureMaps(backbone):  # noqa: N802 - a class, defined where torch is imported
+def _feature_maps(backbone):
+    """``backbone`` wrapped to return its feature maps as a tuple (the class is defined here,
+    where torch is imported)."""
     import torch
 
     class FeatureMaps(torch.nn.Module):
