@@ -349,6 +349,11 @@ def prune(
     allow_over: bool = typer.Option(False, "--allow-over", help="exit 0 when the best plan is "
                                     "measured over the budget beyond the tolerance (default: "
                                     "exit 5; the plan is written either way)"),
+    confirm_windows: int = typer.Option(3, help="a plan is accepted after this many timings "
+                                        "with the original, --confirm-gap-seconds apart; the "
+                                        "slowest counts (1: one timing)"),
+    confirm_gap_seconds: float = typer.Option(10.0, help="seconds between those timings (the "
+                                              "machine's state changes over tens of seconds)"),
 ) -> None:
     """Prune MODEL to a latency budget and write pruned.onnx, plan.json, problem.json, report.json.
     Exit 3 when no plan can reach the budget, 5 when the best plan measured misses it."""
@@ -364,7 +369,8 @@ def prune(
         max_options=max_options, interpolate=interpolate, surface=surface,
         calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
-        force=force, resume=resume, ray=ray, workers=workers))
+        force=force, resume=resume, ray=ray, workers=workers, confirm_windows=confirm_windows,
+        confirm_gap_seconds=confirm_gap_seconds))
     out.print(format_summary(report))
     out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
     _require_budget(report, output, allow_over)

@@ -79,7 +79,9 @@ class Round:
     (moved into the output when adopted, removed otherwise), timed with the original:
     ``measured_ms`` in the machine state of the baseline, ``original_ms`` the original's time
     then, ``ratio`` the plan's to the original. ``warning`` when the figure stayed implausible;
-    ``narrowest`` when the target was the latency model's narrowest plan."""
+    ``narrowest`` when the target was the latency model's narrowest plan. ``windows``: the
+    ratio of each time it was timed with the original; the figures are the slowest window's
+    (prune._confirmed)."""
 
     folder: Path
     plan: Candidate
@@ -90,6 +92,7 @@ class Round:
     warning: str | None = None
     narrowest: bool = False
     adopted: bool = False
+    windows: tuple[float, ...] = ()
 
     @property
     def predicted_ms(self) -> float:
@@ -100,7 +103,7 @@ class Round:
         return {**self.plan.solver.to_json(), "target_ms": self.target_ms,
                 "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms,
                 "original_ms": self.original_ms, "ratio": self.ratio.to_json(),
-                "adopted": self.adopted}
+                "windows": list(self.windows), "adopted": self.adopted}
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def format_summary(report: Report) -> str:
         f"(x{report.fps_after / report.fps_before:.2f})",
         *([f"measured {ratio['value']:.4f} x the original, 95% interval [{ratio['low']:.4f}, "
            f"{ratio['high']:.4f}] over {ratio['rounds']} interleaved rounds"
-           f"{'' if ratio['reliable'] else ' (too wide: unreliable)'}"] if ratio else []),
+           f"{'' if ratio['reliable'] else ' (too wide: unreliable)'}"
+           f"{_windows(ratio.get('windows', ()))}"] if ratio else []),
         f"predicted {report.predicted_latency_ms:.2f} ms = tables {report.predicted_tables_ms:.2f} "
         f"(x{report.calibration.scale if report.calibration else 1.0:.3f} calibrated) + offset "
         f"{report.predicted_offset_ms:.2f}; error vs measured {error:+.1%}",
@@ -209,3 +213,11 @@ def format_summary(report: Report) -> str:
         *(f"WARNING  {warning}" for warning in report.warnings),
     ]
     return "\n".join(lines)
+
+
+def _windows(ratios) -> str:
+    """The summary's note on the adopted plan's confirmation windows (prune._confirmed)."""
+    if len(ratios) < 2:
+        return ""
+    return (f"; the slowest of {len(ratios)} timings spread over time "
+            f"({', '.join(f'{r:.4f}' for r in ratios)})")

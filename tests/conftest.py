@@ -37,6 +37,6 @@ def fast_prune(monkeypatch):
 
     real = cli._prune_options
     extra = {"measure_seconds": 0.2, "measure_rounds": 1, "compare_seconds": 3.0,
-             "progress": False}
+             "confirm_windows": 1, "progress": False}
     monkeypatch.setattr(cli, "_prune_options", lambda **kw: real(**{**kw, **extra}))
     return extra

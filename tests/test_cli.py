@@ -275,7 +275,7 @@ def test_a_budget_not_confirmed_exits_5_and_writes_the_plan(tmp_path, capsys, fa
 
     # Whether a real plan misses depends on the machine: the adoption's verdict is forced.
     real = prune_module._adopt_best_round
-    monkeypatch.setattr(prune_module, "_adopt_best_round", lambda *a: (real(*a)[0], status))
+    monkeypatch.setattr(prune_module, "_adopt_best_round", lambda *a: (*real(*a)[:2], status))
     argv = ["prune", str(_tiny_model(tmp_path)), "--budget", "0.95", "--group-size", "4",
             "--cache", str(tmp_path / "c.sqlite"), "-o", str(tmp_path / "out")]
     code, text = run(argv, capsys)

@@ -79,7 +79,8 @@ def test_the_onnx_runtime_path_runs_without_any_extra(tmp_path):
     script = _BLOCKER.format(blocked=blocked) + textwrap.dedent(f"""
         from mdp_trt import cli
         real = cli._prune_options
-        fast = dict(measure_seconds=0.2, measure_rounds=1, compare_seconds=3.0, progress=False)
+        fast = dict(measure_seconds=0.2, measure_rounds=1, compare_seconds=3.0, confirm_windows=1,
+                    progress=False)
         cli._prune_options = lambda **kw: real(**{{**kw, **fast}})
         codes = []
         for argv in (["analyze", {str(model)!r}],

@@ -45,7 +45,7 @@ def test_two_steps_on_the_mnist_model(tmp_path):
     options = ProgressiveOptions(
         budget=0.6, steps=2,
         prune=PruneOptions(group_size=24, cache=tmp_path / "cache.sqlite", progress=False,
-                           compare_seconds=3.0,
+                           compare_seconds=3.0, confirm_windows=1,
                            measure_seconds=0.3, measure_rounds=1),
         finetune=FinetuneOptions(epochs=1, progress=False))
     summary = progressive(MNIST_MODEL, tmp_path / "out", train, options, evaluate=test)

@@ -127,7 +127,7 @@ def test_prune_with_taylor_importance(tmp_path):
     report = prune(model, tmp_path / "out", PruneOptions(
         budget=0.9, group_size=64, importance="taylor", calib_data=tmp_path / "calib.npz",
         cache=tmp_path / "cache.sqlite", progress=False, measure_seconds=0.3, measure_rounds=1,
-        compare_seconds=3.0))
+        compare_seconds=3.0, confirm_windows=1))
     assert report.importance == "taylor"
     saved = json.loads((tmp_path / "out" / "importance.json").read_text())
     assert saved["method"] == "taylor" and len(saved["layer_scores"]) == 21
