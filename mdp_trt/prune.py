@@ -418,7 +418,11 @@ def _confirmed(r: Round, *, context: _Context, measure: Callable[[Path], PairedT
                  r.folder.name, r.ratio.value, len(r.windows), options.confirm_gap_seconds)
         with context.clock.stage("confirm"):
             time.sleep(options.confirm_gap_seconds)
-            r = _with_window(r, measure(r.folder / "pruned.onnx"))
+            *timing, warning = _checked(measure, r.folder / "pruned.onnx", r.predicted_ms,
+                                        context.baseline_ms)
+        r = _with_window(r, PairedTiming(*timing))
+        if warning and warning not in (r.warning or ""):
+            r = replace(r, warning="; ".join(w for w in (r.warning, warning) if w))
     return r
 
 

@@ -154,14 +154,23 @@ def _fold_small_constant_of_shape(node: ir.Node) -> bool | None:
     return None  # onnxscript's default rules
 
 
+def _suggested_shape(shape) -> str:
+    """``shape`` with its symbolic dimensions at 1 (a batch of one), where its height and width
+    are fixed; a generic image shape otherwise."""
+    dims = tuple(shape) if shape is not None else ()
+    if len(dims) == 4 and all(isinstance(d, int) for d in dims[1:]):
+        return "x".join(map(str, (1, *dims[1:])))
+    return "1x3x224x224"
+
+
 def _fix_input_shape(path: Path, image: ir.Value, input_shape: tuple[int, ...] | None) -> None:
     current = image.shape
     if input_shape is None:
         if static_shape(image) is None:
             raise InputError(
                 f"{path}: input {image.name!r} has a dynamic shape {_format_shape(current)}; "
-                "give a static one, e.g. `input_shape` 1x3x224x224", parameters=("input_shape",)
-            )
+                f"give a static one, e.g. `input_shape` {_suggested_shape(current)}",
+                parameters=("input_shape",))
         return
     wanted = tuple(int(d) for d in input_shape)
     if any(d <= 0 for d in wanted):

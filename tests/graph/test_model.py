@@ -12,9 +12,9 @@ from mdp_trt.graph.shapes import static_shape
 from tests import onnx_graphs as G
 
 
-def _dynamic_model(path: Path, inputs: int = 1) -> Path:
+def _dynamic_model(path: Path, inputs: int = 1, dims=("batch", 3, "h", "w")) -> Path:
     b = G.GraphBuilder((1, 3, 8, 8))
-    b.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+    b.input = helper.make_tensor_value_info("image", TensorProto.FLOAT, list(dims))
     x = b.node("Relu", [b.conv("image", 3, 4, "conv")], "relu")
     b.output(x, ["batch", 4, "h", "w"])
     model = b.model()
@@ -42,6 +42,11 @@ def test_dynamic_input_without_shape_suggests_the_flag(tmp_path):
         load_model(path)
     message = str(err.value)
     assert "'image'" in message and "batchx3xhxw" in message and "`input_shape` 1x3x224x224" in message
+
+
+def test_a_dynamic_batch_only_is_answered_with_the_models_own_image_size(tmp_path):
+    with pytest.raises(InputError, match="`input_shape` 1x3x160x160"):
+        load_model(_dynamic_model(tmp_path / "dyn.onnx", dims=("batch", 3, 160, 160)))
 
 
 def test_input_shape_fixes_dynamic_dims_and_all_shapes_become_static(tmp_path):
