@@ -86,8 +86,12 @@ def random_plan(analysis, seed: int, min_share: float = 0.0):
     def size(channels: int) -> int:
         return int(rng.integers(max(1, math.ceil(min_share * channels)), channels + 1))
 
-    keep = {g.id: sorted({*rng.choice(g.channels, size=size(g.channels), replace=False).tolist(),
-                          *(c for start, stop in g.pinned for c in range(start, stop))})  # kept by every plan
+    def kept(g) -> set[int]:
+        # whole bundles (attention heads) of a bundled group
+        bundles = rng.choice(g.channels // g.bundle, size=size(g.channels // g.bundle), replace=False)
+        return {int(b) * g.bundle + i for b in bundles for i in range(g.bundle)}
+
+    keep = {g.id: sorted({*kept(g), *(c for start, stop in g.pinned for c in range(start, stop))})  # kept by every plan
             for g in analysis.groups if g.prunable}
     removed = {b.id for b in analysis.blocks if b.removable and rng.random() < 0.5}
     return keep, removed

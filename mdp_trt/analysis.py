@@ -109,6 +109,9 @@ class ChannelGroup:
     # (its output channel c is group channel (out_first + c) % channels); cutting one removes
     # all its copies.
     periodic: bool = False
+    # Consecutive channels kept or removed together (an attention head's channels in every
+    # copy of its projections): options step in whole bundles and plans keep whole ones.
+    bundle: int = 1
 
     @property
     def pinned_channels(self) -> int:
@@ -119,7 +122,8 @@ class ChannelGroup:
         are not pinned (so that every conv group and every producer's part keeps the same
         count), times ``unit_multiple``."""
         free = max(1, self.divisions * (self.channels - self.pinned_channels) // self.channels)
-        return -(-group_size // free) * free * self.unit_multiple
+        unit = -(-group_size // free) * free * self.unit_multiple
+        return -(-unit // self.bundle) * self.bundle
 
     def options(self, group_size: int) -> list[int]:
         """Channel count per option k = 0..K (see ``option_channels``): the pinned channels

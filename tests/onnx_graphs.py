@@ -444,9 +444,13 @@ def random_plan(analysis, seed: int, block_probability: float = 0.5,
     def size(channels: int) -> int:
         return int(rng.integers(max(1, round(least * channels)), channels + 1))
 
+    def kept(g) -> set[int]:
+        # whole bundles (attention heads) of a bundled group
+        bundles = rng.choice(g.channels // g.bundle, size=size(g.channels // g.bundle), replace=False)
+        return {int(b) * g.bundle + i for b in bundles for i in range(g.bundle)}
+
     keep = {
-        g.id: sorted({*rng.choice(g.channels, size=size(g.channels), replace=False).tolist(),
-                      *(c for start, stop in g.pinned for c in range(start, stop))})
+        g.id: sorted({*kept(g), *(c for start, stop in g.pinned for c in range(start, stop))})
         for g in analysis.groups
         if g.prunable
     }

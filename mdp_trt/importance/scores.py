@@ -49,6 +49,11 @@ class Importance:
         scores = self.group_scores(analysis, group)
         for start, stop in analysis.groups[group].pinned:
             scores[start:stop] = np.inf
+        bundle = analysis.groups[group].bundle
+        if bundle > 1:
+            # Whole bundles (heads), the most important sum first, each in channel order.
+            order = np.argsort(-scores.reshape(-1, bundle).sum(axis=1), kind="stable")
+            return [int(b * bundle + i) for b in order for i in range(bundle)]
         return [int(i) for i in np.argsort(-scores, kind="stable")]
 
     def cumulative(self, analysis: Analysis, layer: str, option_channels: list[int]) -> list[float]:

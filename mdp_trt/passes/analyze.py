@@ -79,6 +79,7 @@ def _group(group: GroupTrace) -> ChannelGroup:
         pinned=_pinned(group),
         pinned_reason=_reason([pin.reason for pin in group.pins]),
         periodic=group.period > 0,
+        bundle=group.bundle,
     )
 
 

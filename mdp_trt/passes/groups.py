@@ -65,6 +65,7 @@ import onnx_ir as ir
 
 from mdp_trt.graph.constants import constant_array, is_constant
 from mdp_trt.graph.shapes import static_shape
+from mdp_trt.passes.attention import AttentionCore, attention_core
 from mdp_trt.passes.parts import (Layout, Pin, ShiftedUnionFind, covered, rebased, span_blocks,
                                   tie)
 from mdp_trt.passes.parts import spans as parts_spans
@@ -133,6 +134,7 @@ class CountFix:
     layout: Layout
     low: int = 0
     high: int | None = None
+    per: int = 1  # elements per unit the entry counts (an attention split's head count: copies x D)
 
     def dropped_elements(self, dropped: np.ndarray) -> np.ndarray:
         """The elements of the group's ``dropped`` channels inside the window."""
@@ -167,6 +169,7 @@ class Pass:
     depthwise: tuple[ir.Node, ...] = ()
     depthwise_parts: tuple[ir.Node, ...] = ()
     shuffles: tuple[ChannelShuffle, ...] = ()
+    bundles: tuple[int, ...] = ()  # consecutive channels kept or removed together (a head's)
 
 
 @dataclass(frozen=True)
@@ -538,6 +541,8 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         # or split, as a detection head's (N, C, H, W) -> (N, C, H*W).
         fix = CountFix(node, 1, axis, layout)
         return Pass(outputs=((node.outputs[0], layout),), counts=(fix,))
+    if layout.stride == 1 and axis == len(shape_in) - 1 and (core := attention_core(node)):
+        return _through_heads(core, node, layout)
     if layout.axis == 1 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
         # [N, C, *spatial] -> [N, C * prod(spatial)]: a flatten written as Reshape.
         spatial = int(np.prod(shape_in[2:], dtype=np.int64))
@@ -552,6 +557,22 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x "
                       f"{shape_out[2]} (attention heads, a box decoder's bins: not a channel shuffle)")
     return Reject(f"{_where(node)} from {shape_in} to {shape_out} {_reshaped(shape_in, shape_out, layout.axis)}")
+
+
+def _through_heads(core: AttentionCore, split: ir.Node, layout: Layout) -> Pass:
+    """Channels of a projection split into heads reach the Reshape merging the heads at the
+    same positions (each copy of a fused QKV at the same ones: q, k and v of a head are one
+    bundle); the split's head count and the merge's channel count follow the plan."""
+    copies, size = core.copies(split), core.heads * core.head_dim
+    merged = core.merge.outputs[0]
+    axis = len(static_shape(merged)) - 1
+    outputs = tuple((merged, replace(part, axis=axis)) for s in range(copies)
+                    if (part := _overlap(layout, s * size, (s + 1) * size)) is not None)
+    counts = (CountFix(split, 1, core.heads_entry(split), layout, per=copies * core.head_dim),
+              *(CountFix(core.merge, 1, axis, out) for _, out in outputs),
+              *(CountFix(node, 1, entry, out, per=core.head_dim)
+                for node, entry in core.inner for _, out in outputs))
+    return Pass(outputs=outputs, counts=counts, bundles=(core.head_dim,))
 
 
 def _reshaped(shape_in: tuple[int, ...], shape_out: tuple[int, ...], axis: int) -> str:
@@ -844,6 +865,7 @@ class GroupTrace:
     # Parts kept whole while the rest of the group can be cut (their layouts in its channels).
     pins: list[Pin] = field(default_factory=list)
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
+    bundle: int = 1  # consecutive channels kept or removed together (attention heads)
     # Equal blocks that its producers' and pinned parts' spans cut it into
     # (``parts.span_blocks``): plans keep the same count in each block that is not pinned, so
     # that a producer of a part follows the group's option.
@@ -972,6 +994,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 fact(seed, "depthwise", outcome.depthwise)
                 fact(seed, "depthwise_parts", outcome.depthwise_parts)
                 fact(seed, "shuffles", outcome.shuffles)
+                fact(seed, "bundle", outcome.bundles)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
                 for out, out_layout in outcome.outputs:
@@ -1056,8 +1079,9 @@ def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: Shifted
     for seed, kinds in facts.items():
         group = groups[gid_of[seed]]
         for kind, items in kinds.items():
-            if kind == "divisions":
-                group.divisions = math.lcm(group.divisions, *items)
+            if kind in ("divisions", "bundle"):
+                flat = [n for item in items for n in (item if isinstance(item, tuple) else (item,))]
+                setattr(group, kind, math.lcm(getattr(group, kind), *flat))
                 continue
             target = getattr(group, kind)
             for item in items:
@@ -1088,6 +1112,8 @@ def _check_group(group: GroupTrace, places: dict[ir.Value, list[tuple[int, Layou
             whole.append(f"grouped {_where(cut.node)} reads a part of the group")
     if group.channels % group.divisions:
         whole.append(f"grouped convolutions split its {group.channels} channels into {group.divisions} blocks")
+    if group.channels % group.bundle:
+        whole.append(f"its {group.channels} channels are not whole attention heads of {group.bundle}")
     pinned = {c for pin in group.pins for c in pin.channels(group.channels).tolist()}
     # Grouped convs would pad every block back to a pinned one: their groups are kept whole.
     if whole or group.divisions > 1 or len(pinned) == group.channels:

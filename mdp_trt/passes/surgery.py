@@ -87,7 +87,7 @@ def apply_plan(
                 drops.setdefault(key, {}).setdefault(cut.axis, []).append(cut.layout.elements(dropped))
         for fix in group.counts:
             entries = counts.setdefault((fix.node, fix.index), {})
-            entries.setdefault(fix.entry, []).append(fix.dropped_elements(dropped))
+            entries.setdefault((fix.entry, fix.per), []).append(fix.dropped_elements(dropped))
     for key in dict.fromkeys([*zeros, *grouped, *drops]):
         node, index = key
         array = read_constant(node, index).copy()
@@ -101,9 +101,9 @@ def apply_plan(
     for (node, index), entries in counts.items():
         target = read_constant(node, index).copy()
         flat = target.reshape(-1)
-        for entry, dropped in entries.items():
+        for (entry, per), dropped in entries.items():
             if flat[entry] > 0:  # Reshape's -1 and 0 (copy) adapt by themselves
-                flat[entry] -= np.unique(np.concatenate(dropped)).size
+                flat[entry] -= np.unique(np.concatenate(dropped)).size // per
         set_constant(graph, node, index, target)
     for node in dict.fromkeys(n for g in trace.groups for n in (*g.depthwise, *g.depthwise_parts)):
         removed_here = _dropped_positions(trace, node.inputs[0], dropped_of)

@@ -1,0 +1,113 @@
+"""Attention heads: recognised in both exporters' graphs, pruned as whole heads, verified."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mdp_trt.analysis import layer_out_widths
+from mdp_trt.errors import VerificationFailed
+from mdp_trt.graph import load_model
+from mdp_trt.importance import Importance
+from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+from mdp_trt.solve.formulate import decode_plan, removable_blocks
+from tests import onnx_graphs as G
+
+pytest.importorskip("torch")
+from tests.transformers import Shape, tiny_vit  # noqa: E402
+
+EXPORTERS = {"torchscript": False, "dynamo": True}
+
+
+def _exported(shape: Shape, folder, exporter: str, seed: int = 0):
+    path = G.export_module(tiny_vit(shape, seed), folder / f"vit-{exporter}.onnx",
+                           input_shape=(1, 3, shape.image, shape.image), dynamo=EXPORTERS[exporter])
+    model = load_model(path)
+    return model, analyze(model, str(path))
+
+
+def _head_groups(analysis):
+    return [g for g in analysis.groups if g.bundle > 1]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("fused, sdpa", [(True, False), (False, False), (True, True), (False, True)])
+def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporter, fused, sdpa):
+    shape = Shape(heads=3, head_dim=4, fused=fused, sdpa=sdpa)
+    model, analysis = _exported(shape, tmp_path, exporter)
+    heads = _head_groups(analysis)
+    assert len(heads) == shape.depth
+    for group in heads:
+        assert (group.channels, group.bundle, group.prunable, group.periodic) == (12, 4, True, fused)
+        assert len(group.producers) == (1 if fused else 3) and len(group.consumers) == 1
+        assert group.options(1) == [0, 4, 8, 12]  # whole heads only
+    # block 0 keeps its head 1, block 1 its heads 0 and 2
+    keep = {heads[0].id: list(range(4, 8)), heads[1].id: [0, 1, 2, 3, 8, 9, 10, 11]}
+    pruned = apply_plan(model, analysis, keep)
+    check = verify(mask_model(model, analysis, keep), pruned, inputs=2)
+    assert check.passed and check.max_rel_diff <= 1e-5 and not check.weak
+    with pytest.raises(VerificationFailed):  # the heads did matter
+        verify(model, pruned, inputs=2)
+    widths = {node.name: node.inputs[1].const_value.shape for node in pruned.graph
+              if node.op_type == "MatMul" and node.inputs[1].const_value is not None}
+    for group, kept in zip(heads, (4, 8)):
+        (proj,) = group.consumers
+        assert widths[proj][0] == kept
+        for producer in group.producers:
+            assert widths[producer][1] == kept * (3 if fused else 1)
+
+
+def test_a_bias_added_to_the_scores_per_head_keeps_the_heads_whole(tmp_path):
+    _, analysis = _exported(Shape(score_bias=True), tmp_path, "torchscript")
+    assert not _head_groups(analysis)
+    projections = [g for g in analysis.groups if "qkv" in g.name]
+    assert projections and all("splits the channel axis" in (g.reason or "") for g in projections)
+
+
+def test_a_solved_plan_keeps_the_most_important_heads(tmp_path):
+    model, analysis = _exported(Shape(heads=4, head_dim=2, depth=1), tmp_path, "torchscript")
+    (group,) = _head_groups(analysis)
+    (producer,) = group.producers
+    # head 2 scores highest, then head 0; a plan for two heads keeps exactly those
+    scores = np.tile(np.repeat([5.0, 1.0, 9.0, 0.5], 2), 3)
+    importance = Importance("given", {layer.name: tuple(scores) if layer.name == producer
+                                      else tuple(np.ones(layer.signature.out_channels))
+                                      for layer in analysis.layers})
+    options = [len(g.options(1)) - 1 for g in analysis.groups]
+    options[group.id] = group.options(1).index(4)
+    decoded = decode_plan(analysis, importance, 1, options, [1] * (len(removable_blocks(analysis)) + 1))
+    assert decoded.keep[group.id] == [0, 1, 4, 5]
+    check = verify(mask_model(model, analysis, decoded.keep), apply_plan(model, analysis, decoded.keep))
+    assert check.passed
+
+
+@st.composite
+def shapes(draw):
+    return Shape(heads=draw(st.integers(1, 4)), head_dim=draw(st.sampled_from([2, 4, 6])),
+                 mlp_ratio=draw(st.integers(1, 3)), depth=draw(st.integers(1, 2)),
+                 fused=draw(st.booleans()), sdpa=draw(st.booleans()), pre_norm=draw(st.booleans()),
+                 class_token=draw(st.booleans()))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(shape=shapes(), exporter=st.sampled_from(sorted(EXPORTERS)), seed=st.integers(0, 100))
+def test_random_tiny_transformers_prune_their_heads_like_the_masked_original(
+        tmp_path_factory, shape, exporter, seed):
+    model, analysis = _exported(shape, tmp_path_factory.mktemp("vit"), exporter, seed)
+    heads = _head_groups(analysis)
+    # one head cannot be removed: its Reshapes are not taken apart (the channels stay whole)
+    assert len(heads) == (shape.depth if shape.heads > 1 else 0)
+    assert all(g.bundle == shape.head_dim for g in heads)
+    keep, removed = G.random_plan(analysis, seed, block_probability=0.0)
+    for group in heads:
+        assert len(keep[group.id]) % shape.head_dim == 0
+    check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed),
+                   inputs=2, seed=seed)
+    assert check.passed, check
+    # every layer is as wide as its latency table says
+    for layer in analysis.layers:
+        group = analysis.groups[layer.out_group]
+        layer_out_widths(layer, group, [len(keep.get(group.id, range(group.channels)))])
