@@ -13,9 +13,13 @@ straight to the merging one (``passes.groups``).
 
 ``attention_core`` recognises the core from one of its split Reshapes by following the axes
 through it: every tensor between the splits and the merge gets a label per axis (``h`` heads,
-``d`` head width, ``k`` keys, the rest kept from the projection's own axes), and only ops whose
-effect on those labels is known are accepted (Transpose, taking q/k/v apart along the copy
-axis, scalar Mul/Div, MatMul with the heads among the batch axes, Softmax over the keys). Anything
+``d`` head width, ``k`` keys, ``s`` the copies of a fused projection, ``c`` channels not yet
+split into heads, ``1`` an axis of length 1, the rest kept from the projection's own axes), and
+only ops whose effect on those labels is known are accepted (Transpose, Reshapes that split
+channels into heads, merge them or only move axes of length 1, taking q/k/v apart along the copy
+axis, scalar Mul/Div, MatMul with the heads among the batch axes, Softmax over the keys).
+torchvision's nn.MultiheadAttention splits twice: its fused projection into three copies of
+(channels), then each copy into heads, while merging the batch axis (of length 1) away. Anything
 else (a per-head bias added to the scores, a head-mixing op, a head width that differs between
 q/k and v) is not a core, and the split keeps its channels whole as before.
 """
@@ -30,91 +34,136 @@ import onnx_ir as ir
 from mdp_trt.graph.constants import constant_array
 from mdp_trt.graph.shapes import static_shape
 
-__all__ = ["AttentionCore", "attention_core"]
+__all__ = ["AttentionCore", "Split", "attention_core"]
 
-_HEADS, _WIDTH, _COPY, _KEYS, _UNIT = "h", "d", "s", "k", "1"
+_HEADS, _WIDTH, _COPY, _KEYS, _UNIT, _CHANNELS = "h", "d", "s", "k", "1", "c"
+
+
+@dataclass(frozen=True)
+class Split:
+    """A Reshape that opens the core: its ``copies`` of the projection's channels (3 for a fused
+    QKV, else 1) and the ``entry`` of its target that counts ``unit`` channels per copy (heads of
+    ``head_dim``, or the channels themselves when it splits copies only)."""
+
+    node: ir.Node
+    copies: int
+    entry: int
+    unit: int
 
 
 @dataclass(frozen=True)
 class AttentionCore:
-    """The Reshapes around one attention core: ``splits`` (each of a projection's output, with
-    its number of ``copies``: 3 for a fused QKV, 1 for separate q, k, v) and the ``merge``;
-    ``heads`` x ``head_dim`` channels per copy."""
+    """The Reshapes around one attention core: its ``splits``, the ``merge`` and the Reshapes
+    inside that spell the head count out (``inner``: node, entry of its target); ``heads`` x
+    ``head_dim`` channels per copy."""
 
-    splits: tuple[tuple[ir.Node, int], ...]
+    splits: tuple[Split, ...]
     merge: ir.Node
     heads: int
     head_dim: int
-    # Reshapes inside the core that spell the head count out: (node, entry of its target)
     inner: tuple[tuple[ir.Node, int], ...] = ()
 
-    def copies(self, split: ir.Node) -> int:
-        return dict(self.splits)[split]
-
-    @staticmethod
-    def heads_entry(split: ir.Node) -> int:
-        """The index of the head count in ``split``'s target shape."""
-        return len(static_shape(split.outputs[0])) - 2
+    def split(self, node: ir.Node) -> Split:
+        return next(s for s in self.splits if s.node is node)
 
 
 def attention_core(split: ir.Node) -> AttentionCore | None:
-    """The attention core that the Reshape ``split`` opens, or None when it is not one."""
-    head = _split_labels(split)
-    if head is None:
-        return None
-    labels, heads, width = head
-    known: dict[ir.Value, tuple[str, ...]] = {}
-    splits = {split: _copies(split)}
-    # (tensor, its labels, whether it waited at a MatMul whose other side was not known yet)
-    queue: list[tuple[ir.Value, tuple[str, ...], bool]] = [(split.outputs[0], labels, False)]
-    waiting: list[tuple[ir.Value, tuple[str, ...], bool]] = []
-    merge: ir.Node | None = None
-    inner: dict[ir.Node, int] = {}
-    while queue or waiting:
-        if not queue:
-            # The splits the waiting tensors pointed to have been followed since: once more.
-            queue, waiting = [(v, lab, True) for v, lab, _ in waiting], []
-        value, labels, retry = queue.pop()
-        if value in known and not retry:
-            if known[value] != labels:
-                return None
-            continue
-        known[value] = labels
-        if value.is_graph_output():
-            return None
-        for use in value.uses():
-            if use.node.op_type == "MatMul" and use.node.inputs[1 - use.idx] not in known:
-                # The other side comes later from this split, or from a split of its own.
-                if retry:
-                    return None
-                for start in _back_to_splits(use.node.inputs[1 - use.idx]) or ():
-                    if start not in splits:
-                        splits[start] = _copies(start)
-                        queue.append((start.outputs[0], _split_labels(start)[0], False))
-                waiting.append((value, labels, True))
-                continue
-            step = _step(use.node, use.idx, labels, known, (heads, width))
-            if step is None:
-                return None
-            if step == "merge":
-                if merge not in (None, use.node):
-                    return None
-                merge = use.node
-                continue
-            if use.node.op_type == "Reshape" and _HEADS in step[0][1]:
-                inner[use.node] = step[0][1].index(_HEADS)
-            queue.extend((v, lab, False) for v, lab in step)
-    if merge is None:
-        return None
-    return AttentionCore(tuple(splits.items()), merge, heads, width, tuple(inner.items()))
+    """The attention core that the Reshape ``split`` opens, or None when it is not one. A
+    Reshape of (..., 3 * C) into (..., 3, A, B) splits heads; one into (..., A, B) is tried as
+    A heads of B channels, then as A copies of B channels split into heads later."""
+    for heads_first in (True, False):
+        walk = _Walk()
+        if walk.start(split, heads_first) and walk.run():
+            return walk.core()
+    return None
 
 
-def _split_labels(split: ir.Node) -> tuple[tuple[str, ...], int, int] | None:
-    """The axis labels of a head-splitting Reshape's output, its heads and head width: input
-    (..., C) with C last, output (..., [copies,] heads, width) with the leading axes kept."""
-    if split.op_type != "Reshape" or constant_array(split.inputs[1]) is None:
+_Labels = tuple[str, ...]
+
+
+class _Walk:
+    """The labels of every tensor reached from the splits, until the merge."""
+
+    def __init__(self) -> None:
+        self.known: dict[ir.Value, _Labels] = {}
+        self.splits: dict[ir.Node, Split] = {}
+        self.inner: dict[ir.Node, int] = {}
+        self.dims: tuple[int, int] | None = None  # (heads, head width) once known
+        self.merge: ir.Node | None = None
+        # (tensor, labels, whether it waited at a MatMul whose other side was not known yet)
+        self.queue: list[tuple[ir.Value, _Labels, bool]] = []
+
+    def start(self, node: ir.Node, heads_first: bool) -> bool:
+        opened = _opened(node, heads_first)
+        if opened is None or node in self.splits:
+            return opened is not None
+        split, labels, dims = opened
+        if dims is not None and not self.agree(dims):
+            return False
+        self.splits[node] = split
+        self.queue.append((node.outputs[0], labels, False))
+        return True
+
+    def agree(self, dims: tuple[int, int]) -> bool:
+        self.dims = self.dims or dims
+        return self.dims == dims
+
+    def core(self) -> AttentionCore:
+        return AttentionCore(tuple(self.splits.values()), self.merge, *self.dims,
+                             tuple(self.inner.items()))
+
+    def run(self) -> bool:
+        waiting: list[tuple[ir.Value, _Labels, bool]] = []
+        while self.queue or waiting:
+            if not self.queue:
+                # The splits the waiting tensors pointed to have been followed since: once more.
+                self.queue, waiting = [(v, lab, True) for v, lab, _ in waiting], []
+            value, labels, retry = self.queue.pop()
+            if value in self.known and not retry:
+                if self.known[value] != labels:
+                    return False
+                continue
+            self.known[value] = labels
+            if value.is_graph_output():
+                return False
+            for use in value.uses():
+                other = use.node.inputs[1 - use.idx] if use.node.op_type == "MatMul" else None
+                if other is not None and other not in self.known:
+                    # The other side comes later from this split, or from a split of its own.
+                    if retry or not all(self.start(s, True) for s in _back_to_splits(other) or ()):
+                        return False
+                    waiting.append((value, labels, True))
+                    continue
+                if not self.follow(use.node, use.idx, labels):
+                    return False
+        return self.merge is not None and self.dims is not None
+
+    def follow(self, node: ir.Node, index: int, labels: _Labels) -> bool:
+        step = _step(node, index, labels, self.known, self.dims)
+        if step is None:
+            return False
+        if step == "merge":
+            if self.merge not in (None, node):
+                return False
+            self.merge = node
+            return True
+        for value, out in step:
+            if node.op_type == "Reshape" and _HEADS in out:
+                if _HEADS not in labels:  # channels split into heads here
+                    shape = static_shape(value)
+                    if not self.agree((shape[out.index(_HEADS)], shape[out.index(_WIDTH)])):
+                        return False
+                self.inner[node] = out.index(_HEADS)
+            self.queue.append((value, out, False))
+        return True
+
+
+def _opened(node: ir.Node, heads_first: bool) -> tuple[Split, _Labels, tuple[int, int] | None] | None:
+    """How the Reshape ``node`` opens a core: input (..., C) with C last, output (..., [copies,]
+    heads, width), or (..., copies, C / copies) when not ``heads_first``; the leading axes kept."""
+    if node.op_type != "Reshape" or constant_array(node.inputs[1]) is None:
         return None
-    shape_in, shape_out = static_shape(split.inputs[0]), static_shape(split.outputs[0])
+    shape_in, shape_out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     if shape_in is None or shape_out is None or len(shape_in) < 2:
         return None
     lead = len(shape_in) - 1
@@ -123,13 +172,13 @@ def _split_labels(split: ir.Node) -> tuple[tuple[str, ...], int, int] | None:
     if int(np.prod(shape_out[lead:])) != shape_in[-1] or min(shape_out[-2:]) < 2:
         return None
     labels = tuple(f"a{i}" for i in range(lead))
-    labels += ((_COPY,) if len(shape_out) == lead + 3 else ()) + (_HEADS, _WIDTH)
-    return labels, shape_out[-2], shape_out[-1]
-
-
-def _copies(split: ir.Node) -> int:
-    shape_in, shape_out = static_shape(split.inputs[0]), static_shape(split.outputs[0])
-    return shape_out[len(shape_in) - 1] if len(shape_out) == len(shape_in) + 2 else 1
+    last = len(shape_out) - 1
+    if len(shape_out) == lead + 3:
+        split = Split(node, shape_out[lead], last - 1, shape_out[-1])
+        return split, labels + (_COPY, _HEADS, _WIDTH), (shape_out[-2], shape_out[-1])
+    if heads_first:
+        return Split(node, 1, last - 1, shape_out[-1]), labels + (_HEADS, _WIDTH), (shape_out[-2], shape_out[-1])
+    return Split(node, shape_out[-2], last, 1), labels + (_COPY, _CHANNELS), None
 
 
 def _scalar(value: ir.Value) -> bool:
@@ -137,7 +186,7 @@ def _scalar(value: ir.Value) -> bool:
     return array is not None and array.size == 1
 
 
-def _step(node: ir.Node, index: int, labels: tuple[str, ...], known, size):
+def _step(node: ir.Node, index: int, labels: _Labels, known, dims):
     """Where ``node`` sends a tensor of ``labels`` (read as its input ``index``): a list of
     (output, labels), "merge", or None when the node is not part of a core."""
     op = node.op_type if node.domain in ("", "ai.onnx") else None
@@ -152,49 +201,76 @@ def _step(node: ir.Node, index: int, labels: tuple[str, ...], known, size):
         axis = node.attributes.get("axis")
         axis = (axis.value if axis is not None else -1) % len(labels)
         return [(out, labels)] if labels[axis] == _KEYS else None
-    if op in ("Split", "Gather", "Slice", "Squeeze"):
+    if op in ("Squeeze", "Unsqueeze") and index == 0:
+        return _squeezed(node, labels)
+    if op in ("Split", "Gather", "Slice"):
         return _take_copy(node, index, labels)
     if op == "MatMul":
         return _matmul(node, index, labels, known)
     if op == "Reshape" and index == 0:
-        if _merges(node, labels, size):
+        if dims is not None and _merges(node, labels, dims):
             return "merge"
-        moved = _unit_axes_moved(node, labels)
+        moved = _reshaped(node, labels)
         return None if moved is None else [(out, moved)]
     return None
 
 
-def _unit_axes_moved(node: ir.Node, labels: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The labels after a Reshape that only drops or inserts axes of length 1 (the dynamo
-    exporter's k^T: (1, H, N, D) -> (H, N, D), Transpose, -> (1, H, D, N)); None otherwise."""
+def _squeezed(node: ir.Node, labels: _Labels):
+    """Axes of length 1 removed (Squeeze) or inserted (Unsqueeze, labelled ``1``)."""
+    axes = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
+    shape, out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
+    if axes is None or shape is None or out is None:
+        return None
+    if node.op_type == "Squeeze":
+        gone = {int(a) % len(labels) for a in axes.reshape(-1)}
+        if any(shape[a] != 1 for a in gone):
+            return None
+        return [(node.outputs[0], tuple(lab for i, lab in enumerate(labels) if i not in gone))]
+    added = {int(a) % len(out) for a in axes.reshape(-1)}
+    rest = iter(labels)
+    return [(node.outputs[0], tuple(_UNIT if i in added else next(rest) for i in range(len(out))))]
+
+
+def _reshaped(node: ir.Node, labels: _Labels) -> _Labels | None:
+    """The labels after a Reshape that moves axes of length 1 only (the dynamo exporter's k^T:
+    (1, H, N, D) -> (H, N, D), Transpose, -> (1, H, D, N)) and may split the channels ``c``
+    into (heads, width) (nn.MultiheadAttention: (N, 1, C) -> (N, H, D)); None otherwise."""
     shape_in, shape_out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     if shape_in is None or shape_out is None or constant_array(node.inputs[1]) is None:
         return None
-    kept = [(label, n) for label, n in zip(labels, shape_in) if n != 1]
-    if [n for _, n in kept] != [n for n in shape_out if n != 1]:
-        return None
-    rest = iter(label for label, _ in kept)
-    return tuple(_UNIT if n == 1 else next(rest) for n in shape_out)
+    wanted = [(label, n) for label, n in zip(labels, shape_in) if n != 1]
+    sizes = [(i, n) for i, n in enumerate(shape_out) if n != 1]
+    out = [_UNIT] * len(shape_out)
+    k = 0
+    for label, n in wanted:
+        if k >= len(sizes):
+            return None
+        if label == _CHANNELS and sizes[k][1] != n:
+            if k + 1 >= len(sizes) or sizes[k][1] * sizes[k + 1][1] != n:
+                return None
+            out[sizes[k][0]], out[sizes[k + 1][0]] = _HEADS, _WIDTH
+            k += 2
+            continue
+        if sizes[k][1] != n:
+            return None
+        out[sizes[k][0]] = label
+        k += 1
+    return tuple(out) if k == len(sizes) else None
 
 
-def _batch(labels: tuple[str, ...], value: ir.Value) -> list[str]:
+def _batch(labels: _Labels, value: ir.Value) -> list[str]:
     """The batch labels of a MatMul operand that are not broadcast (length > 1)."""
     shape = static_shape(value) or (0,) * len(labels)
     return [label for label, n in zip(labels[:-2], shape[:-2]) if n != 1]
 
 
-def _take_copy(node: ir.Node, index: int, labels: tuple[str, ...]):
-    """q, k and v taken apart along the copy axis (Split into ones + Squeeze, Gather of one
-    index, Slice of one) or the copy axis squeezed away once it has length 1."""
+def _take_copy(node: ir.Node, index: int, labels: _Labels):
+    """q, k and v taken apart along the copy axis: Split into ones, Gather of one index, Slice
+    of one."""
     if index != 0 or _COPY not in labels:
         return None
     axis = labels.index(_COPY)
     shape = static_shape(node.inputs[0])
-    if node.op_type == "Squeeze":
-        axes = constant_array(node.inputs[1]) if len(node.inputs) > 1 else None
-        if axes is None or [int(a) % len(labels) for a in axes.reshape(-1)] != [axis] or shape[axis] != 1:
-            return None
-        return [(node.outputs[0], labels[:axis] + labels[axis + 1:])]
     if node.op_type == "Split":
         attr = node.attributes.get("axis")
         if (attr.value if attr is not None else 0) % len(labels) != axis:
@@ -236,37 +312,35 @@ def _back_to_splits(value: ir.Value) -> list[ir.Node] | None:
     found: list[ir.Node] = []
     stack, seen = [value], set()
     while stack:
-        current = stack.pop()
-        node = current.producer()
-        if node is None or node in seen:
-            if node is None:
-                return None
+        node = stack.pop().producer()
+        if node is None:
+            return None
+        if node in seen:
             continue
         seen.add(node)
-        if node.op_type == "Reshape" and _split_labels(node) is not None:
+        if node.op_type == "Reshape" and _opened(node, True) is not None:
             found.append(node)
-            continue
-        if node.op_type in ("Mul", "Div"):
-            if not _scalar(node.inputs[1]):
-                return None
+        elif node.op_type in ("Mul", "Div") and _scalar(node.inputs[1]):
             stack.append(node.inputs[0])
         elif node.op_type == "MatMul":
             stack.extend(node.inputs[:2])
-        elif node.op_type in ("Transpose", "Softmax", "Squeeze", "Split", "Gather", "Slice", "Reshape"):
+        elif node.op_type in ("Transpose", "Softmax", "Squeeze", "Unsqueeze", "Split", "Gather",
+                              "Slice", "Reshape"):
             stack.append(node.inputs[0])
         else:
             return None
     return found
 
 
-def _merges(node: ir.Node, labels: tuple[str, ...], size: tuple[int, int]) -> bool:
-    """A Reshape of (..., heads, width) into (..., heads * width), the leading axes the
-    projection's own in their order."""
+def _merges(node: ir.Node, labels: _Labels, dims: tuple[int, int]) -> bool:
+    """A Reshape of (..., heads, width) into (..., heads * width), the projection's own leading
+    axes in their order (axes of length 1 may come and go)."""
     if labels[-2:] != (_HEADS, _WIDTH) or constant_array(node.inputs[1]) is None:
         return False
     lead = [label for label in labels[:-2] if label != _UNIT]
     if any(not label.startswith("a") for label in lead) or lead != sorted(lead):
         return False
     shape_in, shape_out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
-    return (shape_in is not None and shape_out is not None
-            and tuple(shape_out) == tuple(shape_in[:-2]) + (size[0] * size[1],))
+    if shape_in is None or shape_out is None or shape_out[-1] != dims[0] * dims[1]:
+        return False
+    return [n for n in shape_in[:-2] if n != 1] == [n for n in shape_out[:-1] if n != 1]

@@ -38,8 +38,12 @@ A channel shuffle (Reshape [N, C, ...] -> [N, G, C/G, ...], Transpose of axes 1 
 back) is a fixed permutation: each group's positions are mapped through it, and surgery turns
 it into a Gather of the kept channels (``ChannelShuffle``). A depthwise Conv over a tensor that
 holds several groups (ShuffleNetV2's strided units) passes each part through
-(``GroupTrace.depthwise_parts``). Known limits (kept whole, with the reason): LayerNorm over the
-channels, other reshapes of the channel axis (attention heads), an Add that ties channels of a
+(``GroupTrace.depthwise_parts``). Multi-head attention (``passes.attention``): a projection's
+channels go from the Reshapes splitting them into heads straight to the Reshape merging the
+heads, the heads' channels of q, k and v tied as one (a fused QKV projection's group is
+periodic), and the group is cut in whole heads (``GroupTrace.bundle``). Known limits (kept
+whole, with the reason): LayerNorm over the channels, other reshapes of the channel axis (an
+attention core with a per-head bias on its scores, a box decoder's bins), an Add that ties channels of a
 group to other channels of it in a way its layers cannot repeat (one channel in two places
 makes the group periodic, as GhostNet's streams and the two halves of one split output added
 are, only when every layer holds whole periods of it) or to every other channel of a shuffled
@@ -563,12 +567,12 @@ def _through_heads(core: AttentionCore, split: ir.Node, layout: Layout) -> Pass:
     """Channels of a projection split into heads reach the Reshape merging the heads at the
     same positions (each copy of a fused QKV at the same ones: q, k and v of a head are one
     bundle); the split's head count and the merge's channel count follow the plan."""
-    copies, size = core.copies(split), core.heads * core.head_dim
+    opened, size = core.split(split), core.heads * core.head_dim
     merged = core.merge.outputs[0]
     axis = len(static_shape(merged)) - 1
-    outputs = tuple((merged, replace(part, axis=axis)) for s in range(copies)
+    outputs = tuple((merged, replace(part, axis=axis)) for s in range(opened.copies)
                     if (part := _overlap(layout, s * size, (s + 1) * size)) is not None)
-    counts = (CountFix(split, 1, core.heads_entry(split), layout, per=copies * core.head_dim),
+    counts = (CountFix(split, 1, opened.entry, layout, per=opened.copies * opened.unit),
               *(CountFix(core.merge, 1, axis, out) for _, out in outputs),
               *(CountFix(node, 1, entry, out, per=core.head_dim)
                 for node, entry in core.inner for _, out in outputs))

@@ -12,17 +12,18 @@ from mdp_trt.errors import VerificationFailed
 from mdp_trt.graph import load_model
 from mdp_trt.importance import Importance
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+from mdp_trt.passes.groups import layer_weight_axes
 from mdp_trt.solve.formulate import decode_plan, removable_blocks
 from tests import onnx_graphs as G
 
 pytest.importorskip("torch")
-from tests.transformers import Shape, tiny_vit  # noqa: E402
+from tests.transformers import Shape, tiny_vit, torchvision_vit  # noqa: E402
 
 EXPORTERS = {"torchscript": False, "dynamo": True}
 
 
-def _exported(shape: Shape, folder, exporter: str, seed: int = 0):
-    path = G.export_module(tiny_vit(shape, seed), folder / f"vit-{exporter}.onnx",
+def _exported(shape: Shape, folder, exporter: str, seed: int = 0, module=None):
+    path = G.export_module(module or tiny_vit(shape, seed), folder / f"vit-{exporter}.onnx",
                            input_shape=(1, 3, shape.image, shape.image), dynamo=EXPORTERS[exporter])
     model = load_model(path)
     return model, analyze(model, str(path))
@@ -33,10 +34,15 @@ def _head_groups(analysis):
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
-@pytest.mark.parametrize("fused, sdpa", [(True, False), (False, False), (True, True), (False, True)])
-def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporter, fused, sdpa):
+@pytest.mark.parametrize("fused, sdpa, torchvision", [
+    (True, False, False), (False, False, False), (True, True, False), (False, True, False),
+    (True, False, True),  # nn.MultiheadAttention: copies split first, then heads
+])
+def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporter, fused, sdpa,
+                                                                torchvision):
     shape = Shape(heads=3, head_dim=4, fused=fused, sdpa=sdpa)
-    model, analysis = _exported(shape, tmp_path, exporter)
+    module = torchvision_vit(heads=3, head_dim=4) if torchvision else None
+    model, analysis = _exported(shape, tmp_path, exporter, module=module)
     heads = _head_groups(analysis)
     assert len(heads) == shape.depth
     for group in heads:
@@ -50,13 +56,12 @@ def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporte
     assert check.passed and check.max_rel_diff <= 1e-5 and not check.weak
     with pytest.raises(VerificationFailed):  # the heads did matter
         verify(model, pruned, inputs=2)
-    widths = {node.name: node.inputs[1].const_value.shape for node in pruned.graph
-              if node.op_type == "MatMul" and node.inputs[1].const_value is not None}
     for group, kept in zip(heads, (4, 8)):
-        (proj,) = group.consumers
-        assert widths[proj][0] == kept
-        for producer in group.producers:
-            assert widths[producer][1] == kept * (3 if fused else 1)
+        for name, width in ((*group.consumers, kept), *((p, kept * (3 if fused else 1)) for p in group.producers)):
+            node = next(n for n in pruned.graph if n.name == name)
+            out_axis, in_axis = layer_weight_axes(node)
+            shape = node.inputs[1].const_value.shape
+            assert shape[in_axis if name in group.consumers else out_axis] == width, name
 
 
 def test_a_bias_added_to_the_scores_per_head_keeps_the_heads_whole(tmp_path):
