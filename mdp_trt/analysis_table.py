@@ -41,9 +41,12 @@ def render_analysis(analysis: Analysis, console: Console) -> None:
     groups.add_column("out/in layers", justify="right")
     groups.add_column("prunable", overflow="fold")
     for g in analysis.groups:
-        status = "yes" if g.prunable else f"[red]no[/]: {g.reason}"
+        # Reasons quote node names: literal Text, never rich markup.
+        status = Text("yes") if g.prunable else Text.assemble(("no", "red"), f": {g.reason}")
+        if g.prunable and g.bundle > 1:
+            status.append(f", in {g.channels // g.bundle} attention heads of {g.bundle}")
         if g.pinned:
-            status += f", keeping {g.pinned_channels} channels: {g.pinned_reason}"
+            status.append(f", keeping {g.pinned_channels} channels: {g.pinned_reason}")
         groups.add_row(str(g.id), g.name, str(g.channels),
                        f"{len(g.producers)}/{len(g.consumers)}", status)
     console.print(groups)

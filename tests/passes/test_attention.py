@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -116,3 +118,27 @@ def test_random_tiny_transformers_prune_their_heads_like_the_masked_original(
     for layer in analysis.layers:
         group = analysis.groups[layer.out_group]
         layer_out_widths(layer, group, [len(keep.get(group.id, range(group.channels)))])
+
+
+def test_analyze_lists_the_heads_of_a_vision_transformer(tmp_path, capsys):
+    from tests.test_cli import run
+
+    path = G.export_module(tiny_vit(Shape(heads=3)), tmp_path / "vit.onnx", input_shape=(1, 3, 16, 16),
+                           dynamo=False)
+    code, text = run(["analyze", str(path)], capsys)
+    cells = " ".join(re.sub(r"[│┃]", " ", text).split())  # the table's wrapped cells, joined
+    assert code == 0 and "yes, in 3 attention heads of 4" in cells, text
+
+
+@pytest.mark.slow
+def test_prune_cuts_a_vision_transformer_with_head_groups_and_verifies_it(tmp_path):
+    from mdp_trt.prune import PruneOptions, prune
+
+    path = G.export_module(tiny_vit(Shape(heads=4, head_dim=8, mlp_ratio=4)), tmp_path / "vit.onnx",
+                           input_shape=(1, 3, 16, 16), dynamo=True)
+    report = prune(path, tmp_path / "out", PruneOptions(
+        budget=0.6, group_size=8, cache=tmp_path / "cache.sqlite", progress=False,
+        measure_seconds=0.3, measure_rounds=1, compare_seconds=3.0, confirm_windows=1))
+    assert report.verification.max_rel_diff <= 1e-4
+    heads = {name: kept for name, kept in report.kept_channels.items() if name.endswith("attn.qkv")}
+    assert heads and all(kept % 8 == 0 for kept, _ in heads.values())  # whole heads
