@@ -232,30 +232,44 @@ def _squeezed(node: ir.Node, labels: _Labels):
 
 
 def _reshaped(node: ir.Node, labels: _Labels) -> _Labels | None:
-    """The labels after a Reshape that moves axes of length 1 only (the dynamo exporter's k^T:
-    (1, H, N, D) -> (H, N, D), Transpose, -> (1, H, D, N)) and may split the channels ``c``
-    into (heads, width) (nn.MultiheadAttention: (N, 1, C) -> (N, H, D)); None otherwise."""
+    """The labels after a Reshape that moves axes of length 1, merges neighbouring axes into one
+    (labelled ``a*b``, with their sizes) or splits such a merged axis back, and may split the
+    channels ``c`` into (heads, width): the dynamo exporter's k^T ((B, H, N, D) -> (B * H, N, D),
+    Transpose, -> (B, H, D, N)), nn.MultiheadAttention's (N, 1, C) -> (N, H, D). None otherwise."""
     shape_in, shape_out = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     if shape_in is None or shape_out is None or constant_array(node.inputs[1]) is None:
         return None
-    wanted = [(label, n) for label, n in zip(labels, shape_in) if n != 1]
+    # (label, size) of every axis of length > 1, merged axes taken apart
+    parts = [part for label, n in zip(labels, shape_in) if n != 1 for part in _parts(label, n)]
     sizes = [(i, n) for i, n in enumerate(shape_out) if n != 1]
     out = [_UNIT] * len(shape_out)
     k = 0
-    for label, n in wanted:
-        if k >= len(sizes):
+    for i, n in sizes:
+        if k >= len(parts):
             return None
-        if label == _CHANNELS and sizes[k][1] != n:
-            if k + 1 >= len(sizes) or sizes[k][1] * sizes[k + 1][1] != n:
+        label, size = parts[k]
+        if label == _CHANNELS and size != n:
+            if k + 1 > len(parts) or len(sizes) < 2:
                 return None
-            out[sizes[k][0]], out[sizes[k + 1][0]] = _HEADS, _WIDTH
-            k += 2
-            continue
-        if sizes[k][1] != n:
+            # c -> (heads, width): this axis and the next output axis
+            parts[k:k + 1] = [(_HEADS, n), (_WIDTH, size // n)] if size % n == 0 else [(None, 0)]
+            label, size = parts[k]
+        taken, product = [], 1
+        while k < len(parts) and product < n:
+            taken.append(parts[k])
+            product *= parts[k][1]
+            k += 1
+        if product != n or any(label is None for label, _ in taken):
             return None
-        out[sizes[k][0]] = label
-        k += 1
-    return tuple(out) if k == len(sizes) else None
+        out[i] = taken[0][0] if len(taken) == 1 else "*".join(f"{lab}={size}" for lab, size in taken)
+    return tuple(out) if k == len(parts) else None
+
+
+def _parts(label: str, size: int) -> list[tuple[str, int]]:
+    """A merged label's (label, size) parts; a plain label is its own."""
+    if "*" not in label:
+        return [(label, size)]
+    return [(lab, int(n)) for lab, n in (part.rsplit("=", 1) for part in label.split("*"))]
 
 
 def _batch(labels: _Labels, value: ir.Value) -> list[str]:

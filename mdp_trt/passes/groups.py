@@ -545,6 +545,10 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         # or split, as a detection head's (N, C, H, W) -> (N, C, H*W).
         fix = CountFix(node, 1, axis, layout)
         return Pass(outputs=((node.outputs[0], layout),), counts=(fix,))
+    if layout.stride == 1 and (moved := _unit_axes_moved(shape_in, shape_out, axis)) is not None:
+        # Only axes of length 1 come or go (nn.MultiheadAttention's (N, C) -> (N, 1, C)).
+        new = replace(layout, axis=moved)
+        return Pass(outputs=((node.outputs[0], new),), counts=(CountFix(node, 1, moved, new),))
     if layout.stride == 1 and axis == len(shape_in) - 1 and (core := attention_core(node)):
         return _through_heads(core, node, layout)
     if layout.axis == 1 and len(shape_out) == 2 and shape_out[0] == shape_in[0]:
@@ -561,6 +565,15 @@ def _reshape(node: ir.Node, index: int, layout: Layout) -> Outcome:
         return Reject(f"{_where(node)} splits the channel axis into {shape_out[1]} x "
                       f"{shape_out[2]} (attention heads, a box decoder's bins: not a channel shuffle)")
     return Reject(f"{_where(node)} from {shape_in} to {shape_out} {_reshaped(shape_in, shape_out, layout.axis)}")
+
+
+def _unit_axes_moved(shape_in: tuple[int, ...], shape_out: tuple[int, ...], axis: int) -> int | None:
+    """The channel axis's place after a Reshape that only inserts or drops axes of length 1,
+    or None."""
+    if shape_in[axis] == 1 or [n for n in shape_in if n != 1] != [n for n in shape_out if n != 1]:
+        return None
+    rank = sum(1 for n in shape_in[:axis] if n != 1)
+    return [i for i, n in enumerate(shape_out) if n != 1][rank]
 
 
 def _through_heads(core: AttentionCore, split: ir.Node, layout: Layout) -> Pass:

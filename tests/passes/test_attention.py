@@ -24,9 +24,9 @@ from tests.transformers import Shape, tiny_vit, torchvision_vit  # noqa: E402
 EXPORTERS = {"torchscript": False, "dynamo": True}
 
 
-def _exported(shape: Shape, folder, exporter: str, seed: int = 0, module=None):
+def _exported(shape: Shape, folder, exporter: str, seed: int = 0, module=None, batch: int = 1):
     path = G.export_module(module or tiny_vit(shape, seed), folder / f"vit-{exporter}.onnx",
-                           input_shape=(1, 3, shape.image, shape.image), dynamo=EXPORTERS[exporter])
+                           input_shape=(batch, 3, shape.image, shape.image), dynamo=EXPORTERS[exporter])
     model = load_model(path)
     return model, analyze(model, str(path))
 
@@ -100,10 +100,12 @@ def shapes(draw):
 
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(shape=shapes(), exporter=st.sampled_from(sorted(EXPORTERS)), seed=st.integers(0, 100))
+@given(shape=shapes(), exporter=st.sampled_from(sorted(EXPORTERS)), seed=st.integers(0, 100),
+       batch=st.integers(1, 2))
 def test_random_tiny_transformers_prune_their_heads_like_the_masked_original(
-        tmp_path_factory, shape, exporter, seed):
-    model, analysis = _exported(shape, tmp_path_factory.mktemp("vit"), exporter, seed)
+        tmp_path_factory, shape, exporter, seed, batch):
+    # a batch of 2: the dynamo exporter's k^T merges the batch with the heads and splits them back
+    model, analysis = _exported(shape, tmp_path_factory.mktemp("vit"), exporter, seed, batch=batch)
     heads = _head_groups(analysis)
     # one head cannot be removed: its Reshapes are not taken apart (the channels stay whole)
     assert len(heads) == (shape.depth if shape.heads > 1 else 0)
@@ -142,3 +144,16 @@ def test_prune_cuts_a_vision_transformer_with_head_groups_and_verifies_it(tmp_pa
     assert report.verification.max_rel_diff <= 1e-4
     heads = {name: kept for name, kept in report.kept_channels.items() if name.endswith("attn.qkv")}
     assert heads and all(kept % 8 == 0 for kept, _ in heads.values())  # whole heads
+
+
+def test_heads_merged_with_the_batch_and_split_back_are_followed(tmp_path):
+    # dynamo writes scaled_dot_product_attention's k^T of a batch of 2 as (2, H, N, D) -> (2 H, N, D), Transpose, -> (2, H, D, N)
+    model, analysis = _exported(Shape(heads=3, sdpa=True), tmp_path, "dynamo", batch=2)
+    merged = [n for n in model.graph if n.op_type == "Reshape"
+              and (n.outputs[0].shape is not None and tuple(n.outputs[0].shape)[:1] == (6,))]
+    assert merged, "the export no longer merges batch and heads: this test checks nothing"
+    heads = _head_groups(analysis)
+    assert len(heads) == 2
+    keep = {heads[0].id: list(range(4, 8)), heads[1].id: list(range(8))}
+    check = verify(mask_model(model, analysis, keep), apply_plan(model, analysis, keep), inputs=2)
+    assert check.passed and not check.weak
