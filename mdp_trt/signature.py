@@ -24,6 +24,9 @@ class LayerSignature:
     leading dimension. ``conv_group`` is the Conv ``group`` attribute (1 for a dense conv, equal
     to the channel count for a depthwise conv, whose input and output widths move together).
     ``activation`` is the op fused after the layer in the real graph (e.g. ``"Relu"``) or None.
+    ``attention`` (tokens, head width, copies): the layer's output opens an attention core (its
+    ``copies`` of q/k/v split into heads, q k^T, softmax, @ v, heads merged), which the cell
+    times with it, so that a head's cost is in the table of the layer that produces it.
     """
 
     op_type: str
@@ -39,6 +42,7 @@ class LayerSignature:
     dtype: str = "float32"
     bias: bool = True
     activation: str | None = None
+    attention: tuple[int, ...] = ()
 
     @property
     def depthwise(self) -> bool:
@@ -53,7 +57,7 @@ class LayerSignature:
 
     @classmethod
     def from_json(cls, data: dict) -> "LayerSignature":
-        tuples = {"kernel", "strides", "pads", "dilations", "input_hw"}
+        tuples = {"kernel", "strides", "pads", "dilations", "input_hw", "attention"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
 
 

@@ -117,10 +117,15 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
     # Depthwise convs are layers too (latency), with identical input and output groups.
     for group in trace.groups:
         entries.extend((n, group.id, 0, group.id, (group.id,), 0, 1) for n in group.depthwise)
+    cores = {group.producers[0]: _attention(group) for group in trace.groups
+             if group.cores and group.prunable}
     layers = []
     for node, out_group, out_first, in_group, in_groups, in_fixed, in_stride in sorted(
             entries, key=lambda e: order[e[0]]):
         block = next((b.id for b in removable if node in b.branch), None)
+        signature = layer_signature(node)
+        if node in cores:
+            signature = dataclasses.replace(signature, attention=cores[node])
         layers.append(
             Layer(
                 name=node.name,
@@ -129,7 +134,7 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
                 out_group=out_group,
                 in_group=in_group,
                 block=block,
-                signature=layer_signature(node),
+                signature=signature,
                 in_groups=in_groups,
                 in_fixed=in_fixed,
                 in_stride=in_stride,
@@ -137,6 +142,16 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
             )
         )
     return layers
+
+
+def _attention(group: GroupTrace) -> tuple[int, int, int]:
+    """(tokens, head width, copies) of the attention core that ``group``'s heads enter, timed
+    with its first producer: the core's cost follows the heads kept, and a group's producers
+    (one fused QKV projection, or q, k and v) share their option."""
+    split, core = group.cores[0]
+    opened = core.split(split)
+    tokens = static_shape(split.inputs[0])[-2]
+    return (tokens, core.head_dim, opened.copies if len(group.producers) == 1 else 1)
 
 
 def _skipped(graph: ir.Graph, layers: list[Layer]) -> list[str]:

@@ -174,6 +174,7 @@ class Pass:
     depthwise_parts: tuple[ir.Node, ...] = ()
     shuffles: tuple[ChannelShuffle, ...] = ()
     bundles: tuple[int, ...] = ()  # consecutive channels kept or removed together (a head's)
+    cores: tuple[tuple[ir.Node, AttentionCore], ...] = ()  # (split, core) it enters
 
 
 @dataclass(frozen=True)
@@ -589,7 +590,7 @@ def _through_heads(core: AttentionCore, split: ir.Node, layout: Layout) -> Pass:
               *(CountFix(core.merge, 1, axis, out) for _, out in outputs),
               *(CountFix(node, 1, entry, out, per=core.head_dim)
                 for node, entry in core.inner for _, out in outputs))
-    return Pass(outputs=outputs, counts=counts, bundles=(core.head_dim,))
+    return Pass(outputs=outputs, counts=counts, bundles=(core.head_dim,), cores=((split, core),))
 
 
 def _reshaped(shape_in: tuple[int, ...], shape_out: tuple[int, ...], axis: int) -> str:
@@ -883,6 +884,7 @@ class GroupTrace:
     pins: list[Pin] = field(default_factory=list)
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
     bundle: int = 1  # consecutive channels kept or removed together (attention heads)
+    cores: list[tuple[ir.Node, AttentionCore]] = field(default_factory=list)  # (split, core)
     # Equal blocks that its producers' and pinned parts' spans cut it into
     # (``parts.span_blocks``): plans keep the same count in each block that is not pinned, so
     # that a producer of a part follows the group's option.
@@ -1012,6 +1014,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 fact(seed, "depthwise_parts", outcome.depthwise_parts)
                 fact(seed, "shuffles", outcome.shuffles)
                 fact(seed, "bundle", outcome.bundles)
+                fact(seed, "cores", outcome.cores)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
                 for out, out_layout in outcome.outputs:

@@ -103,7 +103,10 @@ _RANDOM_BLOCK = 4099  # prime, so the tiling does not line up with channel strid
 
 def layer_output_shape(sig: LayerSignature, out_channels: int) -> tuple[int, ...]:
     """Shape of the one-layer model's output at width ``out_channels`` (Conv: ONNX's
-    ``floor((size + pads - dilation * (kernel - 1) - 1) / stride) + 1`` per spatial axis)."""
+    ``floor((size + pads - dilation * (kernel - 1) - 1) / stride) + 1`` per spatial axis; with
+    an attention core, its merged heads: one copy's width)."""
+    if sig.attention:
+        return (*layer_input_shape(sig, 1)[:-1], out_channels // sig.attention[2])
     if sig.op_type != "Conv":
         return (*layer_input_shape(sig, 1)[:-1], out_channels)
     rank = len(sig.input_hw)
@@ -114,6 +117,44 @@ def layer_output_shape(sig: LayerSignature, out_channels: int) -> tuple[int, ...
         (size + pads[a] + pads[a + rank] - dilations[a] * (sig.kernel[a] - 1) - 1) // strides[a] + 1
         for a, size in enumerate(sig.input_hw))
     return (sig.batch, out_channels, *spatial)
+
+
+def _attention_core(sig: LayerSignature, out_channels: int, source: str, target: str,
+                    inits: list) -> list[onnx.NodeProto]:
+    """Nodes of the attention core that ``source`` (rows = batch x tokens, ``out_channels`` =
+    copies x heads x head width) opens, as the exporters write it, merged heads in ``target``."""
+    tokens, width, copies = sig.attention
+    if out_channels % (copies * width) or sig.batch % tokens:
+        raise ValueError(f"width {out_channels} is not {copies} copies of whole heads of {width}, "
+                         f"or {sig.batch} rows not whole sequences of {tokens} ({sig.key()})")
+    heads, sequences = out_channels // (copies * width), sig.batch // tokens
+
+    def const(name: str, values) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(values), name))
+        return name
+
+    split = [copies, heads, width] if copies > 1 else [heads, width]
+    nodes = [helper.make_node("Reshape", [source, const("split_shape", [sequences, tokens, *split])], ["heads"]),
+             helper.make_node("Transpose", ["heads"], ["qkv"],
+                              perm=[2, 0, 3, 1, 4] if copies > 1 else [0, 2, 1, 3])]
+    if copies > 1:
+        nodes.append(helper.make_node("Split", ["qkv", const("ones", np.ones(copies, np.int64))],
+                                      [f"part{i}" for i in range(copies)], axis=0))
+        nodes += [helper.make_node("Squeeze", [f"part{i}", const(f"axis{i}", [0])], [name])
+                  for i, name in enumerate(("q", "k", "v"))]
+    else:  # q, k and v of separate projections cost the same: one stands for all three
+        nodes += [helper.make_node("Identity", ["qkv"], [name]) for name in ("q", "k", "v")]
+    scale = const("scale", np.asarray(width ** -0.5, dtype=np.dtype(sig.dtype)))
+    nodes += [
+        helper.make_node("Mul", ["q", scale], ["q_scaled"]),
+        helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q_scaled", "k_t"], ["scores"]),
+        helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
+        helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
+        helper.make_node("Transpose", ["mixed"], ["merged"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["merged", const("merge_shape", [sig.batch, heads * width])], [target]),
+    ]
+    return nodes
 
 
 def _initializer(name: str, shape: tuple[int, ...], rng: np.random.Generator, np_dtype,
@@ -178,7 +219,11 @@ def build_layer_model(sig: LayerSignature, out_channels: int, in_channels: int, 
             nodes.append(helper.make_node("Add", ["mm", "B"], ["z"], name="bias"))
         else:
             nodes.append(helper.make_node("MatMul", ["x", "W"], ["z"], name="layer"))
-    if sig.activation is None:
+    if sig.attention:
+        # The core after the projection (whose activation, if any, is never fused before one).
+        nodes[-1].output[0] = "projected"
+        nodes.extend(_attention_core(sig, out_channels, "projected", "y", inits))
+    elif sig.activation is None:
         nodes[-1].output[0] = "y"
     elif sig.activation in ACTIVATIONS:
         act_inputs = ["z"]

@@ -74,6 +74,25 @@ class _MatMul(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+class _AttentionCore(nn.Module):
+    """The attention core a projection's output opens (``LayerSignature.attention``): rows of
+    ``tokens`` tokens, ``copies`` of q/k/v (one stands for all three when 1) in heads of
+    ``width``, scaled dot product, heads merged."""
+
+    def __init__(self, tokens: int, width: int, copies: int) -> None:
+        super().__init__()
+        self.tokens, self.width, self.copies = tokens, width, copies
+
+    def forward(self, x):
+        rows, channels = x.shape
+        heads = channels // (self.copies * self.width)
+        parts = x.reshape(rows // self.tokens, self.tokens, self.copies, heads, self.width)
+        copies = parts.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = copies[0], copies[min(1, self.copies - 1)], copies[-1]
+        mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return mixed.transpose(1, 2).reshape(rows, heads * self.width)
+
+
 # ONNX defaults where they differ from torch's: a value never changes an elementwise kernel's
 # cost, but the module should compute the op the table stands for.
 _ACTIVATIONS = {
@@ -148,7 +167,9 @@ def layer_module(sig: LayerSignature, out_channels: int, in_channels: int, *, se
         else:
             raise UnsupportedGraph(f"no torch module for op {sig.op_type!r}; supported: Conv, "
                                    "Gemm, MatMul", op_type=sig.op_type)
-        if sig.activation == "PRelu":
+        if sig.attention:
+            parts.append(_AttentionCore(*sig.attention))
+        elif sig.activation == "PRelu":
             parts.append(_PRelu(out_channels, channel_axis))
         elif sig.activation is not None:
             parts.append(_ACTIVATIONS[sig.activation]())
