@@ -149,9 +149,7 @@ def _attention(group: GroupTrace) -> tuple[int, int, int]:
     with its first producer: the core's cost follows the heads kept, and a group's producers
     (one fused QKV projection, or q, k and v) share their option."""
     split, core = group.cores[0]
-    opened = core.split(split)
-    tokens = static_shape(split.inputs[0])[-2]
-    return (tokens, core.head_dim, opened.copies if len(group.producers) == 1 else 1)
+    return (core.tokens, core.head_dim, core.split(split).copies if len(group.producers) == 1 else 1)
 
 
 def _skipped(graph: ir.Graph, layers: list[Layer]) -> list[str]:

@@ -26,6 +26,7 @@ q/k and v) is not a core, and the split keeps its channels whole as before.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +63,7 @@ class AttentionCore:
     heads: int
     head_dim: int
     inner: tuple[tuple[ir.Node, int], ...] = ()
+    tokens: int = 0  # the length of the sequences attended over
 
     def split(self, node: ir.Node) -> Split:
         return next(s for s in self.splits if s.node is node)
@@ -110,7 +112,13 @@ class _Walk:
 
     def core(self) -> AttentionCore:
         return AttentionCore(tuple(self.splits.values()), self.merge, *self.dims,
-                             tuple(self.inner.items()))
+                             tuple(self.inner.items()), self.tokens())
+
+    def tokens(self) -> int:
+        """The queries' axis of the scores, read off the projection's own axes."""
+        scores = next(labels for labels in self.known.values() if labels[-1] == _KEYS)
+        split = next(iter(self.splits))
+        return static_shape(split.inputs[0])[int(scores[-2].removeprefix("a"))]
 
     def run(self) -> bool:
         waiting: list[tuple[ir.Value, _Labels, bool]] = []
@@ -136,7 +144,9 @@ class _Walk:
                     continue
                 if not self.follow(use.node, use.idx, labels):
                     return False
-        return self.merge is not None and self.dims is not None
+        scores = [labels for labels in self.known.values() if labels[-1] == _KEYS]
+        return (self.merge is not None and self.dims is not None and bool(scores)
+                and all(re.fullmatch(r"a\d+", labels[-2]) for labels in scores))
 
     def follow(self, node: ir.Node, index: int, labels: _Labels) -> bool:
         step = _step(node, index, labels, self.known, self.dims)

@@ -51,6 +51,9 @@ def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporte
         assert (group.channels, group.bundle, group.prunable, group.periodic) == (12, 4, True, fused)
         assert len(group.producers) == (1 if fused else 3) and len(group.consumers) == 1
         assert group.options(1) == [0, 4, 8, 12]  # whole heads only
+    for group in heads:  # the first producer's latency cell times the attention core with it
+        timed = [analysis.layer(name).signature.attention for name in group.producers]
+        assert timed[0] == (17, 4, 3 if fused else 1) and not any(timed[1:])
     # block 0 keeps its head 1, block 1 its heads 0 and 2
     keep = {heads[0].id: list(range(4, 8)), heads[1].id: [0, 1, 2, 3, 8, 9, 10, 11]}
     pruned = apply_plan(model, analysis, keep)
@@ -157,3 +160,26 @@ def test_heads_merged_with_the_batch_and_split_back_are_followed(tmp_path):
     keep = {heads[0].id: list(range(4, 8)), heads[1].id: list(range(8))}
     check = verify(mask_model(model, analysis, keep), apply_plan(model, analysis, keep), inputs=2)
     assert check.passed and not check.weak
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_attention_cell_runs_the_core_at_every_head_count(tmp_path, fused):
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from mdp_trt.latency.backends.layer_model import build_layer_model, layer_output_shape
+    from mdp_trt.latency.backends.torch_backend import layer_module
+
+    _, analysis = _exported(Shape(heads=3, fused=fused), tmp_path, "torchscript")
+    (layer,) = [layer for layer in analysis.layers if layer.signature.attention][:1]
+    sig, group = layer.signature, analysis.groups[layer.out_group]
+    copies = sig.attention[2]
+    for kept in group.options(1)[1:]:
+        cell = build_layer_model(sig, kept * copies, sig.in_channels)
+        onnx.checker.check_model(cell, full_check=True)
+        x = np.random.default_rng(0).standard_normal((sig.batch, sig.in_channels)).astype(np.float32)
+        (y,) = ort.InferenceSession(cell.SerializeToString()).run(None, {"x": x})
+        assert y.shape == layer_output_shape(sig, kept * copies) == (sig.batch, kept)
+        torch_y = layer_module(sig, kept * copies, sig.in_channels)(torch.from_numpy(x))
+        assert tuple(torch_y.shape) == (sig.batch, kept)
