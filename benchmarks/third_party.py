@@ -84,10 +84,10 @@ def analysis_row(spec: ThirdPartyModel, path: Path) -> dict:
     }
 
 
-def prune_row(spec: ThirdPartyModel, path: Path, budget: float, out: Path, cache: Path,
-              group_size: int) -> dict:
-    """`mdp-trt prune` as a user runs it; the exit code and the report's figures."""
-    side = spec.resolution
+def run_prune(path: Path, side: int, budget: float, out: Path, cache: Path,
+              group_size: int) -> tuple[dict, dict | None]:
+    """`mdp-trt prune` as a user runs it (a subprocess): the exit code, whether the cache was
+    cold, the seconds, and the report (None, with the error in the row, when none was written)."""
     command = [sys.executable, "-m", "mdp_trt", "prune", str(path), "-o", str(out), "--budget", str(budget),
                "--cache", str(cache), "--group-size", str(group_size), "--input-shape", f"1x3x{side}x{side}",
                "--force"]
@@ -99,8 +99,17 @@ def prune_row(spec: ThirdPartyModel, path: Path, budget: float, out: Path, cache
     report_path = out / "report.json"
     if done.returncode not in (0, 5) or not report_path.exists():
         row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1][:300]
+        return row, None
+    return row, json.loads(report_path.read_text())
+
+
+def prune_row(spec: ThirdPartyModel, path: Path, budget: float, out: Path, cache: Path,
+              group_size: int) -> dict:
+    """`mdp-trt prune` as a user runs it; the exit code and the report's figures."""
+    side = spec.resolution
+    row, report = run_prune(path, side, budget, out, cache, group_size)
+    if report is None:
         return row
-    report = json.loads(report_path.read_text())
     row.update({
         "base ms": round(report["baseline_latency_ms"], 2),
         "pruned ms": round(report["measured_latency_ms"], 2),
