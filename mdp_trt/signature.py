@@ -53,7 +53,10 @@ class LayerSignature:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if not self.attention:
+            del data["attention"]  # so the cache keys of every other layer stay as they were
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "LayerSignature":

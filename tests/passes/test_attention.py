@@ -183,3 +183,13 @@ def test_an_attention_cell_runs_the_core_at_every_head_count(tmp_path, fused):
         assert y.shape == layer_output_shape(sig, kept * copies) == (sig.batch, kept)
         torch_y = layer_module(sig, kept * copies, sig.in_channels)(torch.from_numpy(x))
         assert tuple(torch_y.shape) == (sig.batch, kept)
+
+
+def test_only_attention_cells_change_the_cache_key():
+    from mdp_trt.signature import LayerSignature
+
+    plain = LayerSignature("MatMul", 12, 8, batch=17)
+    assert "attention" not in plain.key()  # every cell cached before attention cells stays valid
+    timed = LayerSignature("MatMul", 36, 12, batch=17, attention=(17, 4, 3))
+    assert timed.key() != plain.key() and LayerSignature.from_json(timed.to_json()) == timed
+    assert LayerSignature.from_json(plain.to_json()) == plain
