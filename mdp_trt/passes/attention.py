@@ -114,11 +114,14 @@ class _Walk:
         return AttentionCore(tuple(self.splits.values()), self.merge, *self.dims,
                              tuple(self.inner.items()), self.tokens())
 
+    def queries(self) -> list[str]:
+        """The label of the queries' axis of each tensor of scores (over the keys)."""
+        return [labels[-2] for labels in self.known.values() if labels[-1] == _KEYS]
+
     def tokens(self) -> int:
         """The queries' axis of the scores, read off the projection's own axes."""
-        scores = next(labels for labels in self.known.values() if labels[-1] == _KEYS)
         split = next(iter(self.splits))
-        return static_shape(split.inputs[0])[int(scores[-2].removeprefix("a"))]
+        return static_shape(split.inputs[0])[int(self.queries()[0].removeprefix("a"))]
 
     def run(self) -> bool:
         waiting: list[tuple[ir.Value, _Labels, bool]] = []
@@ -144,9 +147,9 @@ class _Walk:
                     continue
                 if not self.follow(use.node, use.idx, labels):
                     return False
-        scores = [labels for labels in self.known.values() if labels[-1] == _KEYS]
-        return (self.merge is not None and self.dims is not None and bool(scores)
-                and all(re.fullmatch(r"a\d+", labels[-2]) for labels in scores))
+        queries = self.queries()
+        return (self.merge is not None and self.dims is not None and bool(queries)
+                and all(re.fullmatch(r"a\d+", label) for label in queries))
 
     def follow(self, node: ir.Node, index: int, labels: _Labels) -> bool:
         step = _step(node, index, labels, self.known, self.dims)

@@ -1013,7 +1013,8 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 fact(seed, "depthwise", outcome.depthwise)
                 fact(seed, "depthwise_parts", outcome.depthwise_parts)
                 fact(seed, "shuffles", outcome.shuffles)
-                fact(seed, "bundle", outcome.bundles)
+                for bundle in outcome.bundles:
+                    fact(seed, "bundle", bundle)
                 fact(seed, "cores", outcome.cores)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
@@ -1100,8 +1101,7 @@ def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: Shifted
         group = groups[gid_of[seed]]
         for kind, items in kinds.items():
             if kind in ("divisions", "bundle"):
-                flat = [n for item in items for n in (item if isinstance(item, tuple) else (item,))]
-                setattr(group, kind, math.lcm(getattr(group, kind), *flat))
+                setattr(group, kind, math.lcm(getattr(group, kind), *items))
                 continue
             target = getattr(group, kind)
             for item in items:

@@ -137,20 +137,21 @@ def _attention_core(sig: LayerSignature, out_channels: int, source: str, target:
     nodes = [helper.make_node("Reshape", [source, const("split_shape", [sequences, tokens, *split])], ["heads"]),
              helper.make_node("Transpose", ["heads"], ["qkv"],
                               perm=[2, 0, 3, 1, 4] if copies > 1 else [0, 2, 1, 3])]
+    copy = ["qkv"]  # one copy (separate projections cost alike): it stands for q, k and v
     if copies > 1:
+        copy = [f"copy{i}" for i in range(copies)]
         nodes.append(helper.make_node("Split", ["qkv", const("ones", np.ones(copies, np.int64))],
                                       [f"part{i}" for i in range(copies)], axis=0))
         nodes += [helper.make_node("Squeeze", [f"part{i}", const(f"axis{i}", [0])], [name])
-                  for i, name in enumerate(("q", "k", "v"))]
-    else:  # q, k and v of separate projections cost the same: one stands for all three
-        nodes += [helper.make_node("Identity", ["qkv"], [name]) for name in ("q", "k", "v")]
+                  for i, name in enumerate(copy)]
+    q, k, v = copy[0], copy[min(1, copies - 1)], copy[-1]
     scale = const("scale", np.asarray(width ** -0.5, dtype=np.dtype(sig.dtype)))
     nodes += [
-        helper.make_node("Mul", ["q", scale], ["q_scaled"]),
-        helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 1, 3, 2]),
+        helper.make_node("Mul", [q, scale], ["q_scaled"]),
+        helper.make_node("Transpose", [k], ["k_t"], perm=[0, 1, 3, 2]),
         helper.make_node("MatMul", ["q_scaled", "k_t"], ["scores"]),
         helper.make_node("Softmax", ["scores"], ["weights"], axis=-1),
-        helper.make_node("MatMul", ["weights", "v"], ["mixed"]),
+        helper.make_node("MatMul", ["weights", v], ["mixed"]),
         helper.make_node("Transpose", ["mixed"], ["merged"], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", ["merged", const("merge_shape", [sig.batch, heads * width])], [target]),
     ]
