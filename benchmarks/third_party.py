@@ -141,10 +141,11 @@ def markdown(rows: list[dict]) -> str:
     """Two tables: the prune runs, then each model and exporter's analysis (once)."""
     pruned = [r for r in rows if r.get("budget") is not None]
     analysed = list({(r["model"], r["exporter"]): r for r in rows}.values())
-    return "\n".join([_table(pruned, PRUNE_COLUMNS, "pruned ms"), _table(analysed, ANALYSIS_COLUMNS, "groups")])
+    return "\n".join([markdown_table(pruned, PRUNE_COLUMNS, "pruned ms"), markdown_table(analysed, ANALYSIS_COLUMNS, "groups")])
 
 
-def _table(rows: list[dict], columns: tuple[str, ...], error_column: str) -> str:
+def markdown_table(rows: list[dict], columns: tuple[str, ...], error_column: str) -> str:
+    """``columns`` of ``rows``; a row's error replaces its ``error_column`` cell."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [str(row.get(c, "")) for c in columns]

@@ -21,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from third_party import run_prune
+from third_party import markdown_table, run_prune
 
 from mdp_trt.graph import load_model
 from mdp_trt.models.export import ExportOptions, export_architecture
@@ -64,16 +64,6 @@ def row_of(report: dict, heads: dict[str, int], mlps: list[str]) -> dict:
     }
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = [str(row.get(c, "")) for c in COLUMNS]
-        if "error" in row:
-            cells[COLUMNS.index("measured/budget")] = f"error: {row['error']}"
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[*TIMM, *TORCHVISION])
@@ -106,7 +96,7 @@ def main() -> None:
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=1))
     if args.md:
-        args.md.write_text(markdown(rows))
+        args.md.write_text(markdown_table(rows, COLUMNS, "measured/budget"))
 
 
 if __name__ == "__main__":
