@@ -116,13 +116,16 @@ def test_random_tiny_transformers_prune_their_heads_like_the_masked_original(
     keep, removed = G.random_plan(analysis, seed, block_probability=0.0)
     for group in heads:
         assert len(keep[group.id]) % shape.head_dim == 0
-    check = verify(mask_model(model, analysis, keep, removed), apply_plan(model, analysis, keep, removed),
-                   inputs=2, seed=seed)
+    pruned = apply_plan(model, analysis, keep, removed)
+    check = verify(mask_model(model, analysis, keep, removed), pruned, inputs=2, seed=seed)
     assert check.passed, check
     # every layer is as wide as its latency table says
+    nodes = {node.name: node for node in pruned.graph}
     for layer in analysis.layers:
         group = analysis.groups[layer.out_group]
-        layer_out_widths(layer, group, [len(keep.get(group.id, range(group.channels)))])
+        (width,) = layer_out_widths(layer, group, [len(keep.get(group.id, range(group.channels)))])
+        node = nodes[layer.name]  # no block is removed
+        assert node.inputs[1].const_value.shape[layer_weight_axes(node)[0]] == width, layer.name
 
 
 def test_analyze_lists_the_heads_of_a_vision_transformer(tmp_path, capsys):
