@@ -131,10 +131,12 @@ def _check_options(options: PruneOptions) -> None:
         raise InputError("`importance` taylor scores channels on calibration data: pass "
                          "`calib_data` PATH (an .npz with x and optionally y, or a folder of "
                          "images)", parameters=("importance", "calib_data"))
-    if options.confirm_windows < 1 or options.confirm_gap_seconds < 0:
-        raise InputError(f"`confirm_windows` {options.confirm_windows} must be >= 1 and "
-                         f"`confirm_gap_seconds` {options.confirm_gap_seconds} >= 0",
-                         parameters=("confirm_windows", "confirm_gap_seconds"))
+    if options.confirm_windows < 1:
+        raise InputError(f"`confirm_windows` {options.confirm_windows} must be >= 1 (1: a plan is "
+                         "accepted on one timing)", parameters=("confirm_windows",))
+    if not options.confirm_gap_seconds >= 0:
+        raise InputError(f"`confirm_gap_seconds` {options.confirm_gap_seconds} must be >= 0",
+                         parameters=("confirm_gap_seconds",))
     if options.method not in METHODS:
         raise InputError(f"`method` {options.method!r}: choose one of {', '.join(METHODS)}",
                          parameters=("method",))

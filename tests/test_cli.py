@@ -186,6 +186,16 @@ def test_prune_refuses_max_options_below_one(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("flag, value", [("--confirm-windows", "0"), ("--confirm-gap-seconds", "-1"),
+                                         ("--confirm-gap-seconds", "nan")])
+def test_prune_refuses_confirmation_settings_it_cannot_use(tmp_path, capsys, flag, value):
+    code, text = run(["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", flag, value,
+                      "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and f"{flag} {float(value) if 'gap' in flag else value}" in text
+    assert "must be >= " in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()
+
+
 def test_cold_weights_on_a_backend_without_them_exit_2_before_loading(tmp_path, capsys):
     for command in (["profile", str(tmp_path / "m.onnx")],
                     ["prune", str(tmp_path / "m.onnx"), "--budget", "0.5", "-o", str(tmp_path / "out")]):
