@@ -69,6 +69,9 @@ class Layer:
     in_fixed: int = 0  # input channels that no group explains (never pruned)
     in_stride: int = 1  # weight input columns per input channel (H*W after a Flatten)
     out_first: int = 0  # the group channel of its first output channel (it may produce a part)
+    # The attention core timed with this layer (``LayerSignature.attention``): its nodes' names,
+    # so that the layer's in-model time in a profile is its own node's plus theirs.
+    core_nodes: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -78,7 +81,8 @@ class Layer:
     @classmethod
     def from_json(cls, data: dict) -> "Layer":
         return cls(**{**data, "signature": LayerSignature.from_json(data["signature"]),
-                      "in_groups": tuple(data.get("in_groups", ()))})
+                      "in_groups": tuple(data.get("in_groups", ())),
+                   "core_nodes": tuple(data.get("core_nodes", ()))})
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
     # Depthwise convs are layers too (latency), with identical input and output groups.
     for group in trace.groups:
         entries.extend((n, group.id, 0, group.id, (group.id,), 0, 1) for n in group.depthwise)
-    cores = {group.producers[0]: _attention(group) for group in trace.groups
+    cores = {group.producers[0]: group for group in trace.groups
              if group.cores and group.prunable}
     layers = []
     for node, out_group, out_first, in_group, in_groups, in_fixed, in_stride in sorted(
@@ -125,7 +125,7 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
         block = next((b.id for b in removable if node in b.branch), None)
         signature = layer_signature(node)
         if node in cores:
-            signature = dataclasses.replace(signature, attention=cores[node])
+            signature = dataclasses.replace(signature, attention=_attention(cores[node]))
         layers.append(
             Layer(
                 name=node.name,
@@ -139,6 +139,7 @@ def _layers(trace: Trace, blocks: list[BlockTrace], order: dict[ir.Node, int]) -
                 in_fixed=in_fixed,
                 in_stride=in_stride,
                 out_first=out_first,
+                core_nodes=_core_nodes(cores[node]) if node in cores else (),
             )
         )
     return layers
@@ -150,6 +151,11 @@ def _attention(group: GroupTrace) -> tuple[int, int, int]:
     (one fused QKV projection, or q, k and v) share their option."""
     split, core = group.cores[0]
     return (core.tokens, core.head_dim, core.split(split).copies if len(group.producers) == 1 else 1)
+
+
+def _core_nodes(group: GroupTrace) -> tuple[str, ...]:
+    """The names of the nodes of the attention cores ``group``'s heads enter."""
+    return tuple(dict.fromkeys(node.name for _, core in group.cores for node in core.nodes))
 
 
 def _skipped(graph: ir.Graph, layers: list[Layer]) -> list[str]:

@@ -64,6 +64,7 @@ class AttentionCore:
     head_dim: int
     inner: tuple[tuple[ir.Node, int], ...] = ()
     tokens: int = 0  # the length of the sequences attended over
+    nodes: tuple[ir.Node, ...] = ()  # every node from the splits to the merge, both included
 
     def split(self, node: ir.Node) -> Split:
         return next(s for s in self.splits if s.node is node)
@@ -111,8 +112,9 @@ class _Walk:
         return self.dims == dims
 
     def core(self) -> AttentionCore:
+        inside = dict.fromkeys([*(value.producer() for value in self.known), self.merge])
         return AttentionCore(tuple(self.splits.values()), self.merge, *self.dims,
-                             tuple(self.inner.items()), self.tokens())
+                             tuple(self.inner.items()), self.tokens(), tuple(inside))
 
     def queries(self) -> list[str]:
         """The label of the queries' axis of each tensor of scores (over the keys)."""

@@ -200,11 +200,8 @@ def calibrate(model, analysis: Analysis, importance: Importance, tables: Latency
         try:
             path = save_model(probe[0], folder / "probe.onnx")
             probe_ms = measure(path)
-            # A layer whose cell also times an attention core has no one node to compare it
-            # with in the model's profile: the fit's scale stands for it.
-            timed = [layer for layer in analysis.layers if not layer.signature.attention]
-            models = [(full, baseline_ms, profile(original, timed)),
-                      (probe[1], probe_ms, profile(path, timed))]
+            models = [(full, baseline_ms, profile(original, analysis.layers)),
+                      (probe[1], probe_ms, profile(path, analysis.layers))]
             calibration = calibration_through(analysis, tables, models)
             if calibration.clamped:
                 # A scale beyond anything a machine has shown is more likely a disturbed timing

@@ -2,10 +2,13 @@
 
 Inside a model a layer runs faster or slower than alone, by an amount that depends on its width;
 ``match_layers`` pairs each layer with its node, whose time the calibration
-(``mdp_trt.prediction.calibration``) turns into a per-layer correction of the tables. ORT renames
-what it fuses (a Conv+Relu is named after the Relu's output), so a node is paired with its layer
-by name where the name survived, else by (weight shape, input spatial size); layers sharing such
-a key have equal tables and pair in execution order. Measurements: docs/latency-model-notes.md.
+(``mdp_trt.prediction.calibration``) turns into a per-layer correction of the tables
+(``layer_times``: a layer timed with an attention core adds the core's nodes). ORT renames what
+it fuses: a MatMul+Add becomes ``<MatMul's name>/MatMulAddFusion``, but a Conv+Relu is named
+after the Relu's output; so a node is paired with its layer by name where the name survived
+(as such or before a fusion's ``/`` suffix), else by (weight shape, input spatial size); layers
+sharing such a key have equal tables and pair in execution order. Measurements:
+docs/latency-model-notes.md.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from mdp_trt.graph import initializer_array, load_model
 from mdp_trt.latency.backends.inputs import model_inputs, random_feeds
 
-__all__ = ["NodeTime", "profile_nodes", "match_layers", "LAYER_OPS"]
+__all__ = ["NodeTime", "profile_nodes", "match_layers", "layer_times", "LAYER_OPS"]
 
 # What ORT may turn a Conv/Gemm/MatMul layer into (fused with its bias, activation or Add).
 LAYER_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "Gemm", "FusedGemm", "MatMul",
@@ -112,6 +115,34 @@ def _fits(node_key: tuple, layer_key: tuple, exact: bool) -> bool:
             and all(_padded(have, got) for have, got in zip(layer_weight[:2], node_weight[:2])))
 
 
+def graph_node(profiled: str, names) -> str | None:
+    """The name among ``names`` of the graph node that ORT's node ``profiled`` runs: the same
+    name, or the longest one that a fusion suffixed with ``/...``."""
+    if profiled in names:
+        return profiled
+    cuts = [i for i, char in enumerate(profiled) if char == "/" and i > 0]
+    return next((profiled[:i] for i in reversed(cuts) if profiled[:i] in names), None)
+
+
+def layer_times(path: str | Path, layers, nodes: list[NodeTime]) -> dict[str, float]:
+    """Each layer's in-model time (ms) among ``nodes`` profiled on the model at ``path``: its
+    node's (``match_layers``), plus, for a layer timed with an attention core
+    (``Layer.core_nodes``), the nodes ORT runs for the core. Such a layer is left out when none
+    of its core's nodes is found (ORT fused the core into one op of another name): its node
+    alone would stand for a cell that also times the core."""
+    times = {name: node.ms for name, node in match_layers(path, layers, nodes).items()}
+    for layer in layers:
+        if not layer.core_nodes or layer.name not in times:
+            continue
+        core = set(layer.core_nodes)
+        inside = [n.ms for n in nodes if graph_node(n.name, core) is not None]
+        if inside:
+            times[layer.name] += sum(inside)
+        else:
+            del times[layer.name]
+    return times
+
+
 def match_layers(path: str | Path, layers, nodes: list[NodeTime]) -> dict[str, NodeTime]:
     """Each layer's node among ``nodes`` profiled on the model at ``path``; ``layers`` are that
     model's analysed layers (mdp_trt.analysis.Layer). A node whose name is a layer's is that
@@ -123,8 +154,12 @@ def match_layers(path: str | Path, layers, nodes: list[NodeTime]) -> dict[str, N
     keys = {layer.name: (initializer_array(model, layer.weight).shape,
                          tuple(layer.signature.input_hw)) for layer in layers}
     candidates = [n for n in nodes if n.op in LAYER_OPS]
-    found = {n.name: n for n in candidates if n.name in keys}
-    matched = set(found)
+    found = {}
+    for node in candidates:
+        name = graph_node(node.name, keys)
+        if name is not None and name not in found:
+            found[name] = node
+    matched = {node.name for node in found.values()}
     for exact in (True, False):
         for node in candidates:
             if node.name in matched:

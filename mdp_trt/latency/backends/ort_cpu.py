@@ -232,8 +232,8 @@ class OrtCpuBackend(BackendBase):
         self._require_active()
         nodes, run_ms = node_profile.profile_nodes(path, session_options(self.threads),
                                                    self._providers())
-        return {name: node.ms / run_ms
-                for name, node in node_profile.match_layers(path, layers, nodes).items()}
+        return {name: ms / run_ms
+                for name, ms in node_profile.layer_times(path, layers, nodes).items()}
 
     def measure_model(self, path: str | Path, *, batch: int | None = None) -> Measurement:
         self._require_active()

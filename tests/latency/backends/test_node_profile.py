@@ -1,7 +1,11 @@
-from mdp_trt.latency.backends.node_profile import _fits, match_layers, profile_nodes
+import pytest
+
+from mdp_trt.graph import load_model
+from mdp_trt.latency.backends.node_profile import (_fits, graph_node, layer_times, match_layers,
+                                                   profile_nodes)
 from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend, session_options
 from mdp_trt.passes import analyze
-from tests.onnx_graphs import load, projection_skip
+from tests.onnx_graphs import export_module, load, projection_skip
 
 
 def test_every_layer_gets_its_in_model_time_even_where_ort_renamed_the_fused_node(
@@ -50,3 +54,43 @@ def test_padded_nchwc_weights_match_their_layer_and_exact_keys_come_first():
     assert not _fits(((24, 8, 3, 3), (8, 8)), layer_12, exact=False)
     assert not _fits(((16, 8, 1, 1), (8, 8)), ((16, 8, 3, 3), (8, 8)), exact=False)
     assert not _fits(((16, 8, 3, 3), (4, 4)), ((16, 8, 3, 3), (8, 8)), exact=False)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_a_transformer_layer_gets_its_fused_node_and_an_attention_layer_its_core(tmp_path,
+                                                                               dynamo):
+    pytest.importorskip("torch")
+    from tests.transformers import Shape, tiny_vit
+
+    shape = Shape(heads=2, head_dim=8)
+    path = export_module(tiny_vit(shape), tmp_path / "vit.onnx",
+                         input_shape=(1, 3, shape.image, shape.image), dynamo=dynamo)
+    analysis = analyze(load_model(path), str(path))
+    nodes, _ = profile_nodes(path, session_options(1), ["CPUExecutionProvider"], budget_s=0.0,
+                             min_runs=1)
+    # ORT runs each MatMul+Add as one Gemm named "<MatMul's name>/MatMulAddFusion"
+    assert any(graph_node(n.name, {l.name for l in analysis.layers}) not in (None, n.name)
+               for n in nodes)
+    matched = match_layers(path, analysis.layers, nodes)
+    assert set(matched) == {layer.name for layer in analysis.layers}
+    times = layer_times(path, analysis.layers, nodes)
+    attention = [layer for layer in analysis.layers if layer.signature.attention]
+    assert len(attention) == shape.depth
+    for layer in analysis.layers:
+        core = [n for n in nodes if graph_node(n.name, set(layer.core_nodes))]
+        assert bool(core) == (layer in attention)
+        # the core's products of q and k, then of the weights and v, and its Softmax
+        ops = [n.op for n in core]
+        assert not core or (ops.count("Softmax"), ops.count("MatMul") + ops.count("FusedMatMul")
+                            ) == (1, 2)
+        assert times[layer.name] == pytest.approx(matched[layer.name].ms + sum(n.ms for n in core))
+
+
+def test_a_profiled_node_runs_the_graph_node_named_before_a_fusion_suffix():
+    names = {"/blocks/attn/qkv/MatMul", "/blocks/attn/MatMul", "node_view_1"}
+    assert graph_node("/blocks/attn/qkv/MatMul/MatMulAddFusion", names) == "/blocks/attn/qkv/MatMul"
+    assert graph_node("/blocks/attn/MatMul/MatMulScaleFusion/", names) == "/blocks/attn/MatMul"
+    assert graph_node("node_view_1", names) == "node_view_1"
+    # a longer name is another node, not a fusion of this one
+    assert graph_node("node_view_10", names) is None
+    assert graph_node("Transpose_token_3", names) is None
