@@ -7,11 +7,14 @@ with mdp-trt export), and run `mdp-trt prune --budget B` for each budget as a us
 subprocess, one latency cache per model). A row gives the exit code, measured / budget, the
 latency model's prediction error, the heads, MLP channels and blocks kept, the verification and
 what profiling cost. Rows go to ``--json`` after each run (``--resume`` skips finished ones),
-and a table to ``--md``.
+and a table to ``--md`` with, per model and exporter, the share of the latency in layers whose
+width a plan can change (ORT's node profile, 1 thread: MLPs only, then MLPs + heads with their
+attention cores) and the mean prediction error over the budgets; ``--plot`` draws measured/budget
+and prediction error against the budget.
 
     .venv/bin/python benchmarks/vit.py [--models deit_tiny_patch16_224 vit_b_16 ...]
         [--exporters native dynamo] [--budgets 0.5 0.6 0.7 0.8] [--group-size 32]
-        --json results/vit.json --md results/vit.md
+        --json results/vit.json --md results/vit.md [--plot results/vit.png]
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 
 from third_party import markdown_table, run_prune
 
-from mdp_trt.graph import load_model
+from mdp_trt.graph import load_model, save_model
+from mdp_trt.latency.backends.node_profile import layer_times, profile_nodes
+from mdp_trt.latency.backends.ort_cpu import session_options
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.models.third_party import ThirdPartyModel, export_third_party
 from mdp_trt.passes import analyze
@@ -64,6 +69,64 @@ def row_of(report: dict, heads: dict[str, int], mlps: list[str]) -> dict:
     }
 
 
+def prunable_shares(model, analysis, folder: Path) -> dict:
+    """The share of the model's run (ORT CPU, 1 thread, node profile) spent in layers whose
+    width a plan changes: through the MLPs' groups only (before issue 18), and through the MLPs'
+    and the heads' groups, an attention layer with its core."""
+    path = save_model(model, folder / "profiled.onnx")
+    nodes, run_ms = profile_nodes(path, session_options(1), ["CPUExecutionProvider"], budget_s=5.0)
+    times = layer_times(path, analysis.layers, nodes)
+    mlps = {g.id for g in analysis.groups if g.prunable and g.bundle == 1}
+    heads = {g.id for g in analysis.groups if g.prunable and g.bundle > 1}
+
+    def share(groups: set[int]) -> float:
+        return round(sum(times.get(layer.name, 0.0) for layer in analysis.layers
+                         if {layer.out_group, layer.in_group} & groups) / run_ms, 3)
+
+    return {"MLP": share(mlps), "MLP + heads": share(mlps | heads),
+            "layers profiled": f"{len(times)}/{len(analysis.layers)}"}
+
+
+def summary(rows: list[dict], shares: dict) -> str:
+    """Per model and exporter: prunable latency shares and the mean prediction error."""
+    lines = ["| model | exporter | prunable latency, MLP | MLP + heads | layers profiled | "
+             "budgets | mean abs. prediction error | max |", "|---|---|---|---|---|---|---|---|"]
+    for (name, exporter), share in shares.items():
+        errors = [abs(float(r["prediction error"].rstrip("%"))) for r in rows
+                  if (r["model"], r["exporter"]) == (name, exporter) and "prediction error" in r]
+        mean = f"{sum(errors) / len(errors):.1f}%" if errors else ""
+        top = f"{max(errors):.1f}%" if errors else ""
+        lines.append(f"| {name} | {exporter} | {share['MLP']} | {share['MLP + heads']} | "
+                     f"{share['layers profiled']} | {len(errors)} | {mean} | {top} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in dict.fromkeys((r["model"], r["exporter"]) for r in rows):
+        done = [r for r in rows if (r["model"], r["exporter"]) == key and "measured/budget" in r]
+        budgets = [r["budget"] for r in done]
+        label = f"{key[0].removesuffix('_patch16_224')} ({key[1]})"
+        left.plot(budgets, [r["measured/budget"] for r in done], "o-", label=label)
+        right.plot(budgets, [float(r["prediction error"].rstrip("%")) for r in done], "o-",
+                   label=label)
+    left.axhline(1.05, color="grey", linestyle="--", linewidth=1)
+    left.set(xlabel="budget (fraction of the original latency)", ylabel="measured / budget",
+             title="Pruned latency against the budget")
+    for bound in (-5, 5):
+        right.axhline(bound, color="grey", linestyle="--", linewidth=1)
+    right.set(xlabel="budget", ylabel="prediction error (%)",
+              title="Latency model: predicted / measured - 1")
+    left.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[*TIMM, *TORCHVISION])
@@ -74,15 +137,21 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--resume", action="store_true", help="skip the rows already in --json")
     parser.add_argument("--md", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="a PNG of the rows in --json")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="mdp-vit-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = json.loads(args.json.read_text()) if args.resume and args.json and args.json.exists() else []
     done = {(r["model"], r["exporter"], r["budget"]) for r in rows}
+    shares = {}
     for name in args.models:
         for exporter in args.exporters:
             path = export(name, exporter, root / f"{name}-{exporter}.onnx")
-            analysis = analyze(load_model(path, (1, 3, SIDE, SIDE)), str(path))
+            model = load_model(path, (1, 3, SIDE, SIDE))
+            analysis = analyze(model, str(path))
+            with tempfile.TemporaryDirectory(prefix="mdp-vit-profile-") as scratch:
+                shares[name, exporter] = prunable_shares(model, analysis, Path(scratch))
+            print(json.dumps({"model": name, "exporter": exporter, **shares[name, exporter]}), flush=True)
             heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
             mlps = [g.name for g in analysis.groups if g.prunable and g.bundle == 1]
             for budget in args.budgets:
@@ -96,7 +165,9 @@ def main() -> None:
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=1))
     if args.md:
-        args.md.write_text(markdown_table(rows, COLUMNS, "measured/budget"))
+        args.md.write_text(markdown_table(rows, COLUMNS, "measured/budget") + "\n" + summary(rows, shares))
+    if args.plot:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":
