@@ -102,6 +102,7 @@ def load_model(path: str | os.PathLike, input_shape: tuple[int, ...] | None = No
     ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     ir.passes.common.RemoveUnusedNodesPass()(model)
     ir.passes.common.NameFixPass()(model)
+    _constant_shapes(model)
     infer_shapes(model, reset=True)
     _explicit_split_sizes(model)
     unknown = [
@@ -138,6 +139,17 @@ def _explicit_split_sizes(model: ir.Model) -> None:
             node.resize_inputs(2)
         node.replace_input_with(1, add_initializer(model.graph, f"{node.name}.split", sizes))
         node.attributes.pop("num_outputs", None)
+
+
+def _constant_shapes(model: ir.Model) -> None:
+    """Give every constant the shape of its tensor: a value folded into one keeps the shape it
+    had (a TorchScript class token's Expand to the batch: [unk, unk, 192] for a [1, 1, 192]
+    tensor), and inference would carry the unknown axes on (the Concat that joins it to the
+    patch tokens, and every channel group after it)."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is not None and value.shape != tensor.shape:
+            value.shape = ir.Shape(tensor.shape)
 
 
 # Elements up to which a constant ConstantOfShape is folded (onnxscript keeps them all).
