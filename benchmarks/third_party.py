@@ -85,12 +85,13 @@ def analysis_row(spec: ThirdPartyModel, path: Path) -> dict:
 
 
 def run_prune(path: Path, side: int, budget: float, out: Path, cache: Path,
-              group_size: int) -> tuple[dict, dict | None]:
-    """`mdp-trt prune` as a user runs it (a subprocess): the exit code, whether the cache was
-    cold, the seconds, and the report (None, with the error in the row, when none was written)."""
+              group_size: int, extra: tuple[str, ...] = ()) -> tuple[dict, dict | None]:
+    """`mdp-trt prune` as a user runs it (a subprocess, with the ``extra`` flags): the exit
+    code, whether the cache was cold, the seconds, and the report (None, with the error in the
+    row, when none was written)."""
     command = [sys.executable, "-m", "mdp_trt", "prune", str(path), "-o", str(out), "--budget", str(budget),
                "--cache", str(cache), "--group-size", str(group_size), "--input-shape", f"1x3x{side}x{side}",
-               "--force"]
+               "--force", *extra]
     cold = not cache.exists()
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)

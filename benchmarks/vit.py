@@ -37,7 +37,8 @@ TIMM = ["deit_tiny_patch16_224", "deit_small_patch16_224", "vit_small_patch16_22
 TORCHVISION = ["vit_b_16"]
 SIDE = 224
 COLUMNS = ("model", "exporter", "budget", "exit", "base ms", "measured/budget", "prediction error",
-           "heads kept", "MLP kept", "blocks removed", "verification", "cells", "profile s", "prune s")
+           "heads kept", "MLP kept", "embedding kept", "blocks removed", "verification", "cells",
+           "profile s", "prune s")
 
 
 def export(name: str, exporter: str, path: Path) -> Path:
@@ -50,11 +51,12 @@ def export(name: str, exporter: str, path: Path) -> Path:
     return export_third_party(ThirdPartyModel("timm", name, SIDE, exporter), path)
 
 
-def row_of(report: dict, heads: dict[str, int], mlps: list[str]) -> dict:
-    """The figures of a prune report; ``heads``: each head group's head width; ``mlps``: the
-    other prunable groups (the MLPs' hidden channels)."""
+def row_of(report: dict, analysis) -> dict:
+    """The figures of a prune report of the model ``analysis`` describes."""
     kept = report["kept_channels"]
-    mlp = [kept[name] for name in mlps]
+    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
+    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
+    stream = [kept[g.name] for g in analysis.groups if g.norms]
     return {
         "base ms": round(report["baseline_latency_ms"], 2),
         "measured/budget": round(report["measured_latency_ms"] / report["budget_ms"], 3),
@@ -62,6 +64,7 @@ def row_of(report: dict, heads: dict[str, int], mlps: list[str]) -> dict:
         "heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
                       f"{sum(kept[n][1] // w for n, w in heads.items())}",
         "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
+        "embedding kept": "/".join(map(str, stream[0])) if stream else "",
         "blocks removed": len(report["removed_blocks"]),
         "verification": float(f"{report['verification']['max_rel_diff']:.1e}"),
         "cells": f"{report['profile']['cells_measured']} measured, {report['profile']['cells_cached']} cached",
@@ -76,29 +79,43 @@ def prunable_shares(model, analysis, folder: Path) -> dict:
     path = save_model(model, folder / "profiled.onnx")
     nodes, run_ms = profile_nodes(path, session_options(1), ["CPUExecutionProvider"], budget_s=5.0)
     times = layer_times(path, analysis.layers, nodes)
-    mlps = {g.id for g in analysis.groups if g.prunable and g.bundle == 1}
+    mlps = {g.id for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms}
     heads = {g.id for g in analysis.groups if g.prunable and g.bundle > 1}
+    stream = {g.id for g in analysis.groups if g.prunable and g.norms}
 
     def share(groups: set[int]) -> float:
         return round(sum(times.get(layer.name, 0.0) for layer in analysis.layers
                          if {layer.out_group, layer.in_group} & groups) / run_ms, 3)
 
     return {"MLP": share(mlps), "MLP + heads": share(mlps | heads),
+            "+ embedding": share(mlps | heads | stream) if stream else "",
             "layers profiled": f"{len(times)}/{len(analysis.layers)}"}
 
 
 def summary(rows: list[dict], shares: dict) -> str:
     """Per model and exporter: prunable latency shares and the mean prediction error."""
-    lines = ["| model | exporter | prunable latency, MLP | MLP + heads | layers profiled | "
-             "budgets | mean abs. prediction error | max |", "|---|---|---|---|---|---|---|---|"]
-    for (name, exporter), share in shares.items():
+    lines = ["| model | exporter | embedding | prunable latency, MLP | MLP + heads | + embedding | "
+             "layers profiled | budgets | mean abs. prediction error | max |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, exporter, embedding), share in shares.items():
         errors = [abs(float(r["prediction error"].rstrip("%"))) for r in rows
-                  if (r["model"], r["exporter"]) == (name, exporter) and "prediction error" in r]
+                  if _series(r) == (name, exporter, embedding) and "prediction error" in r]
         mean = f"{sum(errors) / len(errors):.1f}%" if errors else ""
         top = f"{max(errors):.1f}%" if errors else ""
-        lines.append(f"| {name} | {exporter} | {share['MLP']} | {share['MLP + heads']} | "
-                     f"{share['layers profiled']} | {len(errors)} | {mean} | {top} |")
+        lines.append(f"| {name} | {exporter} | {'cut' if embedding else 'whole'} | {share['MLP']} | "
+                     f"{share['MLP + heads']} | {share['+ embedding']} | {share['layers profiled']} | "
+                     f"{len(errors)} | {mean} | {top} |")
     return "\n".join(lines) + "\n"
+
+
+def _key(row: dict) -> tuple:
+    """(model, exporter, budget, embedding cut or not) of a row."""
+    return row["model"], row["exporter"], row["budget"], row.get("embedding", False)
+
+
+def _series(row: dict) -> tuple:
+    """(model, exporter, embedding cut or not): the rows of one line of budgets."""
+    return row["model"], row["exporter"], row.get("embedding", False)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -108,10 +125,10 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in dict.fromkeys((r["model"], r["exporter"]) for r in rows):
-        done = [r for r in rows if (r["model"], r["exporter"]) == key and "measured/budget" in r]
+    for key in dict.fromkeys(_series(r) for r in rows):
+        done = [r for r in rows if _series(r) == key and "measured/budget" in r]
         budgets = [r["budget"] for r in done]
-        label = f"{key[0].removesuffix('_patch16_224')} ({key[1]})"
+        label = f"{key[0].removesuffix('_patch16_224')} ({key[1]}{', embedding cut' if key[2] else ''})"
         left.plot(budgets, [r["measured/budget"] for r in done], "o-", label=label)
         right.plot(budgets, [float(r["prediction error"].rstrip("%")) for r in done], "o-",
                    label=label)
@@ -138,28 +155,33 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip the rows already in --json")
     parser.add_argument("--md", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="a PNG of the rows in --json")
+    parser.add_argument("--prune-embedding", action="store_true",
+                        help="prune with --prune-embedding (rows marked 'embedding')")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="mdp-vit-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = json.loads(args.json.read_text()) if args.resume and args.json and args.json.exists() else []
-    done = {(r["model"], r["exporter"], r["budget"]) for r in rows}
+    done = {_key(r) for r in rows}
     shares = {}
+    cut = args.prune_embedding
+    extra = ("--prune-embedding",) if cut else ()
     for name in args.models:
         for exporter in args.exporters:
             path = export(name, exporter, root / f"{name}-{exporter}.onnx")
             model = load_model(path, (1, 3, SIDE, SIDE))
-            analysis = analyze(model, str(path))
+            analysis = analyze(model, str(path), prune_normalised=cut)
             with tempfile.TemporaryDirectory(prefix="mdp-vit-profile-") as scratch:
-                shares[name, exporter] = prunable_shares(model, analysis, Path(scratch))
-            print(json.dumps({"model": name, "exporter": exporter, **shares[name, exporter]}), flush=True)
-            heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
-            mlps = [g.name for g in analysis.groups if g.prunable and g.bundle == 1]
+                shares[name, exporter, cut] = prunable_shares(model, analysis, Path(scratch))
+            print(json.dumps({"model": name, "exporter": exporter, "embedding": cut,
+                              **shares[name, exporter, cut]}), flush=True)
             for budget in args.budgets:
-                if (name, exporter, budget) in done:
+                if (name, exporter, budget, cut) in done:
                     continue
-                row, report = run_prune(path, SIDE, budget, root / f"{name}-{exporter}-{budget}",
-                                        root / f"{name}.cache.sqlite", args.group_size)
-                row = {"model": name, "exporter": exporter, **row, **(row_of(report, heads, mlps) if report else {})}
+                folder = root / f"{name}-{exporter}-{budget}{'-embedding' if cut else ''}"
+                row, report = run_prune(path, SIDE, budget, folder, root / f"{name}.cache.sqlite",
+                                        args.group_size, extra)
+                row = {"model": name, "exporter": exporter, "embedding": cut, **row,
+                       **(row_of(report, analysis) if report else {})}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.json:

@@ -116,6 +116,9 @@ class ChannelGroup:
     # Consecutive channels kept or removed together (an attention head's channels in every
     # copy of its projections): options step in whole bundles and plans keep whole ones.
     bundle: int = 1
+    # LayerNorms whose statistics run over exactly these channels (a transformer's embedding);
+    # prunable only by ``analyze(prune_normalised=True)``, verified by renormalising them.
+    norms: tuple[str, ...] = ()
 
     @property
     def pinned_channels(self) -> int:
@@ -140,7 +143,7 @@ class ChannelGroup:
 
     @classmethod
     def from_json(cls, data: dict) -> "ChannelGroup":
-        tuples = {"producers", "consumers", "tensors"}
+        tuples = {"producers", "consumers", "tensors", "norms"}
         values = {k: tuple(v) if k in tuples else v for k, v in data.items()}
         values["pinned"] = tuple(tuple(span) for span in data.get("pinned", ()))
         return cls(**values)

@@ -75,6 +75,13 @@ def _max_options_option():
                         "cut in a multiple of --group-size (fewer table cells for wide layers)")
 
 
+def _embedding_option():
+    return typer.Option(False, "--prune-embedding", help="also cut channels that LayerNorms "
+                        "normalise over (a transformer's embedding width: patch and position "
+                        "embedding, every block's input and output, the head); verified against "
+                        "the original with its LayerNorms normalising over the kept channels")
+
+
 def _force_option(what: str):
     return typer.Option(False, "--force", help=f"replace {what}")
 
@@ -132,6 +139,7 @@ def analyze(
     model: Path = typer.Argument(..., help="ONNX model"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the analysis as JSON"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims, e.g. 1x3x224x224"),
+    prune_embedding: bool = _embedding_option(),
     force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Find prunable layers, channel groups, residual blocks, and what cannot be pruned (and why)."""
@@ -140,7 +148,8 @@ def analyze(
     from mdp_trt.passes.analyze import analyze as run_analysis
 
     json_out = _json_target(json_out, force, model)
-    analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model))
+    analysis = run_analysis(load_model(model, parse_shape(input_shape)), str(model),
+                            prune_normalised=prune_embedding)
     render_analysis(analysis, out)
     if json_out:
         write_text(json_out, json.dumps(analysis.to_json(), indent=1))
@@ -166,6 +175,7 @@ def profile(
         None, metavar="K", help="measure every K-th width per axis (plus held-back cells that "
         "report the error) and interpolate the rest; default: measure every cell"),
     surface: Optional[bool] = _surface_option(),
+    prune_embedding: bool = _embedding_option(),
     force: bool = _force_option("an existing --json file"),
 ) -> None:
     """Measure (or load from the cache) the bilayer latency table of every prunable layer."""
@@ -191,7 +201,8 @@ def profile(
     options = backend_options(backend, threads=threads, precision=precision,
                               channels_last=channels_last,
                               weights=cell_weights(weights, backend, initializer_bytes(loaded)))
-    analysis = limit_options(run_analysis(loaded, str(model)), group_size, max_options)
+    analysis = limit_options(run_analysis(loaded, str(model), prune_normalised=prune_embedding),
+                             group_size, max_options)
     require_prunable(analysis)
     with store, get_backend(backend, **options) as runtime:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
@@ -338,6 +349,7 @@ def prune(
     time_limit: Optional[float] = typer.Option(None, help="solver time limit, seconds"),
     cache: Optional[Path] = typer.Option(None, help="SQLite latency cache (default: user cache dir)"),
     input_shape: Optional[str] = typer.Option(None, help="fix dynamic input dims"),
+    prune_embedding: bool = _embedding_option(),
     force: bool = typer.Option(False, help="replace the output folder of an earlier run (never "
                                "a folder holding files mdp-trt did not write)"),
     resume: bool = typer.Option(False, help="reuse the finished run in --output: its importance "
@@ -370,7 +382,7 @@ def prune(
         calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
         force=force, resume=resume, ray=ray, workers=workers, confirm_windows=confirm_windows,
-        confirm_gap_seconds=confirm_gap_seconds))
+        confirm_gap_seconds=confirm_gap_seconds, prune_embedding=prune_embedding))
     out.print(format_summary(report))
     out.print(f"wrote {output}/pruned.onnx, plan.json, problem.json, report.json")
     _require_budget(report, output, allow_over)

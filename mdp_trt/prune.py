@@ -68,6 +68,8 @@ class PruneOptions:
     method: Method = "mdp"  # mdp, or a baseline: mdp-channels, halp, uniform (solve/methods.py)
     group_size: int = 16
     max_options: int | None = None  # coarser units for wider groups (analysis.limit_options)
+    # also cut channels that LayerNorms normalise over (a transformer's embedding width)
+    prune_embedding: bool = False
     interpolate: int | None = None  # latency tables: every k-th width measured (None: all)
     surface: bool | None = None  # tables: fitted surface / measured cells (None: the backend's)
     ray: str | None = None  # Ray cluster measuring the table cells ("local", "auto", ray://...)
@@ -232,8 +234,9 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
     with clock.stage("analyze"):
         model = load_model(model_path, options.input_shape)
         check_finite_weights(model, model_path)
-        analysis = limit_options(analyze(model, str(model_path)), options.group_size,
-                                 options.max_options)
+        analysis = limit_options(analyze(model, str(model_path),
+                                         prune_normalised=options.prune_embedding),
+                                 options.group_size, options.max_options)
         require_prunable(analysis)  # before anything is measured
         analysis.save(work / "analysis.json")
         # The original, with its shape fixed, saved the same way as the pruned model will be,
@@ -304,6 +307,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         measurement={**best.ratio.to_json(), "windows": list(best.windows)},
         warnings=[w for w in [calibration.note, *(r.warning for r in rounds), plan.verification.note] if w],
         rounds=[replace(r, adopted=r is best) for r in rounds],
+        renormalised=[norm for g in analysis.groups if g.norms
+                      and plan.decoded.kept_channels[g.name] < g.channels for norm in g.norms],
     )
     report.save(work / "report.json")
     return report

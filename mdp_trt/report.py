@@ -143,6 +143,9 @@ class Report:
     budget_status: str = "met"
     measurement: dict = field(default_factory=dict)  # the adopted plan's Ratio to the original
     warnings: list[str] = field(default_factory=list)  # sanity checks that did not pass
+    # LayerNorms whose channels the plan cut (--prune-embedding): the verification's reference
+    # normalises them over the kept channels (passes/masking.py)
+    renormalised: list[str] = field(default_factory=list)
 
     @property
     def within_budget(self) -> bool:
@@ -202,7 +205,9 @@ def format_summary(report: Report) -> str:
         f"{', '.join(report.removed_blocks)}; channels {channels_after}/{channels_before} kept",
         f"solver   {report.solver.name} {report.solver.status} in "
         f"{report.solver.seconds * 1000:.0f} ms; verification max rel diff "
-        f"{report.verification.max_rel_diff:.1e} over {report.verification.inputs} inputs",
+        f"{report.verification.max_rel_diff:.1e} over {report.verification.inputs} inputs"
+        + (f" (reference: the original with {len(report.renormalised)} LayerNorms normalising "
+           "over the kept channels)" if report.renormalised else ""),
         *([f"rounds   {len(report.rounds)} solve/measure rounds; the adopted plan was solved for "
            f"a {next(r.target_ms for r in report.rounds if r.adopted):.2f} ms target"]
           if len(report.rounds) > 1 else []),

@@ -54,7 +54,7 @@ class Attention(nn.Module):
         else:
             scores = (q * d ** -0.5) @ k.transpose(-2, -1)
             out = (scores if self.bias is None else scores + self.bias).softmax(dim=-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return self.proj(out.transpose(1, 2).reshape(b, n, h * d))
 
 
 class Block(nn.Module):

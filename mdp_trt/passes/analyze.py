@@ -63,23 +63,29 @@ def _pinned(group: GroupTrace) -> tuple[tuple[int, int], ...]:
     return tuple(spans(np.concatenate(pinned))) if pinned else ()
 
 
-def _group(group: GroupTrace) -> ChannelGroup:
+def _group(group: GroupTrace, prune_normalised: bool) -> ChannelGroup:
     first = group.producers[0]
+    reasons = list(group.reasons)
+    if group.norms and not prune_normalised:
+        more = f" (and {len(group.norms) - 1} more LayerNorms)" if len(group.norms) > 1 else ""
+        reasons.append(f"LayerNormalization (node {group.norms[0].name!r}) normalises over the "
+                       f"channel axis{more}; `--prune-embedding` cuts these channels too")
     return ChannelGroup(
         id=group.id,
         name=module_path(first) or first.name,
         channels=group.channels,
         producers=tuple(n.name for n in group.producers),
         consumers=tuple(n.name for n in group.consumers),
-        prunable=group.prunable,
-        reason=_reason(group.reasons),
+        prunable=not reasons,
+        reason=_reason(reasons),
         tensors=tuple(v.name for v in group.tensors),
         # Plans keep equal counts per block of both grouped convs and producers' parts.
         divisions=math.lcm(group.divisions, group.blocks),
-        pinned=_pinned(group),
-        pinned_reason=_reason([pin.reason for pin in group.pins]),
+        pinned=() if reasons else _pinned(group),
+        pinned_reason=None if reasons else _reason([pin.reason for pin in group.pins]),
         periodic=group.period > 0,
         bundle=group.bundle,
+        norms=tuple(n.name for n in group.norms),
     )
 
 
@@ -181,8 +187,13 @@ def _quantized(graph: ir.Graph) -> bool:
                for node in graph.all_nodes())
 
 
-def analyze(model: ir.Model, path: str) -> Analysis:
+def analyze(model: ir.Model, path: str, *, prune_normalised: bool = False) -> Analysis:
     """Describe ``model`` (loaded from ``path``) for pruning; the model is not modified.
+
+    A group that LayerNorms normalise over (a transformer's embedding, the residual stream) is
+    prunable only with ``prune_normalised`` (``--prune-embedding``): cutting it changes their
+    statistics, so the masked original is no reference for it (``masking`` normalises over the
+    kept channels instead).
 
     Invariants are those of ``mdp_trt.analysis``; group ids follow the graph order of their
     first producer, block ids the graph order of their Add.
@@ -200,7 +211,7 @@ def analyze(model: ir.Model, path: str) -> Analysis:
         model=str(path),
         input_shape=tuple(input_shape or ()),
         layers=tuple(layers),
-        groups=_named(tuple(_group(g) for g in trace.groups)),
+        groups=_named(tuple(_group(g, prune_normalised) for g in trace.groups)),
         blocks=_named(tuple(_block(b) for b in blocks)),
         notes=tuple(notes),
         skipped=tuple(_skipped(graph, layers)),

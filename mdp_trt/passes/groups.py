@@ -175,6 +175,7 @@ class Pass:
     shuffles: tuple[ChannelShuffle, ...] = ()
     bundles: tuple[int, ...] = ()  # consecutive channels kept or removed together (a head's)
     cores: tuple[tuple[ir.Node, AttentionCore], ...] = ()  # (split, core) it enters
+    norms: tuple[ir.Node, ...] = ()  # LayerNorms whose statistics run over these channels
 
 
 @dataclass(frozen=True)
@@ -473,9 +474,11 @@ def _reduce(node: ir.Node, index: int, layout: Layout) -> Outcome:
     axes = _reduce_axes(node, len(shape))
     if axes is None:
         return Reject(f"{_where(node)} has non-constant axes")
-    if layout.stride != 1 or any(a <= layout.axis for a in axes):
-        return Reject(f"{_where(node)} reduces over the channel or batch axis")
-    return Pass(outputs=((node.outputs[0], layout),))
+    if layout.stride != 1 or layout.axis in axes:
+        return Reject(f"{_where(node)} reduces over the channel axis")
+    # Without keepdims the reduced axes before the channel axis go (a ViT's mean over tokens).
+    dropped = 0 if _attr(node, "keepdims", 1) else sum(a < layout.axis for a in axes)
+    return Pass(outputs=((node.outputs[0], replace(layout, axis=layout.axis - dropped)),))
 
 
 @register_handler("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow", "Where")
@@ -691,15 +694,17 @@ def _concat(node: ir.Node, index: int, layout: Layout) -> Outcome:
         # The inputs sit side by side: this input's channels move by the widths before it.
         before = sum(s[axis] for s in shapes[:index])
         return Pass(outputs=((out, replace(layout, offset=layout.offset + before)),))
-    # Concatenated along another axis: every input carries the same channels.
-    coupled = []
+    # Concatenated along another axis: every input carries the same channels (a constant's,
+    # a ViT's class token, are cut with them).
+    coupled, slices = [], []
     for i, operand in enumerate(node.inputs):
         if i == index:
             continue
         if is_constant(operand):
-            return Reject(f"{_where(node)} concatenates a constant along axis {axis}")
-        coupled.append((operand, layout))
-    return Pass(outputs=((out, layout),), coupled_inputs=tuple(coupled))
+            slices.append(ConstantSlice(node, i, layout))
+        else:
+            coupled.append((operand, layout))
+    return Pass(outputs=((out, layout),), coupled_inputs=tuple(coupled), slices=tuple(slices))
 
 
 def _split_sizes(node: ir.Node, dim: int) -> list[int] | None:
@@ -851,13 +856,22 @@ def _layer_norm(node: ir.Node, index: int, layout: Layout) -> Outcome:
     shape = static_shape(node.inputs[0])
     if index != 0 or shape is None:
         return Reject(f"{_where(node)}: unknown shape, or used as a parameter")
-    first = _attr(node, "axis", -1) % len(shape)
-    if layout.axis >= first:
-        # Mean and variance run over the channels: removing one changes every other.
-        return Reject(f"{_where(node)} normalises over the channel axis")
     if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
         return Reject(f"{_where(node)} has its statistics outputs used")
-    return Pass(outputs=((node.outputs[0], layout),))
+    first = _attr(node, "axis", -1) % len(shape)
+    if layout.axis < first:
+        return Pass(outputs=((node.outputs[0], layout),))
+    if first != len(shape) - 1 or layout.axis != first or not layout.whole(shape[first]):
+        # Mean and variance over more than the group's channels: removing one changes others.
+        return Reject(f"{_where(node)} normalises over the channel axis and others")
+    # Mean and variance over exactly the group's channels: a cut changes them, so the group is
+    # cut only when asked to (``analyze(normalised=True)``), and verified against a reference
+    # that normalises over the kept channels (``masking``).
+    params = [i for i in (1, 2) if i < len(node.inputs) and node.inputs[i] is not None]
+    if not all(is_constant(node.inputs[i]) for i in params):
+        return Reject(f"{_where(node)} has a scale or bias that is not constant")
+    return Pass(outputs=((node.outputs[0], layout),), norms=(node,),
+                slices=tuple(ConstantSlice(node, i, replace(layout, axis=0)) for i in params))
 
 
 # --- the trace ------------------------------------------------------------------------------
@@ -885,6 +899,8 @@ class GroupTrace:
     divisions: int = 1  # equal blocks that keep equal channel counts (grouped convs)
     bundle: int = 1  # consecutive channels kept or removed together (attention heads)
     cores: list[tuple[ir.Node, AttentionCore]] = field(default_factory=list)  # (split, core)
+    # LayerNorms normalising over exactly its channels: a cut changes their statistics
+    norms: list[ir.Node] = field(default_factory=list)
     # Equal blocks that its producers' and pinned parts' spans cut it into
     # (``parts.span_blocks``): plans keep the same count in each block that is not pinned, so
     # that a producer of a part follows the group's option.
@@ -1016,6 +1032,7 @@ def trace_groups(graph: ir.Graph) -> Trace:
                 for bundle in outcome.bundles:
                     fact(seed, "bundle", bundle)
                 fact(seed, "cores", outcome.cores)
+                fact(seed, "norms", outcome.norms)
                 for other, other_layout in outcome.coupled_inputs:
                     assign(other, other_layout, seed)
                 for out, out_layout in outcome.outputs:
@@ -1113,6 +1130,7 @@ def _merged_groups(layers: list[ir.Node], order: dict[ir.Node, int], uf: Shifted
         # Tied seeds reach the same constants with the same layouts once rebased.
         group.slices = list(dict.fromkeys(group.slices))
         group.counts = list(dict.fromkeys(group.counts))
+        group.norms = list(dict.fromkeys(group.norms))
     return groups, gid_of, first
 
 

@@ -24,11 +24,12 @@ from tests.transformers import Shape, tiny_vit, torchvision_vit  # noqa: E402
 EXPORTERS = {"torchscript": False, "dynamo": True}
 
 
-def _exported(shape: Shape, folder, exporter: str, seed: int = 0, module=None, batch: int = 1):
+def _exported(shape: Shape, folder, exporter: str, seed: int = 0, module=None, batch: int = 1,
+              embedding: bool = False):
     path = G.export_module(module or tiny_vit(shape, seed), folder / f"vit-{exporter}.onnx",
                            input_shape=(batch, 3, shape.image, shape.image), dynamo=EXPORTERS[exporter])
     model = load_model(path)
-    return model, analyze(model, str(path))
+    return model, analyze(model, str(path), prune_normalised=embedding)
 
 
 def _head_groups(analysis):
@@ -104,11 +105,15 @@ def shapes(draw):
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(shape=shapes(), exporter=st.sampled_from(sorted(EXPORTERS)), seed=st.integers(0, 100),
-       batch=st.integers(1, 2))
+       batch=st.integers(1, 2), embedding=st.booleans())
 def test_random_tiny_transformers_prune_their_heads_like_the_masked_original(
-        tmp_path_factory, shape, exporter, seed, batch):
-    # a batch of 2: the dynamo exporter's k^T merges the batch with the heads and splits them back
-    model, analysis = _exported(shape, tmp_path_factory.mktemp("vit"), exporter, seed, batch=batch)
+        tmp_path_factory, shape, exporter, seed, batch, embedding):
+    # a batch of 2: the dynamo exporter's k^T merges the batch with the heads and splits them back;
+    # with ``embedding`` the residual stream is cut too (the reference renormalises its LayerNorms)
+    model, analysis = _exported(shape, tmp_path_factory.mktemp("vit"), exporter, seed, batch=batch,
+                                embedding=embedding)
+    (stream,) = [g for g in analysis.groups if g.norms]
+    assert stream.prunable == embedding and stream.channels == shape.dim
     heads = _head_groups(analysis)
     # one head cannot be removed: its Reshapes are not taken apart (the channels stay whole)
     assert len(heads) == (shape.depth if shape.heads > 1 else 0)

@@ -203,21 +203,53 @@ def test_gathers_off_the_channel_axis_carry_the_group(tmp_path):
 
 
 def test_channels_behind_a_rejecting_op_name_that_op(tmp_path):
-    # ConvNeXt's stem: conv -> channel-last LayerNorm -> back; the residual stream after it is
-    # pinned because of the LayerNorm, not because of the (supported) Transpose before the Add.
-    import numpy as np
-
+    # conv -> channel-last Softmax over the channels -> back; the residual stream after it is
+    # pinned because of the Softmax, not because of the (supported) Transpose before the Add.
     b = G.GraphBuilder((1, 3, 8, 8))
     x = b.node("Transpose", [b.conv("image", 3, 8, "conv1")], "t1", perm=[0, 2, 3, 1])
-    x = b.node("LayerNormalization", [x, b.const("ln.scale", np.ones(8, np.float32))], "ln", axis=-1)
+    x = b.node("Softmax", [x], "softmax", axis=-1)
     y = b.node("Transpose", [x], "t2", perm=[0, 3, 1, 2])
     x = b.node("Relu", [b.node("Add", [y, b.conv(y, 8, 8, "conv2")], "add")], "relu")
     G.head(b, x, 8)
     a = _analyze(b.model(), tmp_path)
     conv1, conv2 = _group_of(a, "conv1"), _group_of(a, "conv2")
-    assert conv1.reason == "LayerNormalization (node 'ln') normalises over the channel axis"
+    assert conv1.reason == "Softmax (node 'softmax') normalises over the channel axis"
     assert conv2.reason == ("channels also come from Transpose (node 't2'), after "
-                            "LayerNormalization (node 'ln') normalises over the channel axis")
+                            "Softmax (node 'softmax') normalises over the channel axis")
+
+
+def _channel_last_norm_stream(axis: int = -1):
+    # ConvNeXt's stem: conv -> channel-last LayerNorm -> back, then a residual block.
+    import numpy as np
+
+    b = G.GraphBuilder((1, 3, 8, 8))
+    x = b.node("Transpose", [b.conv("image", 3, 8, "conv1")], "t1", perm=[0, 2, 3, 1])
+    x = b.node("LayerNormalization", [x, b.const("ln.scale", np.ones(8, np.float32))], "ln", axis=axis)
+    y = b.node("Transpose", [x], "t2", perm=[0, 3, 1, 2])
+    x = b.node("Relu", [b.node("Add", [y, b.conv(y, 8, 8, "conv2")], "add")], "relu")
+    G.head(b, x, 8)
+    return b.model()
+
+
+def test_a_layernorm_over_the_channels_is_followed_and_cut_only_when_asked(tmp_path):
+    model, path = G.load(_channel_last_norm_stream(), tmp_path)
+    stream = _group_of(analyze(model, str(path)), "conv1")
+    assert stream.producers == ("conv1", "conv2") and stream.norms == ("ln",)
+    assert not stream.prunable and stream.reason == (
+        "LayerNormalization (node 'ln') normalises over the channel axis; `--prune-embedding` "
+        "cuts these channels too")
+    cut = _group_of(analyze(model, str(path), prune_normalised=True), "conv1")
+    assert cut.prunable and cut.norms == ("ln",) and cut.reason is None
+    # its scale is cut with the channels
+    slices = trace_groups(model.graph).groups[cut.id].slices
+    assert any(s.node.name == "ln" and s.index == 1 and s.axis == 0 for s in slices)
+
+
+def test_a_layernorm_over_the_channels_and_other_axes_keeps_them(tmp_path):
+    model, path = G.load(_channel_last_norm_stream(axis=1), tmp_path)
+    stream = _group_of(analyze(model, str(path), prune_normalised=True), "conv1")
+    assert not stream.prunable and stream.reason == (
+        "LayerNormalization (node 'ln') normalises over the channel axis and others")
 
 
 def test_layout_with_a_step_places_every_gth_channel():
