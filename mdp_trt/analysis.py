@@ -82,7 +82,7 @@ class Layer:
     def from_json(cls, data: dict) -> "Layer":
         return cls(**{**data, "signature": LayerSignature.from_json(data["signature"]),
                       "in_groups": tuple(data.get("in_groups", ())),
-                   "core_nodes": tuple(data.get("core_nodes", ()))})
+                      "core_nodes": tuple(data.get("core_nodes", ()))})
 
 
 @dataclass(frozen=True)
