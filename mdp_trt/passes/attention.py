@@ -65,6 +65,9 @@ class AttentionCore:
     inner: tuple[tuple[ir.Node, int], ...] = ()
     tokens: int = 0  # the length of the sequences attended over
     nodes: tuple[ir.Node, ...] = ()  # every node from the splits to the merge, both included
+    # Constants added to the scores with a value per head (a relative position bias): (Add
+    # node, its input index, the constant's head axis); they lose the heads a plan removes.
+    biases: tuple[tuple[ir.Node, int, int], ...] = ()
 
     def split(self, node: ir.Node) -> Split:
         return next(s for s in self.splits if s.node is node)
@@ -91,6 +94,7 @@ class _Walk:
         self.known: dict[ir.Value, _Labels] = {}
         self.splits: dict[ir.Node, Split] = {}
         self.inner: dict[ir.Node, int] = {}
+        self.biases: list[tuple[ir.Node, int, int]] = []
         self.dims: tuple[int, int] | None = None  # (heads, head width) once known
         self.merge: ir.Node | None = None
         # (tensor, labels, whether it waited at a MatMul whose other side was not known yet)
@@ -114,7 +118,8 @@ class _Walk:
     def core(self) -> AttentionCore:
         inside = dict.fromkeys([*(value.producer() for value in self.known), self.merge])
         return AttentionCore(tuple(self.splits.values()), self.merge, *self.dims,
-                             tuple(self.inner.items()), self.tokens(), tuple(inside))
+                             tuple(self.inner.items()), self.tokens(), tuple(inside),
+                             tuple(dict.fromkeys(self.biases)))
 
     def queries(self) -> list[str]:
         """The label of the queries' axis of each tensor of scores (over the keys)."""
@@ -154,6 +159,14 @@ class _Walk:
                 and all(re.fullmatch(r"a\d+", label) for label in queries))
 
     def follow(self, node: ir.Node, index: int, labels: _Labels) -> bool:
+        if node.op_type == "Add" and node.domain in ("", "ai.onnx") and labels[-1] == _KEYS:
+            bias = _score_bias(node, index, labels)
+            if bias is None:
+                return False
+            if bias[1] is not None:
+                self.biases.append((node, *bias))
+            self.queue.append((node.outputs[0], labels, False))
+            return True
         step = _step(node, index, labels, self.known, self.dims)
         if step is None:
             return False
@@ -228,6 +241,31 @@ def _step(node: ir.Node, index: int, labels: _Labels, known, dims):
         moved = _reshaped(node, labels)
         return None if moved is None else [(out, moved)]
     return None
+
+
+def _score_bias(node: ir.Node, index: int, labels: _Labels) -> tuple[int, int | None] | None:
+    """A constant added to the scores (an attention mask, a relative position bias): its input
+    index and its head axis, None when it is the same for every head; None when the other
+    operand is not a constant that broadcasts onto the scores, or varies along heads merged
+    with another axis."""
+    other = node.inputs[1 - index]
+    shape, scores = static_shape(other), static_shape(node.inputs[index])
+    if constant_array(other) is None or shape is None or scores is None or len(shape) > len(labels):
+        return None
+    if static_shape(node.outputs[0]) != scores:
+        return None
+    head_axis = None
+    for j, n in enumerate(shape):
+        position = len(labels) - len(shape) + j
+        if n == 1:
+            continue
+        if n != scores[position]:
+            return None
+        if labels[position] == _HEADS:
+            head_axis = j
+        elif any(part == _HEADS for part, _ in _parts(labels[position], n)):
+            return None
+    return 1 - index, head_axis
 
 
 def _squeezed(node: ir.Node, labels: _Labels):
@@ -351,6 +389,10 @@ def _back_to_splits(value: ir.Value) -> list[ir.Node] | None:
             found.append(node)
         elif node.op_type in ("Mul", "Div") and _scalar(node.inputs[1]):
             stack.append(node.inputs[0])
+        elif node.op_type == "Add" and len(constant := [v for v in node.inputs
+                                                          if constant_array(v) is not None]) == 1:
+            # a bias or mask added to the scores (``_score_bias`` checks it going forward)
+            stack.extend(v for v in node.inputs if v is not constant[0])
         elif node.op_type == "MatMul":
             stack.extend(node.inputs[:2])
         elif node.op_type in ("Transpose", "Softmax", "Squeeze", "Unsqueeze", "Split", "Gather",

@@ -41,9 +41,10 @@ holds several groups (ShuffleNetV2's strided units) passes each part through
 (``GroupTrace.depthwise_parts``). Multi-head attention (``passes.attention``): a projection's
 channels go from the Reshapes splitting them into heads straight to the Reshape merging the
 heads, the heads' channels of q, k and v tied as one (a fused QKV projection's group is
-periodic), and the group is cut in whole heads (``GroupTrace.bundle``). Known limits (kept
-whole, with the reason): LayerNorm over the channels, other reshapes of the channel axis (an
-attention core with a per-head bias on its scores, a box decoder's bins), an Add that ties channels of a
+periodic), and the group is cut in whole heads (``GroupTrace.bundle``). A constant added to the scores with a value per head (Swin's
+relative position bias) loses the removed heads (``ConstantSlice.per``). Known limits (kept
+whole, with the reason): LayerNorm over the channels unless asked (``--prune-embedding``), other
+reshapes of the channel axis (a box decoder's bins), an Add that ties channels of a
 group to other channels of it in a way its layers cannot repeat (one channel in two places
 makes the group periodic, as GhostNet's streams and the two halves of one split output added
 are, only when every layer holds whole periods of it) or to every other channel of a shuffled
@@ -112,10 +113,18 @@ class ConstantSlice:
     layout: Layout
     consumer: bool = False
     conv_groups: int = 1  # a grouped Conv's input axis: each conv group reads its own block
+    # Channels per element of the constant's axis: an attention head's score bias is one
+    # element for the head's ``per`` channels (the plan keeps or drops them together).
+    per: int = 1
 
     @property
     def axis(self) -> int:
         return self.layout.axis
+
+    def elements(self, channels: np.ndarray) -> np.ndarray:
+        """The elements along ``axis`` that hold the group's ``channels``."""
+        elements = self.layout.elements(channels)
+        return np.unique(elements // self.per) if self.per > 1 else elements
 
     @property
     def stride(self) -> int:
@@ -593,7 +602,10 @@ def _through_heads(core: AttentionCore, split: ir.Node, layout: Layout) -> Pass:
               *(CountFix(core.merge, 1, axis, out) for _, out in outputs),
               *(CountFix(node, 1, entry, out, per=core.head_dim)
                 for node, entry in core.inner for _, out in outputs))
-    return Pass(outputs=outputs, counts=counts, bundles=(core.head_dim,), cores=((split, core),))
+    biases = tuple(ConstantSlice(node, index, replace(out, axis=head_axis), per=core.head_dim)
+                   for node, index, head_axis in core.biases for _, out in outputs)
+    return Pass(outputs=outputs, counts=counts, slices=biases, bundles=(core.head_dim,),
+                cores=((split, core),))
 
 
 def _reshaped(shape_in: tuple[int, ...], shape_out: tuple[int, ...], axis: int) -> str:

@@ -84,7 +84,7 @@ def apply_plan(
             if cut.conv_groups > 1:
                 grouped.setdefault(key, []).append((cut, dropped))
             else:
-                drops.setdefault(key, {}).setdefault(cut.axis, []).append(cut.layout.elements(dropped))
+                drops.setdefault(key, {}).setdefault(cut.axis, []).append(cut.elements(dropped))
         for fix in group.counts:
             entries = counts.setdefault((fix.node, fix.index), {})
             entries.setdefault((fix.entry, fix.per), []).append(fix.dropped_elements(dropped))

@@ -70,11 +70,40 @@ def test_heads_are_bundles_that_prune_like_the_masked_original(tmp_path, exporte
             assert shape[in_axis if name in group.consumers else out_axis] == width, name
 
 
-def test_a_bias_added_to_the_scores_per_head_keeps_the_heads_whole(tmp_path):
-    _, analysis = _exported(Shape(score_bias=True), tmp_path, "torchscript")
-    assert not _head_groups(analysis)
-    projections = [g for g in analysis.groups if "qkv" in g.name]
-    assert projections and all("splits the channel axis" in (g.reason or "") for g in projections)
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("sdpa", [False, True])
+def test_a_bias_added_to_the_scores_per_head_loses_the_removed_heads(tmp_path, exporter, sdpa):
+    # Swin's relative position bias: a constant (1, heads, N, N) added to the scores
+    shape = Shape(heads=3, head_dim=4, score_bias=True, sdpa=sdpa)
+    model, analysis = _exported(shape, tmp_path, exporter)
+    heads = _head_groups(analysis)
+    assert len(heads) == shape.depth and all(g.prunable for g in heads)
+    keep = {heads[0].id: list(range(4, 8)), heads[1].id: [0, 1, 2, 3, 8, 9, 10, 11]}
+    pruned = apply_plan(model, analysis, keep)
+    check = verify(mask_model(model, analysis, keep), pruned, inputs=2)
+    assert check.passed and check.max_rel_diff <= 1e-5 and not check.weak
+    biases = sorted(tuple(v.const_value.shape) for v in pruned.graph.initializers.values()
+                    if v.const_value is not None and len(v.const_value.shape) == 4
+                    and v.const_value.shape[-1] == v.const_value.shape[-2] == 17)
+    assert biases == [(1, 1, 17, 17), (1, 2, 17, 17)]
+
+
+def test_a_score_bias_is_cut_along_its_own_head_axis_only(tmp_path):
+    from mdp_trt.passes.attention import _score_bias
+
+    b = G.GraphBuilder((1, 6, 5, 5))
+    per_head = b.node("Add", ["image", b.const("bias", np.ones((6, 5, 5), np.float32))], "per_head")
+    shared = b.node("Add", [per_head, b.const("mask", np.ones((1, 1, 5, 5), np.float32))], "shared")
+    computed = b.node("Add", [shared, b.node("Relu", [shared], "relu")], "computed")
+    G.head(b, computed, 6)
+    model, _ = G.load(b.model(), tmp_path)
+    add = {node.name: node for node in model.graph}
+    scores = ("a0", "h", "a2", "k")
+    assert _score_bias(add["per_head"], 0, scores) == (1, 0)  # heads on the bias's axis 0
+    assert _score_bias(add["shared"], 0, scores) == (1, None)  # one value for every head
+    assert _score_bias(add["computed"], 0, scores) is None  # not a constant
+    # heads merged with the batch (dynamo's k^T): a bias varying along that axis is refused
+    assert _score_bias(add["per_head"], 0, ("1", "a0=2*h=3", "a2", "k")) is None
 
 
 def test_a_solved_plan_keeps_the_most_important_heads(tmp_path):
@@ -99,7 +128,7 @@ def shapes(draw):
     return Shape(heads=draw(st.integers(1, 4)), head_dim=draw(st.sampled_from([2, 4, 6])),
                  mlp_ratio=draw(st.integers(1, 3)), depth=draw(st.integers(1, 2)),
                  fused=draw(st.booleans()), sdpa=draw(st.booleans()), pre_norm=draw(st.booleans()),
-                 class_token=draw(st.booleans()))
+                 class_token=draw(st.booleans()), score_bias=draw(st.booleans()))
 
 
 @settings(max_examples=12, deadline=None, derandomize=True,
