@@ -17,11 +17,12 @@ through it: every tensor between the splits and the merge gets a label per axis 
 split into heads, ``1`` an axis of length 1, the rest kept from the projection's own axes), and
 only ops whose effect on those labels is known are accepted (Transpose, Reshapes that split
 channels into heads, merge them or only move axes of length 1, taking q/k/v apart along the copy
-axis, scalar Mul/Div, MatMul with the heads among the batch axes, Softmax over the keys).
-torchvision's nn.MultiheadAttention splits twice: its fused projection into three copies of
-(channels), then each copy into heads, while merging the batch axis (of length 1) away. Anything
-else (a per-head bias added to the scores, a head-mixing op, a head width that differs between
-q/k and v) is not a core, and the split keeps its channels whole as before.
+axis, scalar Mul/Div, MatMul with the heads among the batch axes, Softmax over the keys, a
+constant added to the scores: a mask, or a bias per head, ``AttentionCore.biases``, which loses
+the removed heads). torchvision's nn.MultiheadAttention splits twice: its fused projection into
+three copies of (channels), then each copy into heads, while merging the batch axis (of length
+1) away. Anything else (a bias computed at run time, a head-mixing op, a head width that differs
+between q/k and v) is not a core, and the split keeps its channels whole as before.
 """
 
 from __future__ import annotations

@@ -41,10 +41,12 @@ holds several groups (ShuffleNetV2's strided units) passes each part through
 (``GroupTrace.depthwise_parts``). Multi-head attention (``passes.attention``): a projection's
 channels go from the Reshapes splitting them into heads straight to the Reshape merging the
 heads, the heads' channels of q, k and v tied as one (a fused QKV projection's group is
-periodic), and the group is cut in whole heads (``GroupTrace.bundle``). A constant added to the scores with a value per head (Swin's
-relative position bias) loses the removed heads (``ConstantSlice.per``). Known limits (kept
-whole, with the reason): LayerNorm over the channels unless asked (``--prune-embedding``), other
-reshapes of the channel axis (a box decoder's bins), an Add that ties channels of a
+periodic), and the group is cut in whole heads (``GroupTrace.bundle``); a constant added to
+the scores with a value per head (Swin's relative position bias) loses the removed heads
+(``ConstantSlice.per``). A LayerNorm over exactly the channel axis is followed (its scale and
+bias sliced) and the group records it (``GroupTrace.norms``: cut only when asked, as
+``--prune-embedding``). Known limits (kept whole, with the reason): other reshapes of the
+channel axis (a box decoder's bins), an Add that ties channels of a
 group to other channels of it in a way its layers cannot repeat (one channel in two places
 makes the group periodic, as GhostNet's streams and the two halves of one split output added
 are, only when every layer holds whole periods of it) or to every other channel of a shuffled
