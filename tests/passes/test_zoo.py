@@ -107,3 +107,27 @@ def test_zoo_architecture_prunes_with_verified_equivalence(exports, arch):
     assert result.max_rel_diff <= 1e-4
     # The plan really changed the network (a surgery that cut nothing would pass trivially).
     assert verify(model, pruned, inputs=1, seed=0, rtol=float("inf")).max_rel_diff > 1e-3
+
+
+@pytest.mark.slow
+def test_convnext_streams_prune_with_their_layernorms_when_asked(exports):
+    # ConvNeXt's residual streams run through channel-last LayerNorms: kept whole by default,
+    # cut with prune_normalised (--prune-embedding), checked against the renormalised reference.
+    arch = next(a for a in ZOO if a.name == "convnext_tiny")
+    path = exports(arch)
+    model = load_model(path)
+    before = analyze(model, str(path))
+    after = analyze(model, str(path), prune_normalised=True)
+    streams = [g for g in after.groups if g.norms]
+    # the first three stages' streams; the last one reaches the classifier through a Gather
+    # along the channels (the dynamo exporter's as_strided)
+    assert [g.prunable for g in streams] == [True, True, True, False]
+    assert all(not before.groups[g.id].prunable for g in streams)
+    streams = streams[:3]
+    share = sum(g.channels for g in after.groups if g.prunable) / sum(g.channels for g in after.groups)
+    assert share > sum(g.channels for g in before.groups if g.prunable) / sum(g.channels for g in before.groups)
+    keep, removed = G.random_plan(after, seed=1, block_probability=0.0)
+    assert any(len(keep[g.id]) < g.channels for g in streams)
+    pruned = apply_plan(model, after, keep, removed)
+    assert verify(mask_model(model, after, keep, removed), pruned, inputs=1, seed=0).max_rel_diff <= 1e-4
+    assert verify(model, pruned, inputs=1, seed=0, rtol=float("inf")).max_rel_diff > 1e-3
