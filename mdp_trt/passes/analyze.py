@@ -69,7 +69,7 @@ def _group(group: GroupTrace, prune_normalised: bool) -> ChannelGroup:
     if group.norms and not prune_normalised:
         more = f" (and {len(group.norms) - 1} more LayerNorms)" if len(group.norms) > 1 else ""
         reasons.append(f"LayerNormalization (node {group.norms[0].name!r}) normalises over the "
-                       f"channel axis{more}; `--prune-embedding` cuts these channels too")
+                       f"channel axis{more}; the prune-embedding option cuts these channels too")
     return ChannelGroup(
         id=group.id,
         name=module_path(first) or first.name,

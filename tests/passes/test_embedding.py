@@ -69,7 +69,7 @@ def test_the_embedding_is_one_group_kept_whole_unless_asked(tmp_path):
     model, analysis = _exported(tiny_vit(shape), shape, tmp_path, "torchscript", normalised=False)
     stream = _embedding(analysis)
     assert stream.channels == shape.dim and len(stream.norms) == 2 * shape.depth + 1
-    assert not stream.prunable and "`--prune-embedding` cuts these channels too" in stream.reason
+    assert not stream.prunable and "the prune-embedding option cuts these channels too" in stream.reason
     cut = _embedding(analyze(model, analysis.model, prune_normalised=True))
     assert cut.prunable and cut.pinned == () and cut.norms == stream.norms
     # the patch embedding, every attention output and MLP output produce it; the head reads it

@@ -236,8 +236,8 @@ def test_a_layernorm_over_the_channels_is_followed_and_cut_only_when_asked(tmp_p
     stream = _group_of(analyze(model, str(path)), "conv1")
     assert stream.producers == ("conv1", "conv2") and stream.norms == ("ln",)
     assert not stream.prunable and stream.reason == (
-        "LayerNormalization (node 'ln') normalises over the channel axis; `--prune-embedding` "
-        "cuts these channels too")
+        "LayerNormalization (node 'ln') normalises over the channel axis; the prune-embedding "
+        "option cuts these channels too")
     cut = _group_of(analyze(model, str(path), prune_normalised=True), "conv1")
     assert cut.prunable and cut.norms == ("ln",) and cut.reason is None
     # its scale is cut with the channels
