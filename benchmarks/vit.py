@@ -10,10 +10,11 @@ what profiling cost. Rows go to ``--json`` after each run (``--resume`` skips fi
 and a table to ``--md`` with, per model and exporter, the share of the latency in layers whose
 width a plan can change (ORT's node profile, 1 thread: MLPs only, then MLPs + heads with their
 attention cores) and the mean prediction error over the budgets; ``--plot`` draws measured/budget
-and prediction error against the budget.
+and prediction error against the budget. ``--prune-embedding`` prunes with that flag (rows
+marked ``embedding``, with the embedding's width kept and its share of the latency).
 
     .venv/bin/python benchmarks/vit.py [--models deit_tiny_patch16_224 vit_b_16 ...]
-        [--exporters native dynamo] [--budgets 0.5 0.6 0.7 0.8] [--group-size 32]
+        [--exporters native dynamo] [--budgets 0.5 0.6 0.7 0.8] [--group-size 32] [--prune-embedding]
         --json results/vit.json --md results/vit.md [--plot results/vit.png]
 """
 
@@ -27,8 +28,7 @@ from pathlib import Path
 from third_party import markdown_table, run_prune
 
 from mdp_trt.graph import load_model, save_model
-from mdp_trt.latency.backends.node_profile import layer_times, profile_nodes
-from mdp_trt.latency.backends.ort_cpu import session_options
+from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend
 from mdp_trt.models.export import ExportOptions, export_architecture
 from mdp_trt.models.third_party import ThirdPartyModel, export_third_party
 from mdp_trt.passes import analyze
@@ -77,19 +77,19 @@ def prunable_shares(model, analysis, folder: Path) -> dict:
     width a plan changes: through the MLPs' groups only (before issue 18), and through the MLPs'
     and the heads' groups, an attention layer with its core."""
     path = save_model(model, folder / "profiled.onnx")
-    nodes, run_ms = profile_nodes(path, session_options(1), ["CPUExecutionProvider"], budget_s=5.0)
-    times = layer_times(path, analysis.layers, nodes)
+    with OrtCpuBackend(threads=1) as backend:
+        shares = backend.layer_shares(path, analysis.layers)
     mlps = {g.id for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms}
     heads = {g.id for g in analysis.groups if g.prunable and g.bundle > 1}
     stream = {g.id for g in analysis.groups if g.prunable and g.norms}
 
     def share(groups: set[int]) -> float:
-        return round(sum(times.get(layer.name, 0.0) for layer in analysis.layers
-                         if {layer.out_group, layer.in_group} & groups) / run_ms, 3)
+        return round(sum(shares.get(layer.name, 0.0) for layer in analysis.layers
+                         if {layer.out_group, layer.in_group} & groups), 3)
 
     return {"MLP": share(mlps), "MLP + heads": share(mlps | heads),
             "+ embedding": share(mlps | heads | stream) if stream else "",
-            "layers profiled": f"{len(times)}/{len(analysis.layers)}"}
+            "layers profiled": f"{len(shares)}/{len(analysis.layers)}"}
 
 
 def summary(rows: list[dict], shares: dict) -> str:
@@ -106,11 +106,6 @@ def summary(rows: list[dict], shares: dict) -> str:
                      f"{share['MLP + heads']} | {share['+ embedding']} | {share['layers profiled']} | "
                      f"{len(errors)} | {mean} | {top} |")
     return "\n".join(lines) + "\n"
-
-
-def _key(row: dict) -> tuple:
-    """(model, exporter, budget, embedding cut or not) of a row."""
-    return row["model"], row["exporter"], row["budget"], row.get("embedding", False)
 
 
 def _series(row: dict) -> tuple:
@@ -161,7 +156,7 @@ def main() -> None:
     root = args.out or Path(tempfile.mkdtemp(prefix="mdp-vit-"))
     root.mkdir(parents=True, exist_ok=True)
     rows = json.loads(args.json.read_text()) if args.resume and args.json and args.json.exists() else []
-    done = {_key(r) for r in rows}
+    done = {(_series(r), r["budget"]) for r in rows}
     shares = {}
     cut = args.prune_embedding
     extra = ("--prune-embedding",) if cut else ()
@@ -175,7 +170,7 @@ def main() -> None:
             print(json.dumps({"model": name, "exporter": exporter, "embedding": cut,
                               **shares[name, exporter, cut]}), flush=True)
             for budget in args.budgets:
-                if (name, exporter, budget, cut) in done:
+                if ((name, exporter, cut), budget) in done:
                     continue
                 folder = root / f"{name}-{exporter}-{budget}{'-embedding' if cut else ''}"
                 row, report = run_prune(path, SIDE, budget, folder, root / f"{name}.cache.sqlite",

@@ -879,7 +879,7 @@ def _layer_norm(node: ir.Node, index: int, layout: Layout) -> Outcome:
         # Mean and variance over more than the group's channels: removing one changes others.
         return Reject(f"{_where(node)} normalises over the channel axis and others")
     # Mean and variance over exactly the group's channels: a cut changes them, so the group is
-    # cut only when asked to (``analyze(normalised=True)``), and verified against a reference
+    # cut only when asked to (``analyze(prune_normalised=True)``), and verified against a reference
     # that normalises over the kept channels (``masking``).
     params = [i for i in (1, 2) if i < len(node.inputs) and node.inputs[i] is not None]
     if not all(is_constant(node.inputs[i]) for i in params):
