@@ -17,6 +17,7 @@ study resumes where it stopped; the runs' settings are checked against the folde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -206,22 +207,27 @@ def _input_shape(model: Path) -> tuple[int, ...]:
 
 
 def _retimed(config: StudyConfig, pruned: dict[str, dict]) -> dict:
-    """One interleaved timing of the original and every pruned model (redone when the set of
-    models changed, e.g. after more budgets were added)."""
+    """One interleaved timing of the original and every pruned model (redone when any model
+    changed or was added, e.g. a run pruned again or more budgets)."""
     keys = sorted(k for k, r in pruned.items() if "model" in r)
+    paths = [config.model, *(config.folder / pruned[k]["model"] for k in keys)]
+    digests = {k: _digest(p) for k, p in zip(["original", *keys], paths)}
     path = config.folder / "retime.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if sorted(record["ratios"]) == keys:
+        if record.get("models") == digests:
             return record
-    paths = [config.model, *(config.folder / pruned[k]["model"] for k in keys)]
     with get_backend("ort-cpu", threads=config.threads) as backend:
         results = benchmark_models(paths, backend)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": digests,
               "original_ms": results[0].latency_ms,
               "ratios": {k: asdict(r.ratio) | {"ms": r.latency_ms} for k, r in zip(keys, results[1:])}}
     write_text(path, json.dumps(record, indent=1))
     return record
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _finetuned(config: StudyConfig, key: str, record: dict, seed: int, splits: Splits) -> dict:

@@ -52,3 +52,14 @@ def test_saved_splits_load_back_unchanged(splits, tmp_path):
 def test_a_test_set_larger_than_a_digit_is_refused():
     with pytest.raises(InputError, match="test_per_class"):
         mnist_splits(seed=0, test_per_class=500)
+
+
+def test_the_three_way_split_holds_out_what_the_two_way_one_does():
+    from mdp_trt.data.mnist import mnist_three_way
+
+    _, test = mnist_splits(seed=5)
+    three = mnist_three_way(5)
+    np.testing.assert_array_equal(three.test.x, test.x)
+    assert len(three.val.y) == 500 and len(three.train.y) == 3500
+    seen = {row.tobytes() for row in three.train.x}
+    assert not any(row.tobytes() in seen for row in three.val.x)
