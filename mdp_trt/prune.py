@@ -340,42 +340,48 @@ def _closed_loop(context: _Context, work: Path, measure: Callable[[Path], Paired
     in the target, so the target is found by regula falsi between the best point measured under
     the budget and the lowest point measured over it (the unpruned model is the first such point:
     its target is its own prediction, i.e. the baseline). A round far under the budget is also
-    re-solved, to spend the budget on importance. Each round keeps its artefacts in its own
-    directory until one is adopted.
+    re-solved, to spend the budget on importance; a re-solve that returns a plan measured
+    already moves the bracket past it (few plans, as uniform pruning has, are steps wider than
+    the guesses). Each round keeps its artefacts in its own directory until one is adopted.
     """
     options, baseline_ms = context.options, context.baseline_ms
     rounds: list[Round] = []
     confirm = partial(_confirmed, context=context, measure=measure)
     low, high = budget_ms * (1 - 2 * options.tolerance), budget_ms * (1 + options.tolerance)
 
-    def attempt(index: int, target: float) -> Round | None:
-        """One round solved for ``target`` and measured; None when its plan was measured
-        already (converged). Raises InfeasibleBudget when the narrowest plan is measured over
-        the budget."""
+    def attempt(index: int, target: float) -> tuple[Round, bool]:
+        """One round solved for ``target`` and measured, and whether its plan is new (else it
+        is the round that measured it already). Raises InfeasibleBudget when the narrowest plan
+        is measured over the budget."""
         latest, new = _measured_round(context, work / f"round{index}", target, rounds, measure)
         if new:
             rounds.append(latest)
         if latest.narrowest and latest.measured_ms > high:
             raise _unreachable(context, budget_ms, latest)
-        return latest if new else None
+        return latest, new
 
     under: tuple[float, float] | None = None
     over = (baseline_ms, baseline_ms)
     target = budget_ms
     for index in range(options.max_rounds):
-        latest = attempt(index, target)
-        if latest is not None and low <= latest.measured_ms <= high:
+        latest, new = attempt(index, target)
+        if new and low <= latest.measured_ms <= high:
             latest = rounds[-1] = confirm(latest)
-        if latest is None or low <= latest.measured_ms <= high:
+        if low <= latest.measured_ms <= high:
             break
-        point = (latest.target_ms, latest.measured_ms)  # the narrowest plan's own target
-        if point[1] <= high:
-            under = max(under or point, point)
+        # The solver keeps a plan for every target from its prediction up to the next plan's:
+        # one over the budget moves the bracket below its prediction (a target above it would
+        # give it again), one under it to the target that chose it (the narrowest plan's own).
+        if latest.measured_ms > high:
+            over = min(over, (min(target, latest.plan.predicted_ms), latest.measured_ms))
         else:
-            over = min(over, point)
+            point = (max(target, latest.target_ms), latest.measured_ms)
+            under = max(under or point, point)
+        if under is not None and over[0] - under[0] <= 1e-3 * budget_ms:
+            break  # adjacent plans: one under the budget, the next over it
         target = _next_target(under, over, budget_ms)
         log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",
-                 point[1], budget_ms, target)
+                 latest.measured_ms, budget_ms, target)
     if all(r.measured_ms > high and not r.narrowest for r in rounds):
         # Every plan measured misses the budget: whether any plan can is the narrowest plan's
         # to say (a zero target is infeasible for any latency model), so it is measured too.

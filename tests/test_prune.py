@@ -289,6 +289,46 @@ def test_a_plan_is_accepted_on_its_slowest_window_and_the_loop_goes_on_when_that
     assert last.measured_ms == pytest.approx(max(last.windows) * 10.0)
 
 
+def test_a_re_solve_that_gives_the_over_budget_plan_again_goes_below_its_prediction(
+        monkeypatch, tmp_path):
+    # Three plans (uniform pruning has few): A for targets from 4.5 ms (measured 5.4), B from
+    # 3.9 ms (4.9) and C below (3.0). The first target, 5 ms, gives A. A slope-1 guess from the
+    # target (4.6 ms) would give A again, and the loop used to stop there and fall back to C,
+    # 40% under the budget; the guess starts from A's prediction instead (4.1 ms: B, within
+    # the budget's window), and a plan given again moves the bracket below its prediction.
+    from mdp_trt import prune as prune_module
+
+    plans = [(4.5, 5.4), (3.9, 4.9), (0.0, 3.0)]  # (predicted = lowest target, measured)
+    calls: list = []
+
+    def solve_and_cut(context, folder, *, budget_ms):
+        calls.append(budget_ms)
+        predicted, measured = next(p for p in plans if budget_ms >= p[0])
+        (folder / "pruned.onnx").write_text(str(measured))
+        return _candidate(-measured, [predicted], predicted)
+
+    monkeypatch.setattr(prune_module, "_solve_and_cut", solve_and_cut)
+
+    def measure(path):
+        ms = float(path.read_text())
+        return PairedTiming(ms, 10.0, Ratio(ms / 10.0, ms / 10.0, ms / 10.0, 6, True))
+
+    analysis = Analysis(model="m", input_shape=(1, 3, 8, 8), layers=(), blocks=(),
+                        groups=(ChannelGroup(0, "g", 64, (), ()),))
+    context = prune_module._Context(
+        None, analysis, None, None, PruneOptions(budget=0.5, confirm_gap_seconds=0.0),
+        prune_module._Stopwatch(), offset_ms=0.0, baseline_ms=10.0, name="m")
+    rounds = prune_module._closed_loop(context, tmp_path, measure, 5.0)
+    assert calls[:2] == [5.0, pytest.approx(4.1)]
+    assert [r.measured_ms for r in rounds] == [5.4, 4.9]
+    # the same plans, but B's window is missed (4.6 ms read for it): C is not taken over it
+    plans[1] = (3.9, 4.6)
+    calls.clear()
+    (tmp_path / "again").mkdir()
+    rounds = prune_module._closed_loop(context, tmp_path / "again", measure, 5.0)
+    assert 4.6 in [r.measured_ms for r in rounds] and all(c < 4.5 for c in calls[1:])
+
+
 def test_a_budget_below_the_measured_narrowest_plan_raises_with_the_measured_floor(
         monkeypatch, tmp_path):
     with pytest.raises(InfeasibleBudget) as exc:

@@ -33,7 +33,7 @@ from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
-__all__ = ["STUDY_METHODS", "StudyConfig", "run_study", "load_runs"]
+__all__ = ["STUDY_METHODS", "StudyConfig", "StudyRuns", "run_key", "run_study"]
 
 TORCH_PRUNING = "torch-pruning"
 STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
@@ -100,19 +100,23 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     config.folder.mkdir(parents=True, exist_ok=True)
     runs = StudyRuns(baseline=_baseline(config, splits, log))
     keys = [(m, b) for b in config.budgets for m in config.methods]
-    steps = len(keys) * (1 + len(config.seeds)) + 1
-    with _Progress(steps, progress) as bar:
+    pending = ["prune" for m, b in keys if not _record(config, run_key(m, b)).is_file()]
+    pending += ["re-time"] + ["fine-tune" for m, b in keys for s in config.seeds
+                              if not _record(config, run_key(m, b), s).is_file()]
+    with _Progress(pending, progress, log) as bar:
         for method, budget in keys:
-            runs.pruned[run_key(method, budget)] = bar.step(
-                f"prune {run_key(method, budget)}",
+            key = run_key(method, budget)
+            runs.pruned[key] = bar.step(
+                "prune", key, not _record(config, key).is_file(),
                 lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
-        runs.retime = bar.step("re-time", lambda: _retimed(config, runs.pruned))
+        runs.retime = bar.step("re-time", "every pruned model with the original", True,
+                               lambda: _retimed(config, runs.pruned))
         for method, budget in keys:
             key = run_key(method, budget)
             for seed in config.seeds:
                 record = runs.pruned[key]
                 runs.finetuned.setdefault(key, {})[seed] = bar.step(
-                    f"fine-tune {key} seed {seed}",
+                    "fine-tune", f"{key} seed {seed}", not _record(config, key, seed).is_file(),
                     lambda: _finetuned(config, key, record, seed, splits))
     return runs
 
@@ -136,6 +140,11 @@ def _baseline(config: StudyConfig, splits: Splits, log) -> dict:
     write_text(path, json.dumps(record, indent=1))
     log(f"original: {record['baseline_ms']:.3f} ms, test accuracy {record['accuracy_test']:.2%}")
     return record
+
+
+def _record(config: StudyConfig, key: str, seed: int | None = None) -> Path:
+    """Where a run's prune record (or its fine-tuning record for ``seed``) is kept."""
+    return config.folder / "runs" / key / ("prune.json" if seed is None else f"seed-{seed}.json")
 
 
 def _cached(path: Path, make: Callable[[], dict]) -> dict:
@@ -162,7 +171,7 @@ def _pruned(config: StudyConfig, method: str, budget: float, baseline_ms: float,
         record["seconds"] = time.perf_counter() - start
         return record
 
-    return _cached(folder / "prune.json", make)
+    return _cached(_record(config, run_key(method, budget)), make)
 
 
 def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, splits: Splits) -> dict:
@@ -247,35 +256,52 @@ def _finetuned(config: StudyConfig, key: str, record: dict, seed: int, splits: S
                 "accuracy_test": evaluate_accuracy(out, splits.test),
                 "accuracy_val": evaluate_accuracy(out, splits.val)}
 
-    return _cached(folder / f"seed-{seed}.json", make)
-
-
-def load_runs(folder: Path, config: StudyConfig) -> StudyRuns:
-    """The records of a finished study (``run_study`` with every step already done)."""
-    return run_study(config, progress=False, log=lambda _: None)
+    return _cached(_record(config, key, seed), make)
 
 
 class _Progress:
-    """A progress bar over the study's steps with an estimate of the time left (steps differ in
-    length, so the estimate is rough until a few of each kind ran)."""
+    """The study's pending steps with an estimate of the time left: the mean time of each kind
+    of step (prune, re-time, fine-tune) run so far, or a first guess before one ran, times the
+    steps of that kind still to do (steps finished on disk are not pending). A rich bar on a
+    terminal, else one line per step that ran."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
+    GUESS_S = {"prune": 90.0, "re-time": 60.0, "fine-tune": 20.0}
+
+    def __init__(self, kinds: list[str], enabled: bool, log: Callable[[str], None]):
+        self.todo, self.enabled, self.log = list(kinds), enabled, log
+        self.spent: dict[str, list[float]] = {}
 
     def __enter__(self) -> "_Progress":
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), disable=not self.enabled)
+                            TimeElapsedColumn(), TextColumn("{task.fields[left]}"),
+                            disable=not self.enabled)
         self.bar.__enter__()
-        self.task = self.bar.add_task("study", total=self.total)
+        self.task = self.bar.add_task("study", total=len(self.todo), left=self.left())
+        if not self.enabled and self.todo:
+            self.log(f"{len(self.todo)} steps to run: {self.left()} (a first guess)")
         return self
 
-    def step(self, description: str, work: Callable[[], dict]) -> dict:
-        self.bar.update(self.task, description=description)
+    def left(self) -> str:
+        seconds = sum(sum(self.spent.get(k, [])) / len(self.spent[k]) if self.spent.get(k)
+                      else self.GUESS_S[k] for k in self.todo)
+        return f"about {seconds / 60:.0f} min left" if seconds >= 60 else "under a minute left"
+
+    def step(self, kind: str, name: str, pending: bool, work: Callable[[], dict]) -> dict:
+        self.bar.update(self.task, description=f"{kind} {name}")
+        start = time.perf_counter()
         result = work()
-        self.bar.advance(self.task)
+        seconds = time.perf_counter() - start
+        if pending:
+            self.todo.remove(kind)
+            if seconds > 1.0:  # a skipped run (no model to fine-tune) says nothing of the time
+                self.spent.setdefault(kind, []).append(seconds)
+            self.bar.update(self.task, advance=1, left=self.left())
+            if not self.enabled:
+                total = self.bar.tasks[0].total
+                self.log(f"[{total - len(self.todo)}/{total}] {kind} {name}: {seconds:.0f} s; "
+                         f"{self.left()}")
         return result
 
     def __exit__(self, *exc) -> None:
