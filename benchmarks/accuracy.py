@@ -119,8 +119,10 @@ def _versus_best(rows: list[dict]) -> str:
     """MDP minus the best baseline (by mean) at this budget, paired by seed."""
     mdp = next((r for r in rows if r["method"] == MDP and "by_seed" in r), None)
     others = [r for r in rows if r["method"] not in ABLATIONS | {MDP} and "by_seed" in r]
-    if mdp is None or not others:
+    if mdp is None:
         return "-"
+    if not others:
+        return "no baseline reaches this budget"
     best = max(others, key=lambda r: r["accuracy_mean"])
     seeds = sorted(set(mdp["by_seed"]) & set(best["by_seed"]))
     if len(seeds) < 2:

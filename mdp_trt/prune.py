@@ -341,8 +341,8 @@ def _closed_loop(context: _Context, work: Path, measure: Callable[[Path], Paired
     the budget and the lowest point measured over it (the unpruned model is the first such point:
     its target is its own prediction, i.e. the baseline). A round far under the budget is also
     re-solved, to spend the budget on importance; a re-solve that returns a plan measured
-    already moves the bracket past it (few plans, as uniform pruning has, are steps wider than
-    the guesses). Each round keeps its artefacts in its own directory until one is adopted.
+    already moves the bracket past it (uniform pruning's few plans are steps wider than the
+    guesses). Each round keeps its artefacts in its own directory until one is adopted.
     """
     options, baseline_ms = context.options, context.baseline_ms
     rounds: list[Round] = []
@@ -369,15 +369,15 @@ def _closed_loop(context: _Context, work: Path, measure: Callable[[Path], Paired
             latest = rounds[-1] = confirm(latest)
         if low <= latest.measured_ms <= high:
             break
-        # The solver keeps a plan for every target from its prediction up to the next plan's:
-        # one over the budget moves the bracket below its prediction (a target above it would
-        # give it again), one under it to the target that chose it (the narrowest plan's own).
+        # A plan is the solver's choice for a range of targets, so a plan given again moves its
+        # side of the bracket to the target that gave it; the next target lies beyond it. (Not
+        # to its prediction: a baseline's view of latency, HALP's, is in other units.)
+        point = (max(target, latest.target_ms), latest.measured_ms)  # the narrowest plan's own
         if latest.measured_ms > high:
-            over = min(over, (min(target, latest.plan.predicted_ms), latest.measured_ms))
+            over = min(over, (target, latest.measured_ms))
         else:
-            point = (max(target, latest.target_ms), latest.measured_ms)
             under = max(under or point, point)
-        if under is not None and over[0] - under[0] <= 1e-3 * budget_ms:
+        if under is not None and abs(over[0] - under[0]) <= 1e-3 * budget_ms:
             break  # adjacent plans: one under the budget, the next over it
         target = _next_target(under, over, budget_ms)
         log.info("measured %.2f ms for a %.2f ms budget: re-solving for a %.2f ms target",

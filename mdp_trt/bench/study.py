@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,7 @@ class StudyConfig:
     def settings(self) -> dict:
         """What makes two runs comparable (a resumed study must not mix others in)."""
         return {"dataset": self.dataset, "split_seed": SPLIT_SEED, "model": self.model.name,
-                "epochs": self.epochs, "importance": self.importance,
+                "model_sha256": _digest(self.model), "epochs": self.epochs, "importance": self.importance,
                 "group_size": self.group_size, "threads": self.threads}
 
 
