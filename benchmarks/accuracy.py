@@ -149,7 +149,7 @@ def markdown(studies: dict, command: str) -> str:
                   f"{config.group_size}. Re-timing of every pruned model with the original in one "
                   f"interleaved session: {runs.retime.get('date', '-')}.", "",
                   "| budget | method | re-timed ratio [95% CI] | own ratio | blocks removed | "
-                  "acc. pruned | acc. fine-tuned, mean ± sd (n) | MDP vs best other |",
+                  "acc. pruned | acc. fine-tuned, mean ± sd (n) | MDP vs best baseline |",
                   "|---|---|---|---|---|---|---|---|"]
         for budget in config.budgets:
             at = [r for r in rows if r["budget"] == budget]
