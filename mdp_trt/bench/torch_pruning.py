@@ -85,9 +85,9 @@ def match_budget(module, input_shape: tuple[int, ...], budget_ms: float, round_t
 
     The ratio ranges up to ``deepest_ratio``; latency falls as it grows (up to noise, ``round_to``
     steps and a group left whole here and there), so the search keeps [fast enough, too slow]
-    brackets; without a match
-    after ``max_steps`` it keeps the step closest to the budget among those at or under
-    ``1 + tolerance`` times it. Raises InfeasibleBudget when the limit's model is too slow."""
+    brackets; without a match after ``max_steps`` it keeps the step closest to the budget among
+    those at or under ``1 + tolerance`` times it. Raises InfeasibleBudget when the deepest
+    ratio's model is too slow."""
     from mdp_trt.models.digit_resnet import export_classifier
 
     export = export or export_classifier
