@@ -4,7 +4,7 @@
     python models/train_digits.py --preset digits-deep  # models/digits_resnet_deep.onnx + .pt
     python models/train_digits.py --preset mnist-small  # models/mnist_resnet.onnx (the demo's)
 
-Presets (architecture: ``mdp_trt.models.digit_resnet``):
+Presets (architecture: ``mdp_trt.bench.digit_resnet``):
 - ``mnist-small``: widths 24/48/96, 2 blocks per stage, on the 4 000 training digits of
   ``mnist_splits(0)`` (the first accuracy runs' model; the tests and examples use it);
 - ``mnist-deep``: widths 16/32/64, 3 blocks per stage (7 removable), on the training part of
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mdp_trt.bench.accuracy import evaluate_accuracy
-from mdp_trt.models.digit_resnet import (DigitResNet, TrainOptions, export_classifier,
+from mdp_trt.bench.digit_resnet import (DigitResNet, TrainOptions, export_classifier,
                                          save_checkpoint, train_classifier)
 from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_SETS
 

@@ -197,7 +197,7 @@ def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, s
 
 def _torch_pruning(config: StudyConfig, budget_ms: float, folder: Path) -> dict:
     from mdp_trt.bench.torch_pruning import match_budget
-    from mdp_trt.models.digit_resnet import load_checkpoint
+    from mdp_trt.bench.digit_resnet import load_checkpoint
 
     module = load_checkpoint(config.module)
     with get_backend("ort-cpu", threads=config.threads) as backend:

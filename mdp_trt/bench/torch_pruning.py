@@ -88,7 +88,7 @@ def match_budget(module, input_shape: tuple[int, ...], budget_ms: float, round_t
     brackets; without a match after ``max_steps`` it keeps the step closest to the budget among
     those at or under ``1 + tolerance`` times it. Raises InfeasibleBudget when the deepest
     ratio's model is too slow."""
-    from mdp_trt.models.digit_resnet import export_classifier
+    from mdp_trt.bench.digit_resnet import export_classifier
 
     export = export or export_classifier
     workdir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ pytest.importorskip("torch_pruning", reason="the baseline needs torch-pruning (p
 
 from mdp_trt.bench.torch_pruning import deepest_ratio, match_budget, torch_pruned  # noqa: E402
 from mdp_trt.errors import InfeasibleBudget, InputError  # noqa: E402
-from mdp_trt.models.digit_resnet import DigitResNet  # noqa: E402
+from mdp_trt.bench.digit_resnet import DigitResNet  # noqa: E402
 
 SHAPE = (1, 1, 8, 8)
 

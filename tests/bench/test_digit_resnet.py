@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="the digit ResNets are PyTorch modul
 
 from mdp_trt.bench.accuracy import predict  # noqa: E402
 from mdp_trt.data.datasets import ArrayDataset  # noqa: E402
-from mdp_trt.models.digit_resnet import (DigitResNet, TrainOptions, accuracy_of,  # noqa: E402
+from mdp_trt.bench.digit_resnet import (DigitResNet, TrainOptions, accuracy_of,  # noqa: E402
                                          export_classifier, load_checkpoint, save_checkpoint,
                                          train_classifier)
 
