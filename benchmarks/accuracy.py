@@ -27,27 +27,23 @@ from pathlib import Path
 
 from mdp_trt.bench.statistics import paired_difference, spread
 from mdp_trt.bench.study import STUDY_METHODS, StudyConfig, run_key, run_study
+from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.outputs import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"mnist": ROOT / "models" / "mnist_resnet_deep.onnx",
-          "digits": ROOT / "models" / "digits_resnet_deep.onnx"}
 MDP = "mdp"
 ABLATIONS = {"mdp-channels"}  # MDP itself without blocks: not a baseline to compare MDP with
-# Fine-tuning epochs per data set: about 165 steps of 64 images each (3 500 and 1 047 training
-# images); fixed before any run, never chosen on the test part.
-EPOCHS = {"mnist": 3, "digits": 10}
 MATCH = 0.03  # rows whose common re-timed ratio is further than this from the budget are marked
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", choices=sorted(MODELS), default=["mnist", "digits"])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(STUDY_MODELS), default=["mnist", "digits"])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.2, 0.4, 0.6, 0.8])
     parser.add_argument("--methods", nargs="+", choices=STUDY_METHODS, default=list(STUDY_METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None,
-                        help=f"fine-tuning epochs per run (default per data set: {EPOCHS})")
+                        help=f"fine-tuning epochs per run (default per data set: {STUDY_EPOCHS})")
     parser.add_argument("--importance", choices=["magnitude", "taylor"], default="taylor")
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -69,11 +65,11 @@ def main() -> int:
                        else ROOT / "benchmarks" / "results")
     studies = {}
     for dataset in args.datasets:
-        model = MODELS[dataset]
+        model = STUDY_MODELS[dataset]
         config = StudyConfig(
             dataset=dataset, model=model, module=model.with_suffix(".pt"),
             budgets=tuple(args.budgets), methods=tuple(args.methods), seeds=tuple(args.seeds),
-            folder=out / "runs" / f"accuracy-{dataset}", epochs=args.epochs or EPOCHS[dataset],
+            folder=out / "runs" / f"accuracy-{dataset}", epochs=args.epochs or STUDY_EPOCHS[dataset],
             importance=args.importance, group_size=args.group_size, threads=args.threads,
             cache=args.cache, confirm_windows=1 if args.quick else 3)
         print(f"== {dataset}: {model.name}, {len(args.budgets)} budgets x {len(args.methods)} "

@@ -22,12 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 from mdp_trt.bench.accuracy import evaluate_accuracy
 from mdp_trt.bench.measure import benchmark_models
 from mdp_trt.bench.statistics import spread
-from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_SETS
+from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_EPOCHS, STUDY_MODELS, STUDY_SETS
 from mdp_trt.finetune import FinetuneOptions, finetune
 from mdp_trt.graph import save_model
 from mdp_trt.graph.model import load_model
@@ -37,14 +36,11 @@ from mdp_trt.outputs import write_text
 from mdp_trt.passes import analyze, apply_plan
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"mnist": ROOT / "models" / "mnist_resnet_deep.onnx",
-          "digits": ROOT / "models" / "digits_resnet_deep.onnx"}
-EPOCHS = {"mnist": 3, "digits": 10}  # the accuracy study's recipe (benchmarks/accuracy.py)
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=sorted(MODELS), default="mnist")
+    parser.add_argument("--dataset", choices=sorted(STUDY_MODELS), default="mnist")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--importance", choices=["magnitude", "taylor"], default="taylor")
     parser.add_argument("--threads", type=int, default=1)
@@ -61,8 +57,7 @@ def block_importance(model_path: Path, splits, importance: str, work: Path) -> t
     analysis = analyze(model, str(model_path))
     calib = None
     if importance == "taylor":
-        calib = work / "train.npz"
-        np.savez(calib, x=splits.train.x, y=splits.train.y)
+        calib = splits.train.save(work / "train.npz")
     scores = score_channels(model, analysis, importance, calib_data=calib, progress=False)
     total = {name: float(sum(s)) for name, s in scores.layer_scores.items()}
     blocks = {b.name: sum(total[layer] for layer in b.layers)
@@ -88,7 +83,7 @@ def removed_by_mdp(study: Path) -> dict[str, list[float]]:
 
 def main() -> None:
     args = _arguments()
-    model_path = MODELS[args.dataset]
+    model_path = STUDY_MODELS[args.dataset]
     splits = STUDY_SETS[args.dataset](SPLIT_SEED)
     study = args.study or ROOT / "benchmarks" / "results" / "runs" / f"accuracy-{args.dataset}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +99,7 @@ def main() -> None:
             for seed in args.seeds:
                 out = work / f"{name}-seed{seed}.onnx"
                 finetune(path, model_path, splits.train, out,
-                         FinetuneOptions(epochs=EPOCHS[args.dataset], seed=seed, progress=False))
+                         FinetuneOptions(epochs=STUDY_EPOCHS[args.dataset], seed=seed, progress=False))
                 accuracies.append(evaluate_accuracy(out, splits.val))
             acc = spread(accuracies)
             rows.append({"block": name, "importance": importance[name],
@@ -116,7 +111,7 @@ def main() -> None:
                   f"{rows[-1]['saved']:.3f} of the latency, validation {acc.mean:.2%} ± {acc.sd:.2%}",
                   flush=True)
     meta = {"dataset": args.dataset, "model": model_path.name, "split_seed": SPLIT_SEED,
-            "importance": args.importance, "seeds": args.seeds, "epochs": EPOCHS[args.dataset],
+            "importance": args.importance, "seeds": args.seeds, "epochs": STUDY_EPOCHS[args.dataset],
             "val_original": evaluate_accuracy(model_path, splits.val),
             "removed_by_mdp": removed_by_mdp(study),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node()}

@@ -24,8 +24,8 @@ from torch import nn
 
 from mdp_trt.data.datasets import ArrayDataset
 
-__all__ = ["DigitResNet", "TrainOptions", "accuracy_of", "export_classifier", "load_checkpoint",
-           "save_checkpoint", "train_classifier"]
+__all__ = ["DigitResNet", "TrainOptions", "export_classifier", "load_checkpoint", "save_checkpoint",
+           "train_classifier"]
 
 
 class BasicBlock(nn.Module):
@@ -108,14 +108,6 @@ def train_classifier(model: nn.Module, train: ArrayDataset, options: TrainOption
             total += loss.item() * len(index)
         report(f"epoch {epoch + 1}/{options.epochs}: train loss {total / len(order):.4f}")
     return model.eval()
-
-
-@torch.no_grad()
-def accuracy_of(model: nn.Module, data: ArrayDataset) -> float:
-    """Top-1 accuracy of the PyTorch ``model`` on ``data`` (eval mode)."""
-    model.eval()
-    logits = model(torch.from_numpy(np.ascontiguousarray(data.x)))
-    return float((logits.argmax(1).numpy() == data.y).mean())
 
 
 def export_classifier(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:

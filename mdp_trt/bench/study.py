@@ -181,9 +181,7 @@ def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, s
     if config.importance == "taylor":
         calib_path = config.folder / "train.npz"
         if not calib_path.is_file():
-            import numpy as np
-
-            np.savez(calib_path, x=splits.train.x, y=splits.train.y)  # never the test part
+            splits.train.save(calib_path)  # never the test part
         calib = {"calib_data": calib_path}
     report = prune(config.model, folder / "prune", PruneOptions(
         budget_ms=budget_ms, method=method, importance=config.importance, **calib,

@@ -15,6 +15,7 @@ Two sources, chosen by what ``path`` is:
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,18 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def save(self, path: str | Path) -> Path:
+        """Write an ``.npz`` that ``load_dataset`` reads back unchanged (arrays ``x`` and, when
+        labelled, ``y``), atomically: a crash leaves the old file or none, never half of one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        arrays = {"x": self.x} if self.y is None else {"x": self.x, "y": self.y}
+        with open(partial, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(partial, path)
+        return path
 
     def split(self, fraction: float, seed: int = 0) -> tuple["ArrayDataset", "ArrayDataset"]:
         """(first, rest): a random ``fraction`` of the samples (rounded) and the others, each in

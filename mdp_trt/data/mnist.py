@@ -62,11 +62,5 @@ def mnist_three_way(seed: int, *, test_per_class: int = TEST_PER_CLASS,
 def save_mnist_splits(directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """Write ``mnist_train.npz`` and ``mnist_test.npz`` (arrays ``x``, ``y``) for the commands
     that take ``--data PATH.npz``; returns their paths."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, split in zip(("train", "test"), mnist_splits(seed)):
-        path = directory / f"mnist_{name}.npz"
-        np.savez(path, x=split.x, y=split.y)
-        paths.append(path)
-    return paths[0], paths[1]
+    train, test = mnist_splits(seed)
+    return train.save(Path(directory) / "mnist_train.npz"), test.save(Path(directory) / "mnist_test.npz")

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the digit ResNets are PyTorch modules (pip install torch)")
 
-from mdp_trt.bench.accuracy import predict  # noqa: E402
+from mdp_trt.bench.accuracy import evaluate_accuracy, predict  # noqa: E402
 from mdp_trt.data.datasets import ArrayDataset  # noqa: E402
-from mdp_trt.bench.digit_resnet import (DigitResNet, TrainOptions, accuracy_of,  # noqa: E402
+from mdp_trt.bench.digit_resnet import (DigitResNet, TrainOptions,  # noqa: E402
                                          export_classifier, load_checkpoint, save_checkpoint,
                                          train_classifier)
 
@@ -38,8 +38,8 @@ def test_training_learns_and_the_export_computes_what_the_module_does(tmp_path):
     data = _toy()
     train_classifier(model, data, TrainOptions(epochs=4, seed=0, batch_size=16, lr=0.05),
                      report=lambda _: None)
-    assert accuracy_of(model, data) > 0.9
     path = export_classifier(model, (1, 1, 8, 8), tmp_path / "toy.onnx")
+    assert evaluate_accuracy(path, data) > 0.9
     assert [p.name for p in tmp_path.iterdir()] == ["toy.onnx"]  # nothing partial left
     with torch.no_grad():
         expected = model(torch.from_numpy(data.x[:5])).numpy()

@@ -219,3 +219,13 @@ def test_a_pillow_plugin_that_cannot_load_still_gives_a_clear_error(tmp_path, mo
     monkeypatch.setattr(Image, "open", patched_open)
     with pytest.raises(InputError, match=r"y.png is not a readable image \(No module named 'pi_heif'\)"):
         load_dataset(tmp_path, SHAPE)
+
+
+def test_a_saved_dataset_loads_back_unchanged_and_leaves_no_partial_file(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(3, 1, 2, 2)
+    for y in (None, np.array([2, 0, 1])):
+        path = ArrayDataset(x, y).save(tmp_path / "set.npz")
+        loaded = load_dataset(path)
+        np.testing.assert_array_equal(loaded.x, x)
+        assert (loaded.y is None) == (y is None) and (y is None or (loaded.y == y).all())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set.npz"]
