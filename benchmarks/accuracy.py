@@ -28,6 +28,7 @@ from pathlib import Path
 from mdp_trt.bench.statistics import paired_difference, spread
 from mdp_trt.bench.study import STUDY_METHODS, StudyConfig, run_key, run_study
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
+from mdp_trt.errors import MdpTrtError
 from mdp_trt.outputs import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,14 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> int:
     args = _arguments()
+    try:
+        return _study(args)
+    except MdpTrtError as exc:  # bad settings or data: the message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _study(args: argparse.Namespace) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="accuracy-quick-")) if args.quick
                        else ROOT / "benchmarks" / "results")
     studies = {}

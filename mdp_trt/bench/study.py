@@ -125,9 +125,12 @@ def _baseline(config: StudyConfig, splits: Splits, log) -> dict:
     path = config.folder / "baseline.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if record["settings"] != config.settings():
-            raise InputError(f"{config.folder} holds a study with other settings "
-                             f"({record['settings']}); give another folder or the same settings")
+        ours = config.settings()
+        if record["settings"] != ours:
+            differ = ", ".join(f"{k} {record['settings'].get(k)} (this run: {v})"
+                               for k, v in ours.items() if record["settings"].get(k) != v)
+            raise InputError(f"{config.folder} holds a study with other settings: {differ}; "
+                             "give another folder or the same settings")
         return record
     with get_backend("ort-cpu", threads=config.threads) as backend:
         measured = benchmark_model(config.model, backend)
