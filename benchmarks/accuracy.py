@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from mdp_trt.bench.statistics import paired_difference, spread
-from mdp_trt.bench.study import STUDY_METHODS, StudyConfig, run_key, run_study
+from mdp_trt.bench.study import MATCH, STUDY_METHODS, StudyConfig, references, run_key, run_study
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.errors import MdpTrtError
 from mdp_trt.outputs import write_text
@@ -34,7 +34,6 @@ from mdp_trt.outputs import write_text
 ROOT = Path(__file__).resolve().parent.parent
 MDP = "mdp"
 ABLATIONS = {"mdp-channels"}  # MDP itself without blocks: not a baseline to compare MDP with
-MATCH = 0.03  # rows whose common re-timed ratio is further than this from the budget are marked
 
 
 def _arguments() -> argparse.Namespace:
@@ -99,8 +98,10 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def rows_of(config: StudyConfig, runs) -> list[dict]:
-    """One row per (budget, method): the common re-timed ratio and the seeds' accuracies."""
+    """One row per (budget, method): the common re-timed ratio and the seeds' accuracies; a row
+    further than MATCH / 2 from its budget's reference ratio is ``marked`` (not at equal latency)."""
     rows = []
+    reference = references(runs.retime["ratios"], config)
     for budget in config.budgets:
         for method in config.methods:
             key = run_key(method, budget)
@@ -115,26 +116,47 @@ def rows_of(config: StudyConfig, runs) -> list[dict]:
                            own_ratio=pruned["measured_ms"] / runs.baseline["baseline_ms"],
                            accuracy_mean=accuracy.mean, accuracy_sd=accuracy.sd, seeds=accuracy.n,
                            pruned_mean=spread([r["accuracy_pruned_test"] for r in seeds]).mean,
-                           by_seed={r["seed"]: r["accuracy_test"] for r in seeds})
+                           by_seed={r["seed"]: r["accuracy_test"] for r in seeds},
+                           reference=reference[budget],
+                           marked=abs(ratio["value"] / reference[budget] - 1) > MATCH / 2,
+                           no_plan_nearer=any(t["same_model"] for t in pruned.get("matching", [])),
+                           plans=pruned.get("round_ratios"))
             rows.append(row)
     return rows
 
 
 def _versus_best(rows: list[dict]) -> str:
-    """MDP minus the best baseline (by mean) at this budget, paired by seed."""
+    """MDP minus the best baseline (by mean) among the rows at the budget's reference latency,
+    paired by seed; and any marked baseline that is faster than MDP and more accurate too."""
     mdp = next((r for r in rows if r["method"] == MDP and "by_seed" in r), None)
     others = [r for r in rows if r["method"] not in ABLATIONS | {MDP} and "by_seed" in r]
     if mdp is None:
         return "-"
-    if not others:
-        return "no baseline reaches this budget"
-    best = max(others, key=lambda r: r["accuracy_mean"])
+    if mdp["marked"]:
+        return "MDP's row is not at the reference latency"
+    matched = [r for r in others if not r["marked"]]
+    dominating = [r for r in others if r["marked"] and r["ratio"] < mdp["ratio"]
+                  and r["accuracy_mean"] > mdp["accuracy_mean"]]
+    also = "".join(f"; {r['method']} is faster ({r['ratio']:.3f}) and more accurate "
+                   f"({100 * r['accuracy_mean']:.2f})" for r in dominating)
+    if not matched:
+        return ("no baseline reaches this budget" if not others
+                else "no baseline at this latency") + also
+    best = max(matched, key=lambda r: r["accuracy_mean"])
     seeds = sorted(set(mdp["by_seed"]) & set(best["by_seed"]))
     if len(seeds) < 2:
-        return f"vs {best['method']}: too few seeds"
+        return f"vs {best['method']}: too few seeds" + also
     d = paired_difference([mdp["by_seed"][s] for s in seeds], [best["by_seed"][s] for s in seeds])
     return (f"vs {best['method']}: {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
-            f"points, {d.verdict}")
+            f"points, {d.verdict}" + also)
+
+
+def _agreement(rows: list[dict]) -> str:
+    """How far apart the unmarked rows of one budget were re-timed: max / min - 1."""
+    ratios = [r["ratio"] for r in rows if "ratio" in r and not r["marked"]]
+    if len(ratios) < 2:
+        return "-"
+    return f"{100 * (max(ratios) / min(ratios) - 1):.1f}% ({len(ratios)} rows)"
 
 
 def markdown(studies: dict, command: str) -> str:
@@ -159,19 +181,27 @@ def markdown(studies: dict, command: str) -> str:
         for budget in config.budgets:
             at = [r for r in rows if r["budget"] == budget]
             versus = _versus_best(at)
-            reference = next((r["ratio"] for r in at if r["method"] == MDP and "ratio" in r), None)
             for row in at:
-                lines.append(_row(row, versus if row["method"] == MDP else "", reference))
-        lines += ["", f"Rows marked * were re-timed more than {MATCH:.0%} away from MDP's row at "
-                  "their budget: a comparison with them is not at equal latency."]
+                lines.append(_row(row, versus if row["method"] == MDP else ""))
+        lines += ["", f"Each budget's reference is the median of its rows' re-timed ratios; a row "
+                  f"further than {MATCH / 2:.1%} from it was pruned again for it (its own "
+                  "measurement's bias corrected, a third of the tolerance), up to "
+                  f"{config.match_rounds} times. Rows marked * are still further: not at equal "
+                  "latency, left out of the comparison (** : the method has no plan nearer; its "
+                  "closed loop's plans measured the ratios in brackets). Unmarked rows agree "
+                  "within (max / min - 1): " + ", ".join(
+                      f"{b:g}: {_agreement([r for r in rows if r['budget'] == b])}"
+                      for b in config.budgets) + "."]
     return "\n".join(lines) + "\n"
 
 
-def _row(row: dict, versus: str, reference: float | None) -> str:
+def _row(row: dict, versus: str) -> str:
     if "ratio" not in row:
         return (f"| {row['budget']:g} | {row['method']} | {row['infeasible'] or 'not run'} "
                 "| - | - | - | - | - |")
-    mark = "*" if reference and abs(row["ratio"] / reference - 1) > MATCH else ""
+    mark = ("**" if row["no_plan_nearer"] else "*") if row["marked"] else ""
+    if row["marked"] and row["no_plan_nearer"] and row["plans"]:
+        mark += " (" + ", ".join(f"{p:.2f}" for p in row["plans"]) + ")"
     return (f"| {row['budget']:g} | {row['method']} | {row['ratio']:.3f}{mark} "
             f"[{row['ratio_low']:.3f}, {row['ratio_high']:.3f}] | {row['own_ratio']:.3f} | "
             f"{row['removed_blocks']} | {row['pruned_mean']:.2%} | {100 * row['accuracy_mean']:.2f} "

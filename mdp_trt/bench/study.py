@@ -8,6 +8,11 @@ For one trained model and its data set (split once: ``study_sets``):
    ratio on measured latency (``bench/torch_pruning.py``);
 3. all pruned models are re-timed in one interleaved session with the original, so every row's
    latency comes from the same machine state (``retime.json``: the common measured ratio);
+   a row more than ``MATCH / 2`` away from its budget's reference (the median of the budget's
+   rows) is pruned again for the reference, with the bias of its own measurement corrected and a
+   tighter tolerance, and all are re-timed, until the rows agree or a row has had its
+   ``match_rounds`` (a method whose plans skip the reference, such as uniform pruning's wide
+   steps, gives the same model again and is left marked);
 4. every pruned model is fine-tuned once per seed (distillation from the original on the
    training part, the seed drawing the batch order) and scored on the test part, which nothing
    else ever reads; the validation part is scored beside it for choices.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,10 +39,14 @@ from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
-__all__ = ["STUDY_METHODS", "StudyConfig", "StudyRuns", "run_key", "run_study"]
+__all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "references", "run_key",
+           "run_study", "unmatched"]
 
 TORCH_PRUNING = "torch-pruning"
 STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
+# A budget's rows compare at equal latency when their common re-timed ratios are within this of
+# each other: each within half of it from the budget's reference.
+MATCH = 0.03
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class StudyConfig:
     # [1 - 2 t, 1 + t] x budget, Torch-Pruning's bisection 1 +- t; tighter than the 3% the rows
     # must agree within, because the common re-timing moves every ratio a little.
     tolerance: float = 0.015
+    match_rounds: int = 2  # re-prunes a row may get to join its budget's reference latency
 
     def check(self) -> None:
         if self.dataset not in STUDY_SETS:
@@ -102,7 +113,7 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
     keys = [(m, b) for b in config.budgets for m in config.methods]
     pending = ["prune" for m, b in keys if not _record(config, run_key(m, b)).is_file()]
     pending += ["re-time"] + ["fine-tune" for m, b in keys for s in config.seeds
-                              if not _record(config, run_key(m, b), s).is_file()]
+                              if not _finetune_done(config, run_key(m, b), s)]
     with _Progress(pending, progress, log) as bar:
         for method, budget in keys:
             key = run_key(method, budget)
@@ -111,14 +122,48 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
                 lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
         runs.retime = bar.step("re-time", "every pruned model with the original", True,
                                lambda: _retimed(config, runs.pruned))
+        while off := unmatched(runs.retime["ratios"], config, runs.pruned):
+            for key, reference in off.items():
+                runs.pruned[key] = bar.step(
+                    "match", f"{key} for {reference:.3f} of the original", True,
+                    lambda: _rematched(config, key, runs, reference, splits))
+            runs.retime = bar.step("re-time", "every pruned model with the original", True,
+                                   lambda: _retimed(config, runs.pruned))
         for method, budget in keys:
             key = run_key(method, budget)
             for seed in config.seeds:
                 record = runs.pruned[key]
                 runs.finetuned.setdefault(key, {})[seed] = bar.step(
-                    "fine-tune", f"{key} seed {seed}", not _record(config, key, seed).is_file(),
+                    "fine-tune", f"{key} seed {seed}", not _finetune_done(config, key, seed, record),
                     lambda: _finetuned(config, key, record, seed, splits))
     return runs
+
+
+def references(ratios: dict[str, dict], config: StudyConfig) -> dict[float, float]:
+    """Each budget's reference ratio: the median of its rows' common re-timed ratios."""
+    by_budget: dict[float, list[float]] = {}
+    for method in config.methods:
+        for budget in config.budgets:
+            if (ratio := ratios.get(run_key(method, budget))) is not None:
+                by_budget.setdefault(budget, []).append(ratio["value"])
+    return {b: float(statistics.median(v)) for b, v in by_budget.items()}
+
+
+def unmatched(ratios: dict[str, dict], config: StudyConfig, pruned: dict[str, dict]
+              ) -> dict[str, float]:
+    """Rows to prune again, each with its budget's reference ratio: further than ``MATCH / 2``
+    from it, with match rounds left and not known to have no plan nearer."""
+    off = {}
+    for budget, reference in references(ratios, config).items():
+        for method in config.methods:
+            key = run_key(method, budget)
+            record, ratio = pruned.get(key, {}), ratios.get(key)
+            tries = record.get("matching", [])
+            if (ratio is None or abs(ratio["value"] / reference - 1) <= MATCH / 2
+                    or len(tries) >= config.match_rounds or any(t["same_model"] for t in tries)):
+                continue
+            off[key] = reference
+    return off
 
 
 def _baseline(config: StudyConfig, splits: Splits, log) -> dict:
@@ -159,25 +204,50 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
 
 
 def _pruned(config: StudyConfig, method: str, budget: float, baseline_ms: float, splits: Splits) -> dict:
+    return _cached(_record(config, run_key(method, budget)),
+                   lambda: _prune_run(config, method, budget, budget * baseline_ms, splits,
+                                      config.tolerance))
+
+
+def _prune_run(config: StudyConfig, method: str, budget: float, budget_ms: float, splits: Splits,
+               tolerance: float) -> dict:
     folder = config.folder / "runs" / run_key(method, budget)
-
-    def make() -> dict:
-        start = time.perf_counter()
-        record = {"method": method, "budget": budget, "budget_ms": budget * baseline_ms}
-        try:
-            if method == TORCH_PRUNING:
-                record.update(_torch_pruning(config, record["budget_ms"], folder))
-            else:
-                record.update(_mdp_trt(config, method, record["budget_ms"], folder, splits))
-        except InfeasibleBudget as exc:
-            record["infeasible"] = str(exc)
-        record["seconds"] = time.perf_counter() - start
-        return record
-
-    return _cached(_record(config, run_key(method, budget)), make)
+    start = time.perf_counter()
+    record = {"method": method, "budget": budget, "budget_ms": budget_ms}
+    try:
+        if method == TORCH_PRUNING:
+            record.update(_torch_pruning(config, budget_ms, folder, tolerance))
+        else:
+            record.update(_mdp_trt(config, method, budget_ms, folder, splits, tolerance))
+    except InfeasibleBudget as exc:
+        record["infeasible"] = str(exc)
+    record["seconds"] = time.perf_counter() - start
+    return record
 
 
-def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, splits: Splits) -> dict:
+def _rematched(config: StudyConfig, key: str, runs: StudyRuns, reference: float,
+               splits: Splits) -> dict:
+    """The run ``key`` pruned again for ``reference`` x the original in the common re-timing:
+    its budget scaled by reference / its re-timed ratio (which also corrects the bias of its
+    own measurement against the common one), within a third of the usual tolerance. The
+    record keeps the earlier attempts; one that gives the same model ends the matching."""
+    record = runs.pruned[key]
+    ratio = runs.retime["ratios"][key]["value"]
+    before = {"budget_ms": record["budget_ms"], "measured_ms": record["measured_ms"],
+              "retimed_ratio": ratio, "reference": reference,
+              "model_sha256": _digest(config.folder / record["model"])}
+    again = _prune_run(config, record["method"], record["budget"],
+                       record["budget_ms"] * reference / ratio, splits, config.tolerance / 3)
+    if "model" not in again:  # infeasible when tightened: the earlier model stands
+        again = record | {"matching_failed": again.get("infeasible")}
+    before["same_model"] = _digest(config.folder / again["model"]) == before["model_sha256"]
+    again["matching"] = [*record.get("matching", []), before]
+    write_text(_record(config, key), json.dumps(again, indent=1))
+    return again
+
+
+def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, splits: Splits,
+             tolerance: float) -> dict:
     from mdp_trt.prune import PruneOptions, prune
 
     calib = {}
@@ -189,14 +259,16 @@ def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, s
     report = prune(config.model, folder / "prune", PruneOptions(
         budget_ms=budget_ms, method=method, importance=config.importance, **calib,
         group_size=config.group_size, threads=config.threads, cache=config.cache, force=True,
-        tolerance=config.tolerance, max_rounds=6, confirm_windows=config.confirm_windows,
+        tolerance=tolerance, max_rounds=6, confirm_windows=config.confirm_windows,
         progress=False))
     return {"model": str((folder / "prune" / "pruned.onnx").relative_to(config.folder)),
             "measured_ms": report.measured_latency_ms, "removed_blocks": report.removed_blocks,
-            "kept_channels": report.kept_channels, "rounds": len(report.rounds)}
+            "kept_channels": report.kept_channels, "rounds": len(report.rounds),
+            # the plans the closed loop measured (own ratios): where a method's plans skip a budget
+            "round_ratios": sorted(r.measured_ms / report.baseline_latency_ms for r in report.rounds)}
 
 
-def _torch_pruning(config: StudyConfig, budget_ms: float, folder: Path) -> dict:
+def _torch_pruning(config: StudyConfig, budget_ms: float, folder: Path, tolerance: float) -> dict:
     from mdp_trt.bench.torch_pruning import match_budget
     from mdp_trt.bench.digit_resnet import load_checkpoint
 
@@ -205,7 +277,7 @@ def _torch_pruning(config: StudyConfig, budget_ms: float, folder: Path) -> dict:
         match, path = match_budget(
             module, _input_shape(config.model), budget_ms, config.group_size,
             lambda p: benchmark_model(p, backend).latency_ms, folder / "torch-pruning",
-            tolerance=config.tolerance)
+            tolerance=tolerance)
     return {"model": str(path.relative_to(config.folder)), "measured_ms": match.measured_ms,
             "removed_blocks": [], "torch_pruning": match.to_json()}
 
@@ -240,24 +312,44 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _pruned_digest(config: StudyConfig, record: dict) -> str | None:
+    return _digest(config.folder / record["model"]) if "model" in record else None
+
+
+def _finetune_done(config: StudyConfig, key: str, seed: int, record: dict | None = None) -> bool:
+    """Whether ``seed``'s fine-tuning record is there and of the run's current model (a row
+    pruned again for matching is fine-tuned again); ``record``: the run's prune record (default:
+    read from its file; no file: not done)."""
+    path, prune_path = _record(config, key, seed), _record(config, key)
+    if record is None:
+        if not prune_path.is_file():
+            return False
+        record = json.loads(prune_path.read_text())
+    return path.is_file() and json.loads(path.read_text()).get("model_sha256") == _pruned_digest(
+        config, record)
+
+
 def _finetuned(config: StudyConfig, key: str, record: dict, seed: int, splits: Splits) -> dict:
     from mdp_trt.finetune import FinetuneOptions, finetune
 
-    folder = config.folder / "runs" / key
-
-    def make() -> dict:
-        if "model" not in record:
-            return {"skipped": record.get("infeasible", "no model")}
+    path = _record(config, key, seed)
+    if _finetune_done(config, key, seed, record):
+        return json.loads(path.read_text())
+    digest = _pruned_digest(config, record)
+    if "model" not in record:
+        result = {"skipped": record.get("infeasible", "no model"), "model_sha256": digest}
+    else:
         pruned = config.folder / record["model"]
-        out = folder / f"finetuned-seed{seed}.onnx"
-        result = finetune(pruned, config.model, splits.train, out,
-                          FinetuneOptions(epochs=config.epochs, seed=seed, progress=False))
-        return {"seed": seed, "losses": result.losses, "seconds": result.seconds,
-                "accuracy_pruned_test": evaluate_accuracy(pruned, splits.test),
-                "accuracy_test": evaluate_accuracy(out, splits.test),
-                "accuracy_val": evaluate_accuracy(out, splits.val)}
-
-    return _cached(_record(config, key, seed), make)
+        out = config.folder / "runs" / key / f"finetuned-seed{seed}.onnx"
+        tuned = finetune(pruned, config.model, splits.train, out,
+                         FinetuneOptions(epochs=config.epochs, seed=seed, progress=False))
+        result = {"seed": seed, "model_sha256": digest, "losses": tuned.losses,
+                  "seconds": tuned.seconds,
+                  "accuracy_pruned_test": evaluate_accuracy(pruned, splits.test),
+                  "accuracy_test": evaluate_accuracy(out, splits.test),
+                  "accuracy_val": evaluate_accuracy(out, splits.val)}
+    write_text(path, json.dumps(result, indent=1))
+    return result
 
 
 class _Progress:
@@ -266,7 +358,7 @@ class _Progress:
     steps of that kind still to do (steps finished on disk are not pending). A rich bar on a
     terminal, else one line per step that ran."""
 
-    GUESS_S = {"prune": 90.0, "re-time": 60.0, "fine-tune": 20.0}
+    GUESS_S = {"prune": 90.0, "match": 90.0, "re-time": 60.0, "fine-tune": 20.0}
 
     def __init__(self, kinds: list[str], enabled: bool, log: Callable[[str], None]):
         self.todo, self.enabled, self.log = list(kinds), enabled, log
@@ -290,6 +382,10 @@ class _Progress:
         return f"about {seconds / 60:.0f} min left" if seconds >= 60 else "under a minute left"
 
     def step(self, kind: str, name: str, pending: bool, work: Callable[[], dict]) -> dict:
+        if pending and kind not in self.todo:
+            # a step known only as it comes: matching's, and the fine-tuning of a matched row
+            self.todo.append(kind)
+            self.bar.update(self.task, total=self.bar.tasks[0].total + 1)
         self.bar.update(self.task, description=f"{kind} {name}")
         start = time.perf_counter()
         result = work()

@@ -1,0 +1,104 @@
+"""The study's equal-latency matching: which rows are pruned again, for which reference, and that
+a row pruned again is fine-tuned again (the records carry the model's digest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mdp_trt.bench import study
+from mdp_trt.bench.study import MATCH, StudyConfig, references, run_key, unmatched
+
+
+def _config(tmp_path: Path, budgets=(0.4, 0.5), methods=("mdp", "halp", "uniform"),
+            match_rounds: int = 2) -> StudyConfig:
+    return StudyConfig(dataset="digits", model=tmp_path / "model.onnx", module=None,
+                       budgets=budgets, methods=methods, seeds=(0, 1), folder=tmp_path / "study",
+                       match_rounds=match_rounds)
+
+
+def _ratios(values: dict[str, float]) -> dict[str, dict]:
+    return {k: {"value": v, "low": v, "high": v} for k, v in values.items()}
+
+
+def test_each_budget_is_referred_to_the_median_of_its_rows(tmp_path):
+    config = _config(tmp_path)
+    ratios = _ratios({"mdp-0.4": 0.406, "halp-0.4": 0.392, "uniform-0.4": 0.400,
+                      "mdp-0.5": 0.486, "halp-0.5": 0.490})  # uniform-0.5 had no model
+    assert references(ratios, config) == pytest.approx({0.4: 0.400, 0.5: 0.488})
+
+
+def test_rows_further_than_half_the_match_from_the_reference_are_pruned_again(tmp_path):
+    config = _config(tmp_path)
+    ratios = _ratios({"mdp-0.4": 0.400, "halp-0.4": 0.400 * (1 + MATCH / 2) + 1e-4,
+                      "uniform-0.4": 0.400 * (1 - MATCH / 2) + 1e-4,  # just inside
+                      "mdp-0.5": 0.490, "halp-0.5": 0.491, "uniform-0.5": 0.404})
+    off = unmatched(ratios, config, {})
+    assert off == pytest.approx({"halp-0.4": 0.400, "uniform-0.5": 0.490})
+
+
+def test_matching_ends_at_the_rounds_cap_or_when_a_method_gives_the_same_model(tmp_path):
+    ratios = _ratios({"mdp-0.5": 0.490, "halp-0.5": 0.491, "uniform-0.5": 0.404})
+    config = _config(tmp_path, budgets=(0.5,))
+    tried = {"same_model": False}
+    assert unmatched(ratios, config, {"uniform-0.5": {"matching": [tried]}}) == pytest.approx(
+        {"uniform-0.5": 0.490})
+    assert unmatched(ratios, config, {"uniform-0.5": {"matching": [tried, tried]}}) == {}
+    assert unmatched(ratios, config, {"uniform-0.5": {"matching": [{"same_model": True}]}}) == {}
+    assert unmatched(ratios, _config(tmp_path, budgets=(0.5,), match_rounds=0), {}) == {}
+
+
+def test_a_single_row_at_a_budget_is_its_own_reference(tmp_path):
+    config = _config(tmp_path, budgets=(0.2,))
+    assert unmatched(_ratios({"mdp-0.2": 0.23}), config, {}) == {}
+
+
+def test_a_fine_tuning_record_counts_only_for_the_model_it_tuned(tmp_path):
+    config = _config(tmp_path)
+    run = config.folder / "runs" / run_key("mdp", 0.4)
+    run.mkdir(parents=True)
+    model = run / "pruned.onnx"
+    model.write_bytes(b"first model")
+    record = {"method": "mdp", "budget": 0.4, "model": str(model.relative_to(config.folder))}
+    (run / "prune.json").write_text(json.dumps(record))
+    assert not study._finetune_done(config, "mdp-0.4", 0)  # no fine-tuning record yet
+    (run / "seed-0.json").write_text(json.dumps({"seed": 0, "model_sha256": study._digest(model)}))
+    assert study._finetune_done(config, "mdp-0.4", 0)
+    model.write_bytes(b"pruned again for matching")
+    assert not study._finetune_done(config, "mdp-0.4", 0)
+    (run / "seed-1.json").write_text(json.dumps({"seed": 1}))  # a record without its model's digest
+    assert not study._finetune_done(config, "mdp-0.4", 1)
+
+
+def test_a_row_is_pruned_again_for_the_reference_with_its_bias_corrected(tmp_path, monkeypatch):
+    config = _config(tmp_path)
+    run = config.folder / "runs" / run_key("halp", 0.5)
+    run.mkdir(parents=True)
+    (run / "pruned.onnx").write_bytes(b"first")
+    record = {"method": "halp", "budget": 0.5, "budget_ms": 1.0, "measured_ms": 0.99,
+              "model": "runs/halp-0.5/pruned.onnx"}
+    calls = []
+
+    def prune_again(config_, method, budget, budget_ms, splits, tolerance, model=b"second"):
+        calls.append((method, budget, budget_ms, tolerance))
+        (run / "pruned.onnx").write_bytes(model)
+        return {"method": method, "budget": budget, "budget_ms": budget_ms, "measured_ms": 0.5,
+                "model": "runs/halp-0.5/pruned.onnx"}
+
+    monkeypatch.setattr(study, "_prune_run", prune_again)
+    runs = study.StudyRuns(baseline={}, pruned={"halp-0.5": record},
+                           retime={"ratios": _ratios({"mdp-0.5": 0.49, "uniform-0.5": 0.49,
+                                                      "halp-0.5": 0.52})})
+    again = study._rematched(config, "halp-0.5", runs, 0.49, splits=None)
+    assert calls == [("halp", 0.5, pytest.approx(0.49 / 0.52), pytest.approx(config.tolerance / 3))]
+    assert again["matching"][0]["retimed_ratio"] == 0.52 and not again["matching"][0]["same_model"]
+    assert json.loads((run / "prune.json").read_text()) == again  # on disk: resumable
+
+    monkeypatch.setattr(study, "_prune_run", lambda *a: prune_again(*a, model=b"second"))
+    runs.pruned["halp-0.5"] = again
+    third = study._rematched(config, "halp-0.5", runs, 0.49, splits=None)
+    assert [t["same_model"] for t in third["matching"]] == [False, True]
+    assert unmatched(runs.retime["ratios"], config, {"halp-0.5": again}) == {"halp-0.5": 0.49}
+    assert unmatched(runs.retime["ratios"], config, {"halp-0.5": third}) == {}
