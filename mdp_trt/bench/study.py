@@ -122,13 +122,23 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
                 lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
         runs.retime = bar.step("re-time", "every pruned model with the original", True,
                                lambda: _retimed(config, runs.pruned))
+        run_keys = [run_key(m, b) for m, b in keys]
+
+        def fine_tunes(redone: dict) -> int:  # pending, counting every seed of a run pruned again
+            return sum(k in redone or not _finetune_done(config, k, s, runs.pruned[k])
+                       for k in run_keys for s in config.seeds)
+
         while off := unmatched(runs.retime["ratios"], config, runs.pruned):
+            bar.expect("match", len(off))
+            bar.expect("re-time", 1)
+            bar.expect("fine-tune", fine_tunes(off))
             for key, reference in off.items():
                 runs.pruned[key] = bar.step(
                     "match", f"{key} for {reference:.3f} of the original", True,
                     lambda: _rematched(config, key, runs, reference, splits))
             runs.retime = bar.step("re-time", "every pruned model with the original", True,
                                    lambda: _retimed(config, runs.pruned))
+        bar.expect("fine-tune", fine_tunes({}))
         for method, budget in keys:
             key = run_key(method, budget)
             for seed in config.seeds:
@@ -228,16 +238,18 @@ def _prune_run(config: StudyConfig, method: str, budget: float, budget_ms: float
 def _rematched(config: StudyConfig, key: str, runs: StudyRuns, reference: float,
                splits: Splits) -> dict:
     """The run ``key`` pruned again for ``reference`` x the original in the common re-timing:
-    its budget scaled by reference / its re-timed ratio (which also corrects the bias of its
-    own measurement against the common one), within a third of the usual tolerance. The
-    record keeps the earlier attempts; one that gives the same model ends the matching."""
+    for its own measured latency scaled by reference / its re-timed ratio (so the bias of its
+    own measurement against the common one is corrected, and a plan that landed far from its
+    budget, a method's wide step, is aimed from where it landed), within a third of the usual
+    tolerance. The record keeps the earlier attempts; one that gives the same model ends the
+    matching."""
     record = runs.pruned[key]
     ratio = runs.retime["ratios"][key]["value"]
     before = {"budget_ms": record["budget_ms"], "measured_ms": record["measured_ms"],
               "retimed_ratio": ratio, "reference": reference,
               "model_sha256": _digest(config.folder / record["model"])}
     again = _prune_run(config, record["method"], record["budget"],
-                       record["budget_ms"] * reference / ratio, splits, config.tolerance / 3)
+                       record["measured_ms"] * reference / ratio, splits, config.tolerance / 3)
     if "model" not in again:  # infeasible when tightened: the earlier model stands
         again = record | {"matching_failed": again.get("infeasible")}
     before["same_model"] = _digest(config.folder / again["model"]) == before["model_sha256"]
@@ -381,11 +393,14 @@ class _Progress:
                       else self.GUESS_S[k] for k in self.todo)
         return f"about {seconds / 60:.0f} min left" if seconds >= 60 else "under a minute left"
 
+    def expect(self, kind: str, count: int) -> None:
+        """``count`` steps of ``kind`` are pending now: known only as the study goes (matching's
+        re-prunes and re-timing, the fine-tuning of a row pruned again)."""
+        done = self.bar.tasks[0].completed
+        self.todo = [k for k in self.todo if k != kind] + [kind] * count
+        self.bar.update(self.task, total=done + len(self.todo), left=self.left())
+
     def step(self, kind: str, name: str, pending: bool, work: Callable[[], dict]) -> dict:
-        if pending and kind not in self.todo:
-            # a step known only as it comes: matching's, and the fine-tuning of a matched row
-            self.todo.append(kind)
-            self.bar.update(self.task, total=self.bar.tasks[0].total + 1)
         self.bar.update(self.task, description=f"{kind} {name}")
         start = time.perf_counter()
         result = work()

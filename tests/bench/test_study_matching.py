@@ -92,7 +92,9 @@ def test_a_row_is_pruned_again_for_the_reference_with_its_bias_corrected(tmp_pat
                            retime={"ratios": _ratios({"mdp-0.5": 0.49, "uniform-0.5": 0.49,
                                                       "halp-0.5": 0.52})})
     again = study._rematched(config, "halp-0.5", runs, 0.49, splits=None)
-    assert calls == [("halp", 0.5, pytest.approx(0.49 / 0.52), pytest.approx(config.tolerance / 3))]
+    # aimed from its own measurement (0.99 ms), not from its budget (1 ms)
+    assert calls == [("halp", 0.5, pytest.approx(0.99 * 0.49 / 0.52),
+                      pytest.approx(config.tolerance / 3))]
     assert again["matching"][0]["retimed_ratio"] == 0.52 and not again["matching"][0]["same_model"]
     assert json.loads((run / "prune.json").read_text()) == again  # on disk: resumable
 
