@@ -119,6 +119,7 @@ def rows_of(config: StudyConfig, runs) -> list[dict]:
                            by_seed={r["seed"]: r["accuracy_test"] for r in seeds},
                            reference=reference[budget],
                            marked=abs(ratio["value"] / reference[budget] - 1) > MATCH / 2,
+                           reliable=ratio["reliable"],
                            no_plan_nearer=any(t["same_model"] for t in pruned.get("matching", [])),
                            plans=pruned.get("round_ratios"))
             rows.append(row)
@@ -200,6 +201,7 @@ def _row(row: dict, versus: str) -> str:
         return (f"| {row['budget']:g} | {row['method']} | {row['infeasible'] or 'not run'} "
                 "| - | - | - | - | - |")
     mark = ("**" if row["no_plan_nearer"] else "*") if row["marked"] else ""
+    mark += "" if row["reliable"] else " (unreliable)"
     if row["marked"] and row["no_plan_nearer"] and row["plans"]:
         mark += " (" + ", ".join(f"{p:.2f}" for p in row["plans"]) + ")"
     return (f"| {row['budget']:g} | {row['method']} | {row['ratio']:.3f}{mark} "

@@ -8,11 +8,12 @@ For one trained model and its data set (split once: ``study_sets``):
    ratio on measured latency (``bench/torch_pruning.py``);
 3. all pruned models are re-timed in one interleaved session with the original, so every row's
    latency comes from the same machine state (``retime.json``: the common measured ratio);
-   a row more than ``MATCH / 2`` away from its budget's reference (the median of the budget's
-   rows) is pruned again for the reference, with the bias of its own measurement corrected and a
-   tighter tolerance, and all are re-timed, until the rows agree or a row has had its
-   ``match_rounds`` (a method whose plans skip the reference, such as uniform pruning's wide
-   steps, gives the same model again and is left marked);
+   a re-timing with an unreliable ratio (a busy host) is repeated, up to ``RETIME_TRIES``;
+   a row reliably more than ``MATCH / 2`` away from its budget's reference (the median of the
+   budget's rows) is pruned again for the reference, with the bias of its own measurement
+   corrected and a tighter tolerance, and all are re-timed, until the rows agree or a row has
+   had its ``match_rounds`` (a method whose plans skip the reference, such as uniform
+   pruning's wide steps, gives the same model again and is left marked);
 4. every pruned model is fine-tuned once per seed (distillation from the original on the
    training part, the seed drawing the batch order) and scored on the test part, which nothing
    else ever reads; the validation part is scored beside it for choices.
@@ -47,6 +48,7 @@ STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
 # A budget's rows compare at equal latency when their common re-timed ratios are within this of
 # each other: each within half of it from the budget's reference.
 MATCH = 0.03
+RETIME_TRIES = 3  # timings of the same models while a ratio is unreliable (a busy host)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,17 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
             runs.pruned[key] = bar.step(
                 "prune", key, not _record(config, key).is_file(),
                 lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
-        runs.retime = bar.step("re-time", "every pruned model with the original", True,
-                               lambda: _retimed(config, runs.pruned))
+        def retime() -> dict:
+            record = bar.step("re-time", "every pruned model with the original", True,
+                              lambda: _retimed(config, runs.pruned))
+            while not _settled(record):
+                log(f"re-timing again: {', '.join(_unreliable(record))} not reliable (a busy host?)")
+                bar.expect("re-time", 1)
+                record = bar.step("re-time", "every pruned model with the original, again", True,
+                                  lambda: _retimed(config, runs.pruned))
+            return record
+
+        runs.retime = retime()
         run_keys = [run_key(m, b) for m, b in keys]
 
         def fine_tunes(redone: dict) -> int:  # pending, counting every seed of a run pruned again
@@ -136,8 +147,7 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
                 runs.pruned[key] = bar.step(
                     "match", f"{key} for {reference:.3f} of the original", True,
                     lambda: _rematched(config, key, runs, reference, splits))
-            runs.retime = bar.step("re-time", "every pruned model with the original", True,
-                                   lambda: _retimed(config, runs.pruned))
+            runs.retime = retime()
         bar.expect("fine-tune", fine_tunes({}))
         for method, budget in keys:
             key = run_key(method, budget)
@@ -161,15 +171,17 @@ def references(ratios: dict[str, dict], config: StudyConfig) -> dict[float, floa
 
 def unmatched(ratios: dict[str, dict], config: StudyConfig, pruned: dict[str, dict]
               ) -> dict[str, float]:
-    """Rows to prune again, each with its budget's reference ratio: further than ``MATCH / 2``
-    from it, with match rounds left and not known to have no plan nearer."""
+    """Rows to prune again, each with its budget's reference ratio: reliably re-timed further
+    than ``MATCH / 2`` from it, with match rounds left and not known to have no plan nearer."""
     off = {}
     for budget, reference in references(ratios, config).items():
         for method in config.methods:
             key = run_key(method, budget)
             record, ratio = pruned.get(key, {}), ratios.get(key)
             tries = record.get("matching", [])
-            if (ratio is None or abs(ratio["value"] / reference - 1) <= MATCH / 2
+            # an unreliable ratio (a busy host) is no reason to prune again
+            if (ratio is None or not ratio["reliable"]
+                    or abs(ratio["value"] / reference - 1) <= MATCH / 2
                     or len(tries) >= config.match_rounds or any(t["same_model"] for t in tries)):
                 continue
             off[key] = reference
@@ -240,8 +252,8 @@ def _rematched(config: StudyConfig, key: str, runs: StudyRuns, reference: float,
     """The run ``key`` pruned again for ``reference`` x the original in the common re-timing:
     for its own measured latency scaled by reference / its re-timed ratio (so the bias of its
     own measurement against the common one is corrected, and a plan that landed far from its
-    budget, a method's wide step, is aimed from where it landed), within a third of the usual
-    tolerance. The record keeps the earlier attempts; one that gives the same model ends the
+    budget, a method's wide step, is aimed from where it landed), within half the usual
+    tolerance (prune's [1 - 2 t, 1 + t] x budget then lies within ``MATCH / 2`` of it). The record keeps the earlier attempts; one that gives the same model ends the
     matching."""
     record = runs.pruned[key]
     ratio = runs.retime["ratios"][key]["value"]
@@ -249,7 +261,7 @@ def _rematched(config: StudyConfig, key: str, runs: StudyRuns, reference: float,
               "retimed_ratio": ratio, "reference": reference,
               "model_sha256": _digest(config.folder / record["model"])}
     again = _prune_run(config, record["method"], record["budget"],
-                       record["measured_ms"] * reference / ratio, splits, config.tolerance / 3)
+                       record["measured_ms"] * reference / ratio, splits, config.tolerance / 2)
     if "model" not in again:  # infeasible when tightened: the earlier model stands
         again = record | {"matching_failed": again.get("infeasible")}
     before["same_model"] = _digest(config.folder / again["model"]) == before["model_sha256"]
@@ -300,21 +312,35 @@ def _input_shape(model: Path) -> tuple[int, ...]:
     return tuple(model_inputs(model)[0].shape)
 
 
+def _unreliable(record: dict) -> list[str]:
+    return [k for k, r in record["ratios"].items() if not r["reliable"]]
+
+
+def _settled(record: dict) -> bool:
+    """A re-timing stands when every ratio is reliable, or after ``RETIME_TRIES`` timings of
+    the same models (the table then shows the intervals it got)."""
+    return not _unreliable(record) or record.get("tries", 1) >= RETIME_TRIES
+
+
 def _retimed(config: StudyConfig, pruned: dict[str, dict]) -> dict:
-    """One interleaved timing of the original and every pruned model (redone when any model
-    changed or was added, e.g. a run pruned again or more budgets)."""
+    """One interleaved timing of the original and every pruned model: redone when any model
+    changed or was added (e.g. a run pruned again, or more budgets), and when the last one of
+    the same models is not ``_settled``."""
     keys = sorted(k for k, r in pruned.items() if "model" in r)
     paths = [config.model, *(config.folder / pruned[k]["model"] for k in keys)]
     digests = {k: _digest(p) for k, p in zip(["original", *keys], paths)}
     path = config.folder / "retime.json"
+    tries = 0
     if path.is_file():
         record = json.loads(path.read_text())
         if record.get("models") == digests:
-            return record
+            if _settled(record):
+                return record
+            tries = record.get("tries", 1)
     with get_backend("ort-cpu", threads=config.threads) as backend:
         results = benchmark_models(paths, backend)
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": digests,
-              "original_ms": results[0].latency_ms,
+              "tries": tries + 1, "original_ms": results[0].latency_ms,
               "ratios": {k: asdict(r.ratio) | {"ms": r.latency_ms} for k, r in zip(keys, results[1:])}}
     write_text(path, json.dumps(record, indent=1))
     return record
