@@ -24,8 +24,16 @@ pass. Six predictions per plan:
 Prints mean and max absolute percentage error per (model, threads) and writes a PNG of predicted
 vs measured. FLOPs (2 x MACs of Conv/Gemm/MatMul) are counted on the pruned ONNX files.
 
-    .venv/bin/python benchmarks/latency_model.py [--archs resnet18 resnet50] [--threads 1 2]
-        [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K] [--weights hot|cold|auto]
+``--cells adaptive|all`` picks which table cells are timed (default: profile_tables' own, adaptive
+on CPU backends); ``--cells both`` profiles the adaptive cells first, then the rest of the full
+grid into the same cache, and reports both tables' predictions on the same plans and timings, one
+result each (the solver's plans come from the adaptive tables, the harder case for them: the
+solver seeks out cells that read fast). Adaptive cells use every cached cell, so ``both`` needs a
+cache that does not yet hold the model's full grid: the default fresh one in the output folder.
+
+    .venv/bin/python benchmarks/latency_model.py [--archs resnet18 resnet50 timm:NAME] [--threads 1 2]
+        [--plans 12] [--group-size 16] [--resolution 224] [--interpolate K | --cells adaptive|all|both]
+        [--weights hot|cold|auto]
         [--backend torch-cuda --precision fp16 --channels-last --batch 32 --threads 1]
 """
 
@@ -47,9 +55,11 @@ from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.drift import DriftPolicy
 from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.tables import profile_tables
+from mdp_trt.latency.tables.adaptive import describe as describe_adaptive
 from mdp_trt.latency.backends.timing import CELL_POLICY, MODEL_POLICY
 from mdp_trt.importance import score_channels
 from mdp_trt.models.export import ExportOptions, export_architecture
+from mdp_trt.models.third_party import ThirdPartyModel, export_third_party
 from mdp_trt.passes import analyze, apply_plan
 from mdp_trt.prediction import calibration_through, probe_model, table_sum
 from mdp_trt.solve import load_problem, solve
@@ -154,9 +164,41 @@ def out_only_sum(analysis, tables, options, removed) -> float:
     return total
 
 
-def run_one(arch, threads, args, root, rng) -> dict:
+def profile_variants(analysis, backend, cache, args) -> dict[str | None, tuple]:
+    """The tables of each ``--cells`` choice with the seconds they took: adaptive first, so that
+    its cells are chosen before the rest of the grid is in the cache; the full grid's seconds
+    include the adaptive run's (together they time every cell)."""
+    variants: dict[str | None, tuple] = {}
+    spent = 0.0
+    for cells in (("adaptive", "all") if args.cells == "both" else (args.cells,)):
+        start = time.perf_counter()
+        tables = profile_tables(analysis, group_size=args.group_size, backend=backend,
+                                cache=cache, progress=False, cells=cells,
+                                interpolate=args.interpolate,
+                                drift=None if args.no_drift else DriftPolicy(),
+                                surface=False if args.measured_cells else None)
+        spent += time.perf_counter() - start
+        variants[cells] = (tables, spent)
+    return variants
+
+
+def export(arch: str, args, root: Path) -> Path:
+    """A torchvision architecture, or ``timm:NAME`` built and exported as timm does it
+    (``models/third_party.py``; batch 1)."""
+    library, _, name = arch.rpartition(":")
+    if library == "timm":
+        return export_third_party(ThirdPartyModel("timm", name, args.resolution),
+                                  root / f"{name}.onnx")
+    if library:
+        raise SystemExit(f"--archs {arch}: a torchvision name or timm:NAME")
     shape = (args.batch, 3, args.resolution, args.resolution)
-    onnx_path = export_architecture(arch, root / f"{arch}.onnx", ExportOptions(input_shape=shape))
+    return export_architecture(arch, root / f"{arch}.onnx", ExportOptions(input_shape=shape))
+
+
+def run_one(arch, threads, args, root, rng) -> list[dict]:
+    """One result per ``--cells`` variant, on the same plans and timings."""
+    onnx_path = export(arch, args, root)
+    arch = onnx_path.stem
     model = load_model(onnx_path)
     analysis = analyze(model, str(onnx_path))
     importance = score_channels(model, analysis, progress=False)
@@ -168,12 +210,8 @@ def run_one(arch, threads, args, root, rng) -> dict:
                           cell_policy=replace(CELL_POLICY, budget_s=args.cell_seconds),
                           model_policy=replace(MODEL_POLICY, budget_s=args.model_seconds))
     with backend, LatencyCache(args.cache or root / "cache.sqlite") as cache:
-        start = time.perf_counter()
-        tables = profile_tables(analysis, group_size=args.group_size, backend=backend, cache=cache,
-                                progress=False, interpolate=args.interpolate,
-                                drift=None if args.no_drift else DriftPolicy(),
-                                surface=False if args.measured_cells else None)
-        profile_s = time.perf_counter() - start
+        variants = profile_variants(analysis, backend, cache, args)
+        tables = next(iter(variants.values()))[0]  # the plans' (adaptive under --cells both)
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
         probe, probe_widths = probe_model(model, analysis, importance, args.group_size)
         widths = {"original": full, "probe": probe_widths}
@@ -181,8 +219,7 @@ def run_one(arch, threads, args, root, rng) -> dict:
         # A first timing of the two calibration models places the solver's budgets; the figures
         # below come from the timing passes over every model.
         first = {k: benchmark_model(p, backend).latency_ms for k, p in paths.items()}
-        sums = {k: table_sum(analysis, tables, widths[k]) for k in widths}
-        offset0 = first["original"] - sums["original"]
+        offset0 = first["original"] - table_sum(analysis, tables, full)
         plans = {}
         for label, options, blocks in plans_for(analysis, importance, tables, offset0,
                                                 first["original"], args, rng):
@@ -193,27 +230,54 @@ def run_one(arch, threads, args, root, rng) -> dict:
             plans[label] = (options, blocks, removed)
         timings, ratios = timing_passes(paths, backend, args.passes, paired=not args.unpaired)
         shares = {k: backend.layer_shares(paths[k], analysis.layers) for k in widths}
+        device = backend.fingerprint().device
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
+    flops = {k: count_flops(path) for k, path in paths.items() if k != "probe"}
+    common = {"arch": arch, "threads": threads, "resolution": args.resolution,
+              "backend": backend.name, "device": device, "batch": args.batch,
+              "precision": args.precision, "group_size": args.group_size, "weights": weights,
+              "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
+              # How far apart the passes put the same model: no prediction can be trusted below
+              # this.
+              "repeatability": float(np.median([max(v) / min(v) - 1 for v in timings.values()]))}
+    results = []
+    for cells, (tables, seconds) in variants.items():
+        if len(variants) > 1:
+            print(f"  predicted from the tables of {cells} cells:")
+        results.append({
+            **common, "cells": cells,
+            **predictions(analysis, tables, widths, plans, measured_of, timings, ratios, shares,
+                          flops),
+            "profile_s": seconds, "cells_measured": tables.cells_measured,
+            "cells_cached": tables.cells_cached, "cells_needed": tables.cells_needed,
+            "adaptive": tables.adaptive, "interpolation": tables.interpolation,
+            "surface": tables.surface, "drift": tables.drift})
+    return results
+
+
+def predictions(analysis, tables, widths, plans, measured_of, timings, ratios, shares,
+                flops) -> dict:
+    """Every plan's six predictions from ``tables`` against its measured figure, the errors
+    per latency model, and the calibration they came from."""
     baseline_ms = measured_of["original"]
+    sums = {k: table_sum(analysis, tables, widths[k]) for k in widths}
     offset_ms = baseline_ms - sums["original"]
     global_fit = calibration_through(analysis, tables,
                                      [(widths[k], measured_of[k], None) for k in widths])
     calibration = calibration_through(analysis, tables,
                                       [(widths[k], measured_of[k], shares[k]) for k in widths])
     calibrated = calibration.apply(tables)
-    out_offset_ms = baseline_ms - out_only_sum(analysis, tables, full, frozenset())
-    flops0 = count_flops(original)
+    out_offset_ms = baseline_ms - out_only_sum(analysis, tables, widths["original"], frozenset())
     rows = []
     for label, (options, blocks, removed) in plans.items():
         table_ms = table_sum(analysis, tables, options, removed)
-        flops = count_flops(paths[label])
         rows.append({
             "plan": label, "measured_ms": measured_of[label], "timings_ms": timings[label],
-            "flops": flops,
+            "flops": flops[label],
             "bilayer": table_sum(analysis, calibrated, options, removed) + calibration.offset_ms,
             "bilayer-2pt": global_fit.predict(table_ms), "bilayer-const": table_ms + offset_ms,
             "out-only": out_only_sum(analysis, tables, options, removed) + out_offset_ms,
-            "flops_prop": baseline_ms * flops / flops0,
+            "flops_prop": baseline_ms * flops[label] / flops["original"],
             "options": options, "blocks": blocks,
             # per pass: the measured ratio to the original and its 95% interval; a plan whose
             # intervals are all within RATIO_HALFWIDTH is "reliable", as prune would call it
@@ -225,30 +289,19 @@ def run_one(arch, threads, args, root, rng) -> dict:
               f"{', '.join(f'{t:.2f}' for t in r['timings_ms'])}), bilayer {r['bilayer']:.2f} "
               f"(2pt {r['bilayer-2pt']:.2f}, const {r['bilayer-const']:.2f}), out-only {r['out-only']:.2f}, flops "
               f"{r['flops_prop']:.2f}", flush=True)
-    # How far apart the passes put the same model: no prediction can be trusted below this.
-    repeat = float(np.median([max(v) / min(v) - 1 for v in timings.values()]))
     measured = np.array([r["measured_ms"] for r in rows])
     fit = np.linalg.lstsq(np.stack([[r["flops"] for r in rows], np.ones(len(rows))], axis=1),
                           measured, rcond=None)[0]
     for r in rows:
         r["affine"] = float(fit[0] * r["flops"] + fit[1])
-    predictions = {"bilayer": "bilayer", "bilayer-2pt": "bilayer-2pt",
-                   "bilayer-const": "bilayer-const",
-                   "out-only": "out-only", "flops": "flops_prop", "affine": "affine"}
+    keys = {"bilayer": "bilayer", "bilayer-2pt": "bilayer-2pt", "bilayer-const": "bilayer-const",
+            "out-only": "out-only", "flops": "flops_prop", "affine": "affine"}
     errors = {}
-    for name, key in predictions.items():
+    for name, key in keys.items():
         ape = np.abs(np.array([r[key] for r in rows]) - measured) / measured
         errors[name] = {"mean_ape": float(ape.mean()), "max_ape": float(ape.max())}
-    return {"arch": arch, "threads": threads, "resolution": args.resolution,
-            "backend": backend.name, "device": backend.fingerprint().device,
-            "batch": args.batch, "precision": args.precision,
-            "group_size": args.group_size, "baseline_ms": baseline_ms, "offset_ms": offset_ms,
-            "calibration": calibration.to_json(), "repeatability": repeat,
-            "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
-            "profile_s": profile_s, "cells_measured": tables.cells_measured,
-            "cells_cached": tables.cells_cached, "interpolation": tables.interpolation,
-            "surface": tables.surface,
-            "drift": tables.drift, "weights": weights, "errors": errors, "plans": rows}
+    return {"baseline_ms": baseline_ms, "offset_ms": offset_ms,
+            "calibration": calibration.to_json(), "errors": errors, "plans": rows}
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -271,7 +324,7 @@ def plot(results: list[dict], path: Path) -> None:
         lo, hi = min(measured) * 0.9, max(measured) * 1.1
         ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
         ax.set(xlabel="measured ms", ylabel="predicted ms",
-               title=f"{res['arch']} {res['resolution']}px, {res['backend']}, "
+               title=f"{_label(res)}, {res['backend']}, "
                      + (f"{res['threads']} thread(s)" if res["backend"].endswith("cpu") else
                         f"batch {res['batch']} {res['precision']}"))
         ax.legend(fontsize=8)
@@ -290,6 +343,10 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--interpolate", type=int, default=None, metavar="K",
                         help="coarse tables: every K-th width, the rest interpolated")
+    parser.add_argument("--cells", choices=["adaptive", "all", "both"], default=None,
+                        help="table cells timed: adaptive, all, or both (adaptive first, then the "
+                        "rest of the grid; both tables' errors on the same plans); default: "
+                        "profile_tables' (adaptive on CPU backends)")
     parser.add_argument("--measured-cells", action="store_true",
                         help="tables are the measured cells (made monotone on CPU backends), "
                              "not the fitted surface they use by default (results rows 2, 5-23; "
@@ -323,6 +380,8 @@ def main() -> None:
                         help="no run: draw --png and write --md from saved latency_model.json "
                         "files (runs of several invocations side by side)")
     args = parser.parse_args()
+    if args.cells is not None and args.interpolate is not None:
+        parser.error("--interpolate K is a cell design of its own: give it or --cells")
     if args.render:
         results = [r for path in args.render for r in json.loads(path.read_text())]
         plot(results, args.png)
@@ -337,24 +396,36 @@ def main() -> None:
         for threads in args.threads:
             print(f"{arch} {args.resolution}px batch {args.batch} on {args.backend}, {threads} "
                   "thread(s):", flush=True)
-            res = run_one(arch, threads, args, root, rng)
-            results.append(res)
-            print(f"  baseline {res['baseline_ms']:.2f} ms, offset {res['offset_ms']:.2f} ms, "
-                  f"{res['cells_measured']} cells measured in {res['profile_s']:.0f} s "
-                  f"({res['cells_cached']} cached); interpolation {res['interpolation']}; "
-                  f"reference drift {res['drift'] and round(res['drift']['max_drift'], 3)}; "
-                  f"calibration scale {res['calibration']['scale']:.3f}; the same model's "
-                  f"timings differ by {100 * res['repeatability']:.1f}% between passes (median)")
-            print("  model     mean APE  max APE")
+            variants = run_one(arch, threads, args, root, rng)
+            results += variants
+            for res in variants:
+                print(f"  {res['cells'] or 'default'} cells: baseline {res['baseline_ms']:.2f} "
+                      f"ms, offset {res['offset_ms']:.2f} ms, {res['cells_measured']} cells "
+                      f"measured in {res['profile_s']:.0f} s ({res['cells_cached']} cached, "
+                      f"{res['cells_needed']} in the full grid); "
+                      f"{describe_adaptive(res['adaptive']) or 'not adaptive'}; interpolation "
+                      f"{res['interpolation']}; reference drift "
+                      f"{res['drift'] and round(res['drift']['max_drift'], 3)}; calibration scale "
+                      f"{res['calibration']['scale']:.3f}; the same model's timings differ by "
+                      f"{100 * res['repeatability']:.1f}% between passes (median)")
+            print("  model (mean / max APE)" + "".join(f"{res['cells'] or 'default':>18s}"
+                                                     for res in variants))
             for name in MODELS:
-                e = res["errors"][name]
-                print(f"  {name:9s} {100 * e['mean_ape']:7.2f}% {100 * e['max_ape']:7.2f}%",
+                print(f"  {name:22s}" + "".join(
+                    f"{100 * res['errors'][name]['mean_ape']:8.2f}% /"
+                    f"{100 * res['errors'][name]['max_ape']:7.2f}%" for res in variants),
                       flush=True)
     (root / "latency_model.json").write_text(json.dumps(results, indent=1))
     plot(results, args.png)
     if args.md:
         args.md.write_text(markdown(results))
     print(f"results: {root / 'latency_model.json'}, plot: {args.png}")
+
+
+def _label(result: dict) -> str:
+    """The model, and which cells its tables were timed on where ``--cells`` chose them."""
+    cells = f", {result['cells']} cells" if result.get("cells") else ""
+    return f"{result['arch']} {result['resolution']}px{cells}"
 
 
 def _reliable(plans: list[dict]) -> str:
@@ -377,7 +448,7 @@ def markdown(results: list[dict]) -> str:
         errors = " | ".join(f"{100 * r['errors'][m]['mean_ape']:.1f}% / "
                             f"{100 * r['errors'][m]['max_ape']:.1f}%" if m in r["errors"] else "-"
                             for m in MODELS)
-        lines.append(f"| {r['arch']} {r['resolution']}px | {r['backend']} | {where} | "
+        lines.append(f"| {_label(r)} | {r['backend']} | {where} | "
                      f"{len(r['plans'])} | {errors} | {r['calibration']['scale']:.3f} | "
                      f"{100 * r['repeatability']:.1f}% | {_reliable(r['plans'])} | "
                      f"{r['cells_measured'] + r['cells_cached']}"

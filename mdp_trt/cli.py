@@ -70,6 +70,14 @@ def _surface_option():
                         "the cells on GPUs (whose latency is a staircase in the widths)")
 
 
+def _cells_option():
+    return typer.Option(None, metavar="adaptive|all", help="latency table cells to time: "
+                        "adaptive (a lean design per layer signature, more cells only where "
+                        "held-back cells show the tables above the noise level) or all; default: "
+                        "adaptive where the tables are a fitted surface (CPU backends), all where "
+                        "they are measured cells (GPUs, --measured-cells)")
+
+
 def _max_options_option():
     return typer.Option(None, metavar="N", help="at most N options per group: wider groups are "
                         "cut in a multiple of --group-size (fewer table cells for wide layers)")
@@ -171,9 +179,10 @@ def profile(
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the tables as JSON"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+    cells: Optional[str] = _cells_option(),
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="measure every K-th width per axis (plus held-back cells that "
-        "report the error) and interpolate the rest; default: measure every cell"),
+        "report the error) and interpolate the rest (instead of --cells)"),
     surface: Optional[bool] = _surface_option(),
     prune_embedding: bool = _embedding_option(),
     force: bool = _force_option("an existing --json file"),
@@ -184,13 +193,15 @@ def profile(
     from mdp_trt.latency.tables.cache import LatencyCache
     from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
     from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
+    from mdp_trt.latency.tables.adaptive import describe as describe_adaptive
     from mdp_trt.latency.tables.surface import describe as describe_surface
-    from mdp_trt.latency.tables import profile_tables
+    from mdp_trt.latency.tables import check_cells, profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
 
     if group_size < 1:
         raise InputError(f"--group-size {group_size} must be >= 1")
     check_max_options(max_options)  # before a large model is loaded and analysed
+    check_cells(cells, interpolate)
     check_ray_flags(ray, workers)
     get_backend(backend, **backend_options(  # flags and runtime checked before loading
         backend, threads=threads, precision=precision, channels_last=channels_last,
@@ -206,10 +217,13 @@ def profile(
     require_prunable(analysis)
     with store, get_backend(backend, **options) as runtime:
         tables = profile_tables(analysis, group_size=group_size, backend=runtime, cache=store,
-                                progress=True, interpolate=interpolate, surface=surface,
+                                progress=True, cells=cells, interpolate=interpolate,
+                                surface=surface,
                                 measure_cells=cells_option(ray, workers, runtime, options))
     out.print(f"{len(tables.tables)} layer tables: {tables.cells_measured} cells measured, "
               f"{tables.cells_cached} from the cache, {tables.seconds:.1f} s")
+    if design := describe_adaptive(tables.adaptive):
+        out.print(design)
     if fit := describe_surface(tables.surface):
         out.print(fit)
     report = tables.interpolation
@@ -335,9 +349,10 @@ def prune(
                                "halp (output-only latency, greedy), uniform (same fraction everywhere)"),
     group_size: int = typer.Option(16, help="channels per pruning unit"),
     max_options: Optional[int] = _max_options_option(),
+    cells: Optional[str] = _cells_option(),
     interpolate: Optional[int] = typer.Option(
         None, metavar="K", help="latency tables from every K-th width, the rest interpolated "
-        "(default: every cell measured)"),
+        "(instead of --cells)"),
     surface: Optional[bool] = _surface_option(),
     calibration: str = typer.Option("per-layer", help="map from table sums to model latency: "
                                     "per-layer (each layer's in-model/table ratio from the "
@@ -378,7 +393,7 @@ def prune(
         budget=budget, budget_ms=budget_ms, backend=backend, threads=threads,
         precision=precision, channels_last=channels_last, weights=weights,
         importance=importance, calib_data=calib_data, method=method, group_size=group_size,
-        max_options=max_options, interpolate=interpolate, surface=surface,
+        max_options=max_options, cells=cells, interpolate=interpolate, surface=surface,
         calibration=calibration,
         solver=solver, time_limit=time_limit, cache=cache, input_shape=parse_shape(input_shape),
         force=force, resume=resume, ray=ray, workers=workers, confirm_windows=confirm_windows,

@@ -37,7 +37,7 @@ from mdp_trt.importance import IMPORTANCE_METHODS, Importance, ImportanceMethod,
 from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
 from mdp_trt.latency.backends.timing import MODEL_POLICY
 from mdp_trt.latency.protocol import Ratio
-from mdp_trt.latency.tables import LatencyTables, profile_tables
+from mdp_trt.latency.tables import Cells, LatencyTables, check_cells, profile_tables
 from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
 from mdp_trt.outputs import output_folder
@@ -70,7 +70,10 @@ class PruneOptions:
     max_options: int | None = None  # coarser units for wider groups (analysis.limit_options)
     # also cut channels that LayerNorms normalise over (a transformer's embedding width)
     prune_embedding: bool = False
-    interpolate: int | None = None  # latency tables: every k-th width measured (None: all)
+    # latency tables: cells timed adaptively / every cell (None: adaptive where the tables are
+    # a fitted surface, i.e. CPU backends; tables/adaptive.py, tables/staircase.py)
+    cells: Cells | None = None
+    interpolate: int | None = None  # latency tables: every k-th width measured (not with cells)
     surface: bool | None = None  # tables: fitted surface / measured cells (None: the backend's)
     ray: str | None = None  # Ray cluster measuring the table cells ("local", "auto", ray://...)
     workers: int | None = None  # Ray workers (None: one per GPU or per `threads` CPUs)
@@ -124,6 +127,7 @@ def _check_options(options: PruneOptions) -> None:
         raise InputError(f"`group_size` {options.group_size} must be >= 1",
                          parameters=("group_size",))
     check_max_options(options.max_options)
+    check_cells(options.cells, options.interpolate)
     if options.importance not in IMPORTANCE_METHODS:
         raise InputError(f"`importance` {options.importance!r}: choose magnitude or taylor",
                          parameters=("importance",))
@@ -262,7 +266,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
         budget_ms = options.budget_ms if options.budget_ms is not None else options.budget * baseline.latency_ms
         with clock.stage("profile"):
             tables = profile_tables(analysis, group_size=options.group_size, backend=backend,
-                                    cache=cache, progress=options.progress,
+                                    cache=cache, progress=options.progress, cells=options.cells,
                                     interpolate=options.interpolate, surface=options.surface,
                                     measure_cells=cells_option(options.ray, options.workers,
                                                                backend, runtime_options))

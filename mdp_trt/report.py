@@ -37,17 +37,42 @@ class SolveOutcome:
 
 @dataclass(frozen=True)
 class ProfileSummary:
-    """What the latency tables took: cells measured by this run and found in the cache, wall
-    seconds, and the fitted surface's ``SurfaceReport`` (JSON; None for measured cells)."""
+    """What the latency tables took: cells measured by this run and found in the cache, of the
+    ``cells_needed`` of the full grid, wall seconds, and the fitted surface's ``SurfaceReport``
+    (JSON; None for measured cells). ``cells``: how they were chosen ("all", "adaptive
+    surface", "adaptive staircase", "interpolate K"); ``held_back_mean``/``held_back_max``: the
+    tables' relative error on held-back cells (None for full tables)."""
 
     cells_measured: int
     cells_cached: int
     seconds: float
     surface: dict | None = None
+    cells_needed: int = 0
+    cells: str = "all"
+    held_back_mean: float | None = None
+    held_back_max: float | None = None
 
     @classmethod
     def of(cls, tables: LatencyTables) -> ProfileSummary:
-        return cls(tables.cells_measured, tables.cells_cached, tables.seconds, tables.surface)
+        cells = (f"adaptive {tables.adaptive['design']}" if tables.adaptive else
+                 f"interpolate {tables.interpolation['step']}" if tables.interpolation else "all")
+        error = tables.held_back_error or (None, None)
+        return cls(tables.cells_measured, tables.cells_cached, tables.seconds, tables.surface,
+                   tables.cells_needed, cells, *error)
+
+    def describe(self) -> str:
+        """The summary's line on it (after "profile")."""
+        timed = self.cells_measured + self.cells_cached
+        line = (f"{self.cells_measured} cells measured, {self.cells_cached} cached"
+                + (f" ({self.cells}: {timed} of {self.cells_needed} cells, "
+                   f"{timed / self.cells_needed:.0%})" if self.cells_needed else "")
+                + f", {self.seconds:.1f} s")
+        if self.held_back_mean is not None:
+            line += (f"; held-back error mean {100 * self.held_back_mean:.1f}%, max "
+                     f"{100 * self.held_back_max:.1f}%")
+        if fit := describe_surface(self.surface):
+            line += f"; {fit}"
+        return line
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -211,9 +236,7 @@ def format_summary(report: Report) -> str:
         *([f"rounds   {len(report.rounds)} solve/measure rounds; the adopted plan was solved for "
            f"a {next(r.target_ms for r in report.rounds if r.adopted):.2f} ms target"]
           if len(report.rounds) > 1 else []),
-        f"profile  {report.profile.cells_measured} cells measured, "
-        f"{report.profile.cells_cached} cached, {report.profile.seconds:.1f} s"
-        + (f"; {fit}" if (fit := describe_surface(report.profile.surface)) else ""),
+        f"profile  {report.profile.describe()}",
         *([f"resumed  {', '.join(report.resumed)} from the earlier run"] if report.resumed else []),
         *(f"WARNING  {warning}" for warning in report.warnings),
     ]

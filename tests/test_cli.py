@@ -259,7 +259,7 @@ def test_profile_fits_a_surface_on_the_cpu_unless_asked_for_measured_cells(tmp_p
 
     _, model = G.load(G.conv_bn_relu_chain(), tmp_path)
     argv = ["profile", str(model), "--group-size", "1", "--cache", str(tmp_path / "c.sqlite")]
-    code, text = run([*argv, "--json", str(tmp_path / "fit.json")], capsys)
+    code, text = run([*argv, "--cells", "all", "--json", str(tmp_path / "fit.json")], capsys)
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert code == 0 and fit["surface"]["fitted"] >= 1
     assert "tables fitted to the cells of" in " ".join(text.split())
@@ -268,6 +268,25 @@ def test_profile_fits_a_surface_on_the_cpu_unless_asked_for_measured_cells(tmp_p
     assert code == 0 and cells["surface"] is None and "fitted to the cells" not in text
     assert cells["cells_measured"] == 0  # the same cells, from the cache
     assert cells["tables"]["conv2"] != fit["tables"]["conv2"]
+
+
+def test_profile_times_adaptive_cells_on_the_cpu_and_says_how_many(tmp_path, capsys):
+    from tests import onnx_graphs as G
+
+    _, model = G.load(G.conv_bn_relu_chain(), tmp_path)
+    argv = ["profile", str(model), "--group-size", "1", "--cache", str(tmp_path / "c.sqlite")]
+    code, text = run([*argv, "--json", str(tmp_path / "a.json")], capsys)
+    tables = json.loads((tmp_path / "a.json").read_text())
+    report = tables["adaptive"]
+    assert code == 0 and report["design"] == "surface"
+    assert tables["cells_measured"] == report["cells_timed"] < tables["cells_needed"]
+    assert (f"adaptive cells (surface): {report['cells_timed']} of {tables['cells_needed']} "
+            "cells timed or cached") in " ".join(text.split())
+    code, text = run(argv, capsys)
+    assert code == 0 and "0 cells measured" in text
+    for bad in (["--cells", "some"], ["--cells", "all", "--interpolate", "2"]):
+        code, text = run([*argv, *bad], capsys)
+        assert code == 2 and "--cells" in text and "Traceback" not in text
 
 
 def _tiny_model(tmp_path):

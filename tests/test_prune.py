@@ -107,9 +107,11 @@ def test_a_second_identical_run_measures_no_new_cell(resnet18, cold_run, tmp_pat
 
 @pytest.mark.slow
 def test_max_options_cuts_wide_groups_in_coarser_units(resnet18, cold_run, tmp_path):
-    # at most 2 options: 512-channel groups in units of 256 (cells already in the cache)
+    # at most 2 options: 512-channel groups in units of 256; their 2 x 2 tables are timed whole,
+    # from the cache where the cold run's adaptive cells hold them
     report = prune(resnet18, tmp_path / "coarse", _options(cold_run[1], max_options=2))
-    assert report.max_options == 2 and report.profile.cells_measured == 0
+    assert report.max_options == 2 and report.profile.cells_cached > 0
+    assert report.profile.cells_measured + report.profile.cells_cached == report.profile.cells_needed
     for kept, width in report.kept_channels.values():
         assert kept == width or kept % -(-width // 2) == 0
     saved = json.loads((tmp_path / "coarse" / "analysis.json").read_text())
@@ -210,6 +212,14 @@ def test_an_unknown_method_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(InputError, match="`method`"):
         prune(tmp_path / "missing.onnx", tmp_path / "out", PruneOptions(budget=0.5, method="random"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cells, extra", [("some", {}), ("all", {"interpolate": 2})])
+def test_a_bad_cells_option_is_refused_before_any_work(tmp_path, cells, extra):
+    with pytest.raises(InputError, match="`cells`"):
+        prune(tmp_path / "missing.onnx", tmp_path / "out",
+              PruneOptions(budget=0.5, cells=cells, **extra))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -504,8 +514,17 @@ def test_cpu_tables_are_a_fitted_surface_and_the_summary_says_so(cold_run):
     assert surface["fitted"] >= 1 and 0 < surface["mean_rel_residual"] < 1
     tables = json.loads((cold_run[0] / "out" / "tables.json").read_text())
     assert tables["surface"] == surface
-    assert f"tables fitted to the cells of {surface['fitted']} layer signatures" in " ".join(
-        format_summary(report).split())
+    summary = " ".join(format_summary(report).split())
+    assert f"tables fitted to the cells of {surface['fitted']} layer signatures" in summary
+    # adaptive cells, the default where tables are a surface: how many of the full grid
+    profile = report.profile
+    assert profile.cells == "adaptive surface" == f"adaptive {tables['adaptive']['design']}"
+    timed = profile.cells_measured + profile.cells_cached
+    assert timed == tables["adaptive"]["cells_timed"] <= profile.cells_needed
+    assert f"(adaptive surface: {timed} of {profile.cells_needed} cells" in summary
+    saved = json.loads((cold_run[0] / "out" / "report.json").read_text())["profile"]
+    assert saved["cells_needed"] == profile.cells_needed
+    assert saved["held_back_max"] == profile.held_back_max
 
 
 def test_when_every_round_misses_the_narrowest_plan_decides_between_exit_3_and_a_plan(

@@ -1,10 +1,12 @@
-"""Shared test material: tiny hand-built analyses, a deterministic fake latency backend and one
-whose machine load is scripted per measurement (drift guard tests)."""
+"""Shared test material: tiny hand-built analyses, a deterministic fake latency backend, one
+whose machine load is scripted per measurement (drift guard tests) and a CPU-like one whose
+latency is smooth in the widths (fitted surfaces, adaptive cells)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer
@@ -120,3 +122,28 @@ def small_analysis(hw: int = 16) -> Analysis:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, str(path))
     return path
+
+
+def smooth_latency(out_channels: int, in_channels: int) -> float:
+    """A biquadratic latency (ms) in the widths, as a CPU conv's roughly is."""
+    return 0.05 + 0.002 * (out_channels + in_channels) + 4e-4 * out_channels * in_channels \
+        + 2e-6 * out_channels ** 2 * in_channels
+
+
+class SmoothBackend(FakeBackend):
+    """A CPU-like backend (smooth, monotone latency): cell (o, i) takes ``smooth_latency`` ms
+    times a reproducible lognormal factor of sd ``noise`` per cell, each measurement reporting
+    ``spread`` (a run's p10-p90 width over its median)."""
+
+    smooth_latency = True
+    monotone_latency = True
+
+    def __init__(self, *, noise: float = 0.0, spread: float = 0.01, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.noise, self.spread = noise, spread
+
+    def measure_layer(self, sig, out_channels, in_channels) -> Measurement:
+        super().measure_layer(sig, out_channels, in_channels)  # counts the call
+        rng = np.random.default_rng([out_channels, in_channels])
+        value = smooth_latency(out_channels, in_channels) * float(np.exp(rng.normal(0, self.noise)))
+        return Measurement(value, self.spread, 5, value, value)

@@ -15,35 +15,47 @@ usual case) only the diagonal is ever selected and no off-diagonal cell costs a 
 
 ``profile_tables`` measures only the cells the cache lacks, after deduplicating cells across
 layers with equal signatures. The cell list is deterministic: layers in analysis order, then
-rows, then columns, first occurrence wins. With ``interpolate=k`` it measures only a coarse grid
-(every k-th width) plus a few held-back cells and interpolates the rest (``interpolate.py``);
-cells are timed under the reference-cell drift guard (``drift.py``), here or on each worker that
-a ``measure_cells`` callable hands them to.
+rows, then columns, first occurrence wins. Which of them it times is a design: every cell
+(``cells="all"``), adaptive cells timed in rounds until the held-back cells say the tables are
+at the noise level (``adaptive.py`` for fitted surfaces, the default on CPU backends;
+``staircase.py`` for measured tables), or with ``interpolate=k`` a coarse grid (every k-th width)
+plus a few held-back cells, the rest interpolated (``interpolate.py``). Cells are timed under
+the reference-cell drift guard (``drift.py``), here or on each worker that a ``measure_cells``
+callable hands them to.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from typing import Literal, get_args
 
 from mdp_trt.analysis import Analysis, ChannelGroup, Layer, check_layer, layer_out_widths
 from mdp_trt.errors import InputError
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
+from mdp_trt.latency.tables.adaptive import AdaptiveDesign
+from mdp_trt.latency.tables.adaptive import describe as describe_adaptive
 from mdp_trt.latency.tables.cache import LatencyCache
-from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.latency.tables.cells import Cell, CellKey
 from mdp_trt.latency.tables.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
 from mdp_trt.latency.tables.interpolate import CoarsePlan, monotone_values
+from mdp_trt.latency.tables.staircase import StaircaseDesign
 from mdp_trt.latency.tables.surface import surface_values
 from mdp_trt.signature import LayerSignature
 
 __all__ = ["LatencyTables", "LayerCells", "MeasuredChunk", "MeasureCells", "plan_cells",
-           "required_cells", "profile_tables", "FORMAT"]
+           "required_cells", "profile_tables", "check_cells", "Cells", "CELLS", "FORMAT"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "mdp-latency-tables/1"
+
+# Which cells profile_tables times: as few as the tables need, in rounds, or every needed cell
+Cells = Literal["adaptive", "all"]
+CELLS: tuple[str, ...] = get_args(Cells)
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,10 @@ class LatencyTables:
     ``tables[name][i][j]``: rows = output option 0..K_out, columns = input option 0..K_in (two
     columns when the layer reads a graph input). ``channels[name]`` = [channel count per output
     option, channel count per input option]. ``cells_measured``/``cells_cached`` count distinct
-    cells measured by this run / found in the cache; ``seconds`` is the wall time of the run.
-    ``interpolation`` is the ``InterpolationReport`` (JSON) of coarse tables, None for full
+    cells the tables rest on that this run measured / found in the cache, ``cells_needed`` the
+    distinct cells of the full grid (0 in files written before it was recorded); ``seconds`` is
+    the wall time of the run. ``adaptive`` is the ``AdaptiveReport`` (JSON) of adaptive cells,
+    ``interpolation`` the ``InterpolationReport`` (JSON) of coarse tables, both None for full
     ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
     measured elsewhere ``drift.workers_record`` (the same ``max_drift``/``remeasured_cells``/
     ``unresolved_batches``, plus ``workers``: each worker's log).
@@ -102,6 +116,17 @@ class LatencyTables:
     drift: dict | None = None
     monotone: bool = False  # values made non-decreasing in both widths (profile_tables)
     surface: dict | None = None  # SurfaceReport (JSON) when cells are a fitted surface
+    cells_needed: int = 0
+    adaptive: dict | None = None
+
+    @property
+    def held_back_error(self) -> tuple[float, float] | None:
+        """(mean, max) relative error of the tables on held-back cells, adaptive or
+        interpolated; None for full tables or without any held-back cell."""
+        report = self.adaptive or self.interpolation
+        if not report or not report["held_back"]:
+            return None
+        return report["mean_rel_error"], report["max_rel_error"]
 
     def layer_latency(self, name: str, out_option: int, in_option: int) -> float:
         """L_name[out_option, in_option] in ms (in_option is 1 for a layer fed by the input)."""
@@ -135,6 +160,8 @@ class LatencyTables:
             "drift": self.drift,
             "monotone": self.monotone,
             "surface": self.surface,
+            "cells_needed": self.cells_needed,
+            "adaptive": self.adaptive,
         }
 
     @classmethod
@@ -155,6 +182,8 @@ class LatencyTables:
             drift=data.get("drift"),
             monotone=bool(data.get("monotone", False)),
             surface=data.get("surface"),
+            cells_needed=int(data.get("cells_needed", 0)),
+            adaptive=data.get("adaptive"),
         )
 
 
@@ -232,22 +261,118 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), console=Console(stderr=True))
 
 
+def check_cells(cells: str | None, interpolate: int | None) -> None:
+    """``cells`` must be one of ``CELLS`` (or None: the default) and not come with
+    ``interpolate``, a cell design of its own; checked before anything is measured."""
+    if cells is not None and cells not in CELLS:
+        raise InputError(f"`cells` {cells!r}: choose {' or '.join(CELLS)}",
+                         parameters=("cells",))
+    if cells is not None and interpolate is not None:
+        raise InputError("`interpolate` K is a cell design of its own: give it or `cells`, "
+                         "not both", parameters=("cells", "interpolate"))
+
+
+@dataclass(frozen=True)
+class _Listed:
+    """A design that wants a fixed list of cells (all of them, or an interpolation grid)."""
+
+    cells: tuple[Cell, ...]
+
+    def next_cells(self, known: Mapping[CellKey, Measurement]) -> list[Cell]:
+        return [cell for cell in self.cells if cell.key() not in known]
+
+
+class _Timer:
+    """Times the cells each round asks for, here under the drift guard or through
+    ``measure_cells``, caching each as soon as it is timed. The backend is activated on the
+    first cell to time and released on exit; one progress bar runs across rounds."""
+
+    def __init__(self, backend: LatencyBackend, cache: LatencyCache, drift: DriftPolicy | None,
+                 measure_cells: MeasureCells | None, progress: bool) -> None:
+        self.backend, self.cache, self.drift = backend, cache, drift
+        self.measure_cells = measure_cells
+        self.fp = backend.fingerprint()
+        self.rounds = self.measured = 0
+        self._local: list[DriftLog] = []
+        self._workers: dict[str, list[DriftLog]] = {}
+        self._stack = ExitStack()
+        self._bar = _progress(progress)
+        self._task = None
+
+    def __enter__(self) -> "_Timer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._bar.stop()
+        self._stack.close()
+
+    def time(self, cells: Sequence[Cell], known: dict[CellKey, Measurement]) -> None:
+        """Time ``cells`` (none of them in ``known``) and add each to ``known``."""
+        if self.rounds == 0:
+            self._stack.enter_context(self.backend)
+        self.rounds += 1
+        self.measured += len(cells)
+        if self._bar is not None:
+            if self._task is None:
+                self._bar.start()
+                self._task = self._bar.add_task(f"profiling {self.backend.name}", total=0)
+            self._bar.update(self._task, total=self.measured,
+                             description=f"profiling {self.backend.name}, round {self.rounds}")
+
+        def store(index: int, m: Measurement, cell_drift: float | None) -> None:
+            cell = cells[index]
+            self.cache.put(self.fp, cell.signature, cell.out_channels, cell.in_channels, m,
+                           weights=self.backend.weights, drift=cell_drift)
+            # the drift guard calls again when a repeat is faster: count a cell once
+            if self._task is not None and cell.key() not in known:
+                self._bar.advance(self._task)
+            known[cell.key()] = m
+
+        if self.measure_cells is None:
+            self._local.append(measure_guarded(
+                self.backend, [(c.signature, c.out_channels, c.in_channels) for c in cells],
+                store, policy=self.drift))
+            return
+        index = {cell.key(): k for k, cell in enumerate(cells)}
+        for chunk in self.measure_cells(cells, self.drift):
+            for cell, m, cell_drift in chunk.cells:
+                store(index[cell.key()], m, cell_drift)
+            self._workers.setdefault(chunk.worker, []).append(chunk.log)
+        absent = [c for c in cells if c.key() not in known]
+        if absent:
+            raise RuntimeError(f"measure_cells returned {len(cells) - len(absent)} of "
+                               f"{len(cells)} cells; first missing: {absent[0]}")
+
+    def drift_record(self) -> dict | None:
+        """The drift guard's record of every round (None: nothing timed)."""
+        if self._workers:
+            return workers_record(self._workers)
+        return DriftLog.joined(self._local).to_json() if self._local else None
+
+
 def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBackend,
-                   cache: LatencyCache, progress: bool = True, interpolate: int | None = None,
-                   holdout: int = 2, drift: DriftPolicy | None = DriftPolicy(),
+                   cache: LatencyCache, progress: bool = True, cells: Cells | None = None,
+                   interpolate: int | None = None, holdout: int = 2,
+                   drift: DriftPolicy | None = DriftPolicy(),
                    measure_cells: MeasureCells | None = None,
                    monotone: bool | None = None, surface: bool | None = None) -> LatencyTables:
     """Fill every layer's table, measuring only the cells ``cache`` lacks.
 
     Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
     (an exception, Ctrl-C) keeps every finished cell and a re-run resumes where it stopped.
+    ``cells``: "all" times every needed cell; "adaptive" times them in rounds, only as many as
+    the tables need: on a fitted surface (``adaptive.py``), or on measured tables a coarse grid
+    and the steps between its cells (``staircase.py``); None: adaptive where the tables are a
+    fitted surface (``surface``), all where they are measured cells.
     ``interpolate``: measure every k-th width per axis (plus ``holdout`` held-back cells per
-    signature) and interpolate the rest; None measures every cell. ``drift``: the reference-cell
-    guard (None: none). Cells are cached and looked up under the backend's ``weights`` mode.
+    signature) and interpolate the rest (not with ``cells``). ``drift``: the reference-cell
+    guard (None: none); each round is guarded on its own, so a round of fewer cells than a drift
+    batch is not. Cells are cached and looked up under the backend's ``weights`` mode.
     ``measure_cells``: measures the missing cells elsewhere (e.g. ``ray_runner``) under the
     ``drift`` policy, yielding each ``MeasuredChunk`` as it finishes, on backends whose
     fingerprint is ``backend``'s; None measures them here on ``backend``. Each cell is cached with
-    its worker's drift value, as soon as its chunk arrives.
+    its worker's drift value, as soon as its chunk arrives; it is called once per round.
     ``monotone``: make each signature's medians non-decreasing in both widths (None: the
     backend's ``monotone_latency``). On a CPU a wider layer is never faster, so a cell that reads
     faster than a narrower neighbour is noise, and the exact solver seeks such cells out: on
@@ -259,80 +384,50 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     (``surface.py``; None: the backend's ``smooth_latency``); with ``interpolate`` the surface is
     fitted to the grid cells alone, so the held-back error is the surface's. Before ``monotone``.
     """
+    check_cells(cells, interpolate)
     start = time.perf_counter()
     plan = plan_cells(analysis, group_size)
-    cells = required_cells(plan)
+    needed = required_cells(plan)
+    surface = backend.smooth_latency if surface is None else surface
+    monotone = backend.monotone_latency if monotone is None else monotone
     fp = backend.fingerprint()
-    weights = backend.weights
     by_signature: dict[str, dict] = {}
 
-    def cached(cell: Cell):
+    def cached(cell: Cell) -> Measurement | None:
         sig_key = cell.signature.key()
         if sig_key not in by_signature:
-            by_signature[sig_key] = cache.get_many(fp, cell.signature, weights=weights)
+            by_signature[sig_key] = cache.get_many(fp, cell.signature, weights=backend.weights)
         return by_signature[sig_key].get((cell.out_channels, cell.in_channels))
 
-    medians = {cell.key(): hit.median_ms for cell in cells if (hit := cached(cell)) is not None}
-    coarse = None
-    wanted = cells
+    known = {cell.key(): hit for cell in needed if (hit := cached(cell)) is not None}
+    coarse = adaptive = stairs = None
     if interpolate is not None:
-        coarse = CoarsePlan(cells, step=interpolate, holdout=holdout, cached=medians)
-        wanted = coarse.to_measure()
-        medians.update({c.key(): hit.median_ms for c in wanted
-                        if c.key() not in medians and (hit := cached(c)) is not None})
-    missing = [cell for cell in wanted if cell.key() not in medians]
-    cached_count = len(wanted) - len(missing)
-    log.info("%d layers need %d distinct cells (%d to time%s): %d cached, %d to measure on %s",
-             len(plan), len(cells), len(wanted),
-             "" if coarse is None else f", interpolation step {interpolate}", cached_count,
-             len(missing), backend.name)
-    drift_log = None
-    if missing:
-        bar = _progress(progress)
-        with backend:
-            if bar is not None:
-                bar.start()
-                task = bar.add_task(f"profiling {backend.name}", total=len(missing))
-
-            def store(index: int, m, cell_drift: float | None) -> None:
-                cell = missing[index]
-                cache.put(fp, cell.signature, cell.out_channels, cell.in_channels, m,
-                          weights=weights, drift=cell_drift)
-                if bar is not None and cell.key() not in medians:
-                    bar.advance(task)
-                medians[cell.key()] = m.median_ms
-
-            try:
-                if measure_cells is None:
-                    drift_log = measure_guarded(
-                        backend, [(c.signature, c.out_channels, c.in_channels) for c in missing],
-                        store, policy=drift).to_json()
-                else:
-                    index = {cell.key(): i for i, cell in enumerate(missing)}
-                    logs: dict[str, list[DriftLog]] = {}
-                    for chunk in measure_cells(missing, drift):
-                        for cell, m, cell_drift in chunk.cells:
-                            store(index[cell.key()], m, cell_drift)
-                        logs.setdefault(chunk.worker, []).append(chunk.log)
-                    drift_log = workers_record(logs)
-                    absent = [c for c in missing if c.key() not in medians]
-                    if absent:
-                        raise RuntimeError(f"measure_cells returned {len(missing) - len(absent)} "
-                                           f"of {len(missing)} cells; first missing: {absent[0]}")
-            finally:
-                if bar is not None:
-                    bar.stop()
-    if monotone is None:
-        monotone = backend.monotone_latency
-    if surface is None:
-        surface = backend.smooth_latency
-    values = medians if coarse is None else coarse.fill(medians)
+        coarse = CoarsePlan(needed, step=interpolate, holdout=holdout, cached=known)
+    elif surface and cells != "all":
+        adaptive = AdaptiveDesign(needed)
+    elif cells == "adaptive":
+        # measured tables (GPU backends, `surface` False) are filled by their staircase
+        adaptive = stairs = StaircaseDesign(needed)
+    design = adaptive or _Listed(tuple(needed if coarse is None else coarse.to_measure()))
+    log.info("%d layers need %d distinct cells, %d of them cached; %s on %s", len(plan),
+             len(needed), len(known),
+             "adaptive cells" if adaptive else f"interpolation step {interpolate}" if coarse
+             else "every cell", backend.name)
+    with _Timer(backend, cache, drift, measure_cells, progress) as timer:
+        while wanted := design.next_cells(known):
+            # an interpolation grid may hold cells no table needs, so not looked up yet
+            known.update({c.key(): hit for c in wanted if (hit := cached(c)) is not None})
+            missing = [c for c in wanted if c.key() not in known]
+            if missing:
+                timer.time(missing, known)
+    medians = {key: m.median_ms for key, m in known.items()}
+    values = coarse.fill(medians) if coarse else stairs.fill(known) if stairs else medians
     fit = None
     if surface:
         values, fit = surface_values(
-            cells, medians if coarse is None else coarse.grid_values(medians), values)
+            needed, medians if coarse is None else coarse.grid_values(medians), values)
     if monotone:
-        values = monotone_values(cells, values)
+        values = monotone_values(needed, values)
     tables = {
         layer.layer: [[0.0 if cell is None else values[cell.key()] for cell in row]
                       for row in layer.cells]
@@ -345,9 +440,15 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                  "held-back cells: mean %.1f%%, max %.1f%%", interpolate, report.cells_grid,
                  report.cells_interpolated, report.held_back, 100 * report.mean_rel_error,
                  100 * report.max_rel_error)
+    design_report = None if adaptive is None else adaptive.report(known, timer.rounds).to_json()
+    if design_report:
+        log.info("%s", describe_adaptive(design_report))
+    used = len(coarse.to_measure()) if coarse else sum(c.key() in known for c in needed)
     return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
-                         tables=tables, cells_measured=len(missing), cells_cached=cached_count,
+                         tables=tables, cells_measured=timer.measured,
+                         cells_cached=used - timer.measured,
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
-                         drift=drift_log, monotone=bool(monotone),
-                         surface=None if fit is None else fit.to_json())
+                         drift=timer.drift_record(), monotone=bool(monotone),
+                         surface=None if fit is None else fit.to_json(),
+                         cells_needed=len(needed), adaptive=design_report)

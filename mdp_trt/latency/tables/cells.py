@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from mdp_trt.signature import LayerSignature
 
-__all__ = ["Cell"]
+__all__ = ["Cell", "CellKey"]
+
+# A cell's identity: (signature key, out_channels, in_channels)
+CellKey = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -17,5 +20,5 @@ class Cell:
     out_channels: int
     in_channels: int
 
-    def key(self) -> tuple[str, int, int]:
+    def key(self) -> CellKey:
         return self.signature.key(), self.out_channels, self.in_channels

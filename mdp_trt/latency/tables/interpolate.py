@@ -29,13 +29,12 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from mdp_trt.errors import InputError
-from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.latency.tables.cells import Cell, CellKey
 from mdp_trt.signature import group_by_signature
 
 __all__ = ["CoarsePlan", "InterpolationReport", "coarse_axis", "monotone_grid", "monotone_values",
            "bilinear"]
 
-CellKey = tuple[str, int, int]
 
 
 def coarse_axis(values: Iterable[int], step: int) -> tuple[int, ...]:

@@ -12,17 +12,17 @@ measurements; GPU backends keep measured cells, whose staircase no low-order sur
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mdp_trt.latency.tables.cells import Cell
+from mdp_trt.latency.tables.cells import Cell, CellKey
 from mdp_trt.signature import group_by_signature
 
-__all__ = ["SurfaceReport", "surface_values", "describe"]
+__all__ = ["SurfaceReport", "Surface", "fit_surface", "fit_degrees", "widths", "surface_values",
+           "describe", "POINTS_PER_TERM"]
 
-CellKey = tuple[str, int, int]
 MAX_DEGREE = 2
 POINTS_PER_TERM = 2  # fewer measured cells than this per coefficient: keep the measurements
 
@@ -41,7 +41,7 @@ class SurfaceReport:
         return asdict(self)
 
 
-def _degrees(n_points: int, n_out: int, n_in: int) -> tuple[int, int] | None:
+def fit_degrees(n_points: int, n_out: int, n_in: int) -> tuple[int, int] | None:
     """The highest (out, in) degrees that the distinct widths allow and the points pin down;
     every axis along which the cells vary keeps at least a linear term."""
     low_out, low_in = min(1, n_out - 1), min(1, n_in - 1)
@@ -55,34 +55,70 @@ def _degrees(n_points: int, n_out: int, n_in: int) -> tuple[int, int] | None:
     return None
 
 
-def _design(outs: np.ndarray, ins: np.ndarray, degrees: tuple[int, int],
-            scale: tuple[float, float]) -> np.ndarray:
-    x, y = outs / scale[0], ins / scale[1]
-    return np.stack([x ** a * y ** b for a in range(degrees[0] + 1)
-                     for b in range(degrees[1] + 1)], axis=1)
+def widths(cells: Sequence[Cell]) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' (out, in) widths as the surface sees them: a depthwise conv's cells lie on
+    in == out, so its in-width is a constant 0 (one axis)."""
+    outs = np.array([c.out_channels for c in cells], dtype=np.float64)
+    if cells and cells[0].signature.depthwise:
+        return outs, np.zeros_like(outs)
+    return outs, np.array([c.in_channels for c in cells], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """One signature's fitted surface: ``degrees`` (out, in), the widths it divides by
+    (``scale``), its coefficients, and the inverse Gram matrix of its weighted fit, which gives
+    the leverage of any cell (``leverage``)."""
+
+    degrees: tuple[int, int]
+    scale: tuple[float, float]
+    coef: np.ndarray
+    inverse_gram: np.ndarray
+
+    def terms(self, cells: Sequence[Cell]) -> np.ndarray:
+        x, y = widths(cells)
+        x, y = x / self.scale[0], y / self.scale[1]
+        return np.stack([x ** a * y ** b for a in range(self.degrees[0] + 1)
+                         for b in range(self.degrees[1] + 1)], axis=1)
+
+    def values(self, cells: Sequence[Cell]) -> np.ndarray:
+        """The surface at ``cells``, ms."""
+        return self.terms(cells) @ self.coef
+
+    def leverage(self, cells: Sequence[Cell], ms: np.ndarray) -> np.ndarray:
+        """Each cell's leverage with latency ``ms``: for a fitted cell (its measurement) the
+        hat-matrix diagonal; for another (its surface value) the variance of the surface there
+        relative to one cell's noise."""
+        rows = self.terms(cells) / ms[:, None]
+        return np.einsum("ij,jk,ik->i", rows, self.inverse_gram, rows)
+
+
+def fit_surface(cells: Sequence[Cell], ms: np.ndarray) -> Surface | None:
+    """The surface of one signature fitted to ``cells`` timed at ``ms`` (least squares on
+    relative error), or None: too few cells for ``fit_degrees``, or a latency <= 0."""
+    outs, ins = widths(cells)
+    degrees = fit_degrees(len(ms), len(set(outs)), len(set(ins)))
+    if degrees is None or not np.all(ms > 0):
+        return None
+    scale = (max(outs.max(), 1.0), max(ins.max(), 1.0))
+    shape = Surface(degrees, scale, np.empty(0), np.empty((0, 0)))
+    rows = shape.terms(cells) / ms[:, None]
+    coef = np.linalg.lstsq(rows, np.ones_like(ms), rcond=None)[0]
+    return Surface(degrees, scale, coef, np.linalg.pinv(rows.T @ rows))
 
 
 def _fit_signature(cells: list[Cell], measured: Mapping[CellKey, float]
                    ) -> tuple[dict[CellKey, float], np.ndarray] | None:
     """Surface values at ``cells`` and the fit's relative residuals, or None (kept)."""
-    outs = np.array([c.out_channels for c in cells], dtype=np.float64)
-    # a depthwise conv's cells lie on in == out: one axis
-    ins = (np.zeros_like(outs) if cells[0].signature.depthwise
-           else np.array([c.in_channels for c in cells], dtype=np.float64))
-    fitted = np.array([c.key() in measured for c in cells])
-    if not fitted.any():
+    fitted = [c for c in cells if c.key() in measured]
+    y = np.array([measured[c.key()] for c in fitted])
+    surface = fit_surface(fitted, y)
+    if surface is None:
         return None
-    y = np.array([measured[c.key()] for c in cells if c.key() in measured])
-    degrees = _degrees(len(y), len(set(outs[fitted])), len(set(ins[fitted])))
-    if degrees is None or not np.all(y > 0):
-        return None
-    scale = (max(outs[fitted].max(), 1.0), max(ins[fitted].max(), 1.0))
-    design = _design(outs, ins, degrees, scale)
-    coef = np.linalg.lstsq(design[fitted] / y[:, None], np.ones_like(y), rcond=None)[0]
-    values = design @ coef
+    values = surface.values(cells)
     if not (np.all(np.isfinite(values)) and np.all(values > 0)):
         return None
-    return {c.key(): float(v) for c, v in zip(cells, values)}, values[fitted] / y - 1
+    return {c.key(): float(v) for c, v in zip(cells, values)}, surface.values(fitted) / y - 1
 
 
 def surface_values(cells: Iterable[Cell], measured: Mapping[CellKey, float],

@@ -6,10 +6,12 @@ from mdp_trt.analysis import Analysis, ChannelGroup, Layer
 from mdp_trt.errors import InputError
 from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend
-from mdp_trt.latency.tables import LatencyTables, plan_cells, profile_tables, required_cells
+from mdp_trt.latency.protocol import Measurement
+from mdp_trt.latency.tables import Cell, LatencyTables, plan_cells, profile_tables, required_cells
 from mdp_trt.latency.backends.timing import TimingPolicy
 
-from tests.latency.fixtures import FakeBackend, conv_sig, fake_latency, small_analysis
+from tests.latency.fixtures import (FakeBackend, SmoothBackend, conv_sig, fake_latency,
+                                    small_analysis)
 
 
 def profile(analysis, backend, cache, group_size=8):
@@ -236,3 +238,101 @@ def test_interpolated_tables_of_a_cpu_backend_are_monotone_too(tmp_path):
                                 cache=cache, progress=False, interpolate=2, holdout=0)
     assert tables.monotone and tables.interpolation is not None
     assert _is_monotone(tables.tables["b0.conv2"])
+
+
+def test_adaptive_cells_are_the_default_where_tables_are_a_surface_and_time_a_fraction(tmp_path):
+    analysis = small_analysis()
+    needed = len(required_cells(plan_cells(analysis, 2)))  # 560: 16 x 16 tables
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        adaptive = profile(analysis, SmoothBackend(noise=0.03, spread=0.06), cache, group_size=2)
+        full = profile_tables(analysis, group_size=2, backend=SmoothBackend(noise=0.03, spread=0.06),
+                              cache=cache, progress=False, cells="all")
+    assert adaptive.cells_measured < needed / 4 and adaptive.cells_cached == 0
+    assert full.cells_measured + full.cells_cached == full.cells_needed == needed
+    report = adaptive.adaptive
+    assert report["design"] == "surface" and report["cells_needed"] == needed
+    assert report["cells_timed"] == adaptive.cells_measured and report["rounds"] >= 1
+    assert report["held_back"] > 0 and adaptive.held_back_error == (
+        report["mean_rel_error"], report["max_rel_error"])
+    assert full.adaptive is None and full.held_back_error is None
+    # the adaptive surface is within the cells' 3% noise of the one fitted to every cell
+    sig = analysis.layer("b0.conv2").signature
+    for o in range(1, 17):
+        for i in range(1, 17):
+            assert adaptive.layer_latency("b0.conv2", o, i) == pytest.approx(
+                full.layer_latency("b0.conv2", o, i), rel=0.03), sig
+
+
+def test_all_cells_give_the_surface_of_every_measured_cell_as_before(tmp_path):
+    from mdp_trt.latency.tables.interpolate import monotone_values
+    from mdp_trt.latency.tables.surface import surface_values
+
+    analysis = small_analysis()
+    backend = SmoothBackend(noise=0.05)
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile_tables(analysis, group_size=4, backend=backend, cache=cache,
+                                progress=False, cells="all", drift=None)
+    cells = required_cells(plan_cells(analysis, 4))
+    assert tables.cells_measured == len(backend.calls) == len(cells)
+    with backend:
+        measured = {c.key(): backend.measure_layer(c.signature, c.out_channels,
+                                                   c.in_channels).median_ms for c in cells}
+    values = monotone_values(cells, surface_values(cells, measured, measured)[0])
+    layer = analysis.layer("b0.conv2")
+    expected = values[Cell(layer.signature, 12, 20).key()]
+    assert tables.layer_latency("b0.conv2", 3, 5) == expected
+
+
+def test_a_second_adaptive_run_times_nothing(tmp_path):
+    analysis = small_analysis()
+    path = tmp_path / "c.sqlite"
+    with LatencyCache(path) as cache:
+        first = profile(analysis, SmoothBackend(noise=0.05), cache, group_size=2)
+    backend = SmoothBackend(noise=0.05)
+    with LatencyCache(path) as cache:
+        second = profile(analysis, backend, cache, group_size=2)
+    assert backend.calls == [] and backend.activations == 0
+    assert second.cells_measured == 0 and second.cells_cached == first.cells_measured
+    assert second.tables == first.tables and second.adaptive["rounds"] == 0
+    assert second.adaptive["cells_timed"] == first.adaptive["cells_timed"]
+
+
+def test_cells_is_all_or_adaptive_and_not_given_with_interpolate(tmp_path):
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(InputError, match="`cells` 'some'"):
+            profile_tables(small_analysis(), group_size=8, backend=FakeBackend(), cache=cache,
+                           cells="some")
+        with pytest.raises(InputError, match="`interpolate`"):
+            profile_tables(small_analysis(), group_size=8, backend=FakeBackend(), cache=cache,
+                           cells="all", interpolate=2)
+
+
+def test_measured_tables_time_every_cell_unless_asked_for_adaptive_staircases(tmp_path):
+    class Staircase(FakeBackend):
+        """GPU-like: 8-channel output tiles, 16-channel input tiles (smooth_latency False)."""
+
+        def measure_layer(self, sig, out_channels, in_channels):
+            super().measure_layer(sig, out_channels, in_channels)
+            value = 0.01 * -(-out_channels // 8) * (1 + -(-in_channels // 16))
+            return Measurement(value, 0.01, 5, value, value)
+
+    analysis = small_analysis()
+    needed = len(required_cells(plan_cells(analysis, 2)))
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        stairs = profile_tables(analysis, group_size=2, backend=Staircase(), cache=cache,
+                                progress=False, cells="adaptive")
+        full = profile_tables(analysis, group_size=2, backend=Staircase(), cache=cache,
+                              progress=False)
+    assert full.cells_measured + full.cells_cached == needed and full.adaptive is None
+    assert stairs.cells_measured < needed / 4 and stairs.adaptive["design"] == "staircase"
+    assert stairs.tables == full.tables and stairs.surface is None
+
+
+def test_tables_json_keeps_the_adaptive_report_and_reads_files_without_it(tmp_path):
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile(small_analysis(), SmoothBackend(), cache, group_size=2)
+    data = json.loads(json.dumps(tables.to_json()))
+    assert LatencyTables.from_json(data) == tables and data["cells_needed"] == 560
+    old = LatencyTables.from_json({k: v for k, v in data.items()
+                                   if k not in ("cells_needed", "adaptive")})
+    assert old.cells_needed == 0 and old.adaptive is None and old.tables == tables.tables
