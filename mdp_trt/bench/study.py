@@ -70,7 +70,7 @@ class StudyConfig:
     # [1 - 2 t, 1 + t] x budget, Torch-Pruning's bisection 1 +- t; tighter than the 3% the rows
     # must agree within, because the common re-timing moves every ratio a little.
     tolerance: float = 0.015
-    match_rounds: int = 2  # re-prunes a row may get to join its budget's reference latency
+    match_rounds: int = 3  # re-prunes a row may get to join its budget's reference latency
 
     def check(self) -> None:
         if self.dataset not in STUDY_SETS:
@@ -253,15 +253,18 @@ def _rematched(config: StudyConfig, key: str, runs: StudyRuns, reference: float,
     for its own measured latency scaled by reference / its re-timed ratio (so the bias of its
     own measurement against the common one is corrected, and a plan that landed far from its
     budget, a method's wide step, is aimed from where it landed), within half the usual
-    tolerance (prune's [1 - 2 t, 1 + t] x budget then lies within ``MATCH / 2`` of it). The record keeps the earlier attempts; one that gives the same model ends the
+    tolerance, the window prune accepts centred on the reference. The record keeps the earlier attempts; one that gives the same model ends the
     matching."""
     record = runs.pruned[key]
     ratio = runs.retime["ratios"][key]["value"]
     before = {"budget_ms": record["budget_ms"], "measured_ms": record["measured_ms"],
               "retimed_ratio": ratio, "reference": reference,
               "model_sha256": _digest(config.folder / record["model"])}
-    again = _prune_run(config, record["method"], record["budget"],
-                       record["measured_ms"] * reference / ratio, splits, config.tolerance / 2)
+    tolerance = config.tolerance / 2
+    # prune accepts [1 - 2 t, 1 + t] x its budget: centred on the reference, a landing at
+    # either end stays within MATCH / 2 of it
+    target_ms = record["measured_ms"] * reference / ratio / (1 - tolerance / 2)
+    again = _prune_run(config, record["method"], record["budget"], target_ms, splits, tolerance)
     if "model" not in again:  # infeasible when tightened: the earlier model stands
         again = record | {"matching_failed": again.get("infeasible")}
     before["same_model"] = _digest(config.folder / again["model"]) == before["model_sha256"]

@@ -46,7 +46,7 @@ def test_matching_ends_at_the_rounds_cap_or_when_a_method_gives_the_same_model(t
     tried = {"same_model": False}
     assert unmatched(ratios, config, {"uniform-0.5": {"matching": [tried]}}) == pytest.approx(
         {"uniform-0.5": 0.490})
-    assert unmatched(ratios, config, {"uniform-0.5": {"matching": [tried, tried]}}) == {}
+    assert unmatched(ratios, config, {"uniform-0.5": {"matching": [tried] * 3}}) == {}
     assert unmatched(ratios, config, {"uniform-0.5": {"matching": [{"same_model": True}]}}) == {}
     assert unmatched(ratios, _config(tmp_path, budgets=(0.5,), match_rounds=0), {}) == {}
 
@@ -93,9 +93,14 @@ def test_a_row_is_pruned_again_for_the_reference_with_its_bias_corrected(tmp_pat
                            retime={"ratios": _ratios({"mdp-0.5": 0.49, "uniform-0.5": 0.49,
                                                       "halp-0.5": 0.52})})
     again = study._rematched(config, "halp-0.5", runs, 0.49, splits=None)
-    # aimed from its own measurement (0.99 ms), not from its budget (1 ms)
-    assert calls == [("halp", 0.5, pytest.approx(0.99 * 0.49 / 0.52),
-                      pytest.approx(config.tolerance / 2))]
+    # aimed from its own measurement (0.99 ms), not from its budget (1 ms), with prune's
+    # window [1 - 2 t, 1 + t] x budget centred on the reference
+    t = config.tolerance / 2
+    assert calls == [("halp", 0.5, pytest.approx(0.99 * 0.49 / 0.52 / (1 - t / 2)),
+                      pytest.approx(t))]
+    aim, budget_ms = 0.99 * 0.49 / 0.52, calls[0][2]
+    low, high = budget_ms * (1 - 2 * t) / aim - 1, budget_ms * (1 + t) / aim - 1
+    assert low == pytest.approx(-high, abs=1e-4) and high < MATCH / 2
     assert again["matching"][0]["retimed_ratio"] == 0.52 and not again["matching"][0]["same_model"]
     assert json.loads((run / "prune.json").read_text()) == again  # on disk: resumable
 
