@@ -186,7 +186,7 @@ def markdown(studies: dict, command: str) -> str:
                 lines.append(_row(row, versus if row["method"] == MDP else ""))
         lines += ["", f"Each budget's reference is the median of its rows' re-timed ratios; a row "
                   f"further than {MATCH / 2:.1%} from it was pruned again for it (its own "
-                  "measurement's bias corrected, a third of the tolerance), up to "
+                  "measurement's bias corrected, half the tolerance), up to "
                   f"{config.match_rounds} times. Rows marked * are still further: not at equal "
                   "latency, left out of the comparison (** : the method has no plan nearer; its "
                   "closed loop's plans measured the ratios in brackets). Unmarked rows agree "
