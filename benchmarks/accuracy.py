@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from mdp_trt.bench.statistics import paired_difference, spread
-from mdp_trt.bench.study import MATCH, STUDY_METHODS, StudyConfig, references, run_key, run_study
+from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, off_reference, references,
+                                 run_key, run_study)
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.errors import MdpTrtError
 from mdp_trt.outputs import write_text
@@ -118,7 +119,7 @@ def rows_of(config: StudyConfig, runs) -> list[dict]:
                            pruned_mean=spread([r["accuracy_pruned_test"] for r in seeds]).mean,
                            by_seed={r["seed"]: r["accuracy_test"] for r in seeds},
                            reference=reference[budget],
-                           marked=abs(ratio["value"] / reference[budget] - 1) > MATCH / 2,
+                           marked=off_reference(ratio["value"], reference[budget]),
                            reliable=ratio["reliable"],
                            no_plan_nearer=any(t["same_model"] for t in pruned.get("matching", [])),
                            plans=pruned.get("round_ratios"))

@@ -40,8 +40,8 @@ from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
-__all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "references", "run_key",
-           "run_study", "unmatched"]
+__all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "off_reference", "references",
+           "run_key", "run_study", "unmatched"]
 
 TORCH_PRUNING = "torch-pruning"
 STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
@@ -169,6 +169,12 @@ def references(ratios: dict[str, dict], config: StudyConfig) -> dict[float, floa
     return {b: float(statistics.median(v)) for b, v in by_budget.items()}
 
 
+def off_reference(ratio: float, reference: float) -> bool:
+    """Whether a row's re-timed ratio is further than ``MATCH / 2`` from its budget's reference:
+    not at equal latency with the budget's other rows."""
+    return abs(ratio / reference - 1) > MATCH / 2
+
+
 def unmatched(ratios: dict[str, dict], config: StudyConfig, pruned: dict[str, dict]
               ) -> dict[str, float]:
     """Rows to prune again, each with its budget's reference ratio: reliably re-timed further
@@ -181,7 +187,7 @@ def unmatched(ratios: dict[str, dict], config: StudyConfig, pruned: dict[str, di
             tries = record.get("matching", [])
             # an unreliable ratio (a busy host) is no reason to prune again
             if (ratio is None or not ratio["reliable"]
-                    or abs(ratio["value"] / reference - 1) <= MATCH / 2
+                    or not off_reference(ratio["value"], reference)
                     or len(tries) >= config.match_rounds or any(t["same_model"] for t in tries)):
                 continue
             off[key] = reference
