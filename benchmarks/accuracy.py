@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from mdp_trt.bench.statistics import paired_difference, spread
-from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, off_reference, references,
-                                 run_key, run_study)
+from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, StudyRuns, off_reference,
+                                 references, run_key, run_study)
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.errors import MdpTrtError
 from mdp_trt.outputs import write_text
@@ -50,6 +50,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=None,
                         help="latency cache shared by every run (default: the user cache)")
+    parser.add_argument("--retime-seconds", type=float, default=None,
+                        help="longest common re-timing (default: StudyConfig's; --quick: 30)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results")
     parser.add_argument("--quick", action="store_true", help="the small variant CI runs")
     args = parser.parse_args()
@@ -57,6 +59,7 @@ def _arguments() -> argparse.Namespace:
         args.datasets, args.budgets, args.seeds, args.epochs = ["digits"], [0.5], [0, 1], 2
         args.methods = [MDP, "uniform", "torch-pruning"]
         args.importance = "magnitude"
+        args.retime_seconds = args.retime_seconds or 30.0
     return args
 
 
@@ -80,11 +83,13 @@ def _study(args: argparse.Namespace) -> int:
             budgets=tuple(args.budgets), methods=tuple(args.methods), seeds=tuple(args.seeds),
             folder=out / "runs" / f"accuracy-{dataset}", epochs=args.epochs or STUDY_EPOCHS[dataset],
             importance=args.importance, group_size=args.group_size, threads=args.threads,
-            cache=args.cache, confirm_windows=1 if args.quick else 3)
+            cache=args.cache, confirm_windows=1 if args.quick else 3,
+            **({"retime_seconds": args.retime_seconds} if args.retime_seconds else {}))
         print(f"== {dataset}: {model.name}, {len(args.budgets)} budgets x {len(args.methods)} "
               f"methods x {len(args.seeds)} seeds ==", flush=True)
         runs = run_study(config, progress=sys.stderr.isatty())
         studies[dataset] = {"config": config, "runs": runs, "rows": rows_of(config, runs)}
+    studies = kept_studies(out / "accuracy.json", studies) | studies
     text = markdown(studies, " ".join(sys.argv[1:]))
     print(text)
     write_text(out / "accuracy.md", text)
@@ -96,6 +101,37 @@ def _study(args: argparse.Namespace) -> int:
     plot(studies, out / "accuracy_pareto.png")
     print(f"wrote {out}/accuracy.md, accuracy.json, accuracy_pareto.png")
     return 0
+
+
+def kept_studies(path: Path, run: dict) -> dict:
+    """The data sets of an earlier ``accuracy.json`` that this command did not run, as studies
+    to render again: a study whose run folder is gone (a fresh clone) survives re-running another
+    data set. One whose settings differ from today's (another model file) is dropped, with a
+    warning."""
+    if not path.is_file():
+        return {}
+    kept = {}
+    for dataset, stored in json.loads(path.read_text()).items():
+        if dataset in run or dataset not in STUDY_MODELS:
+            continue
+        rows, settings = stored["rows"], stored["settings"]
+        config = StudyConfig(
+            dataset=dataset, model=STUDY_MODELS[dataset], module=None,
+            budgets=tuple(dict.fromkeys(r["budget"] for r in rows)),
+            methods=tuple(dict.fromkeys(r["method"] for r in rows)),
+            seeds=tuple(sorted({int(s) for seeds in stored["finetuned"].values() for s in seeds})),
+            folder=path.parent / "runs" / f"accuracy-{dataset}", epochs=settings["epochs"],
+            importance=settings["importance"], group_size=settings["group_size"],
+            threads=settings["threads"])
+        if config.settings() != settings:
+            print(f"warning: {path}: its {dataset} study has other settings than today's "
+                  f"(model file, split): dropped; re-run it with --datasets {dataset}",
+                  file=sys.stderr)
+            continue
+        runs = StudyRuns(baseline=stored["baseline"], pruned=stored["pruned"],
+                         retime=stored["retime"], finetuned=stored["finetuned"])
+        kept[dataset] = {"config": config, "runs": runs, "rows": rows, "kept": True}
+    return kept
 
 
 def rows_of(config: StudyConfig, runs) -> list[dict]:
@@ -177,6 +213,9 @@ def markdown(studies: dict, command: str) -> str:
                   f"distillation per seed; importance {config.importance}; group size "
                   f"{config.group_size}. Re-timing of every pruned model with the original in one "
                   f"interleaved session: {runs.retime.get('date', '-')}.", "",
+                  *(["This data set was not run by the command above: its section is kept from "
+                     "the previous accuracy.json (same model file).", ""]
+                    if study.get("kept") else []),
                   "| budget | method | re-timed ratio [95% CI] | own ratio | blocks removed | "
                   "acc. pruned | acc. fine-tuned, mean ± sd (n) | MDP vs best baseline |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -28,7 +28,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mdp_trt.bench.accuracy import evaluate_accuracy
@@ -37,6 +37,7 @@ from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_SETS
 from mdp_trt.data.splits import Splits
 from mdp_trt.errors import InfeasibleBudget, InputError
 from mdp_trt.latency.backends.registry import get_backend
+from mdp_trt.latency.backends.timing import MODEL_POLICY
 from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
@@ -71,6 +72,11 @@ class StudyConfig:
     # must agree within, because the common re-timing moves every ratio a little.
     tolerance: float = 0.015
     match_rounds: int = 3  # re-prunes a row may get to join its budget's reference latency
+    # The common re-timing goes on until every ratio's interval is within +-2%, or this long: it
+    # times every pruned model (~26) in one interleaved round of 0.1 s blocks, ~3 s a round, so
+    # MODEL_POLICY's 30 s held ~10 rounds, too few for +-2% on the 0.2 ms 8x8-digits network
+    # even on a quiet host (2026-12-07). It stops as soon as every ratio is reliable.
+    retime_seconds: float = 180.0
 
     def check(self) -> None:
         if self.dataset not in STUDY_SETS:
@@ -346,7 +352,8 @@ def _retimed(config: StudyConfig, pruned: dict[str, dict]) -> dict:
             if _settled(record):
                 return record
             tries = record.get("tries", 1)
-    with get_backend("ort-cpu", threads=config.threads) as backend:
+    policy = replace(MODEL_POLICY, compare_s=config.retime_seconds)
+    with get_backend("ort-cpu", threads=config.threads, model_policy=policy) as backend:
         results = benchmark_models(paths, backend)
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "models": digests,
               "tries": tries + 1, "original_ms": results[0].latency_ms,

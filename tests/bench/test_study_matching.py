@@ -124,3 +124,22 @@ def test_a_re_timing_with_an_unreliable_ratio_is_repeated_a_few_times():
     assert not study._settled(shaky | {"tries": 1})
     assert study._settled(shaky | {"tries": study.RETIME_TRIES})
     assert study._settled({"ratios": _ratios({"mdp-0.5": 0.49}), "tries": 1})
+
+
+def test_the_common_re_timing_runs_under_the_study_s_own_time_limit(tmp_path, monkeypatch):
+    config = _config(tmp_path, budgets=(0.5,))
+    config = study.replace(config, retime_seconds=123.0)
+    config.folder.mkdir()
+    for name in ("model.onnx", "a.onnx"):
+        (tmp_path / name).write_bytes(name.encode())
+    seen = {}
+
+    def backend(name, *, threads, model_policy):
+        seen["policy"] = model_policy
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(study, "get_backend", backend)
+    with pytest.raises(RuntimeError, match="stop here"):
+        study._retimed(config, {"mdp-0.5": {"model": "../a.onnx"}})
+    assert seen["policy"].compare_s == 123.0
+    assert seen["policy"].ratio_halfwidth == study.MODEL_POLICY.ratio_halfwidth
