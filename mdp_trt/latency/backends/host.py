@@ -11,19 +11,31 @@ from pathlib import Path
 __all__ = ["cpu_description", "usable_cores", "llc_bytes"]
 
 
-def cpu_description() -> str:
-    """CPU model name (from /proc/cpuinfo where there is one) and logical core count."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.lower().startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    model = model or platform.processor() or platform.machine() or "unknown CPU"
-    return f"{model}, {os.cpu_count() or 1} cores"
+# Widest vector extension first: ORT and PyTorch pick their kernels by it.
+_VECTOR_ISAS = ("avx512f", "avx2", "avx", "sse4_2", "asimd", "neon")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """CPU model name, family / model numbers and widest vector extension (from /proc/cpuinfo
+    where there is one), and logical core count. A VM may call two CPU generations the same
+    ("AMD EPYC": Zen 3 with AVX2 and Zen 4 with AVX-512 ran the same model 2x apart), and
+    cached cells of one must not stand for the other. ``cpuinfo``: the file's text (tests)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():  # the first processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    model = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    details = [isa for isa in _VECTOR_ISAS if isa in flags][:1]
+    if "cpu family" in fields and "model" in fields:
+        details.insert(0, f"family {fields['cpu family']} model {fields['model']}")
+    detail = f" ({', '.join(details)})" if details else ""
+    return f"{model}{detail}, {os.cpu_count() or 1} cores"
 
 
 def usable_cores() -> int:
