@@ -206,7 +206,8 @@ def markdown(studies: dict, command: str) -> str:
         config, runs, rows = study["config"], study["runs"], study["rows"]
         base = runs.baseline
         lines += ["", f"## {dataset}: `models/{config.model.name}`", "",
-                  f"Original: {base['baseline_ms']:.3f} ms ({config.threads} thread), test accuracy "
+                  f"Original: {base['baseline_ms']:.3f} ms ({config.threads} thread on "
+                  f"{base['fingerprint']['device']}, {base['date']}), test accuracy "
                   f"{base['accuracy_test']:.2%} on {base['sizes']['test']} held-out digits "
                   f"(train {base['sizes']['train']}, validation {base['sizes']['val']}; split seed "
                   f"{config.settings()['split_seed']}). Fine-tuning: {config.epochs} epochs of "

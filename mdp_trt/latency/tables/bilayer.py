@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
@@ -40,7 +40,8 @@ from mdp_trt.latency.tables.adaptive import AdaptiveDesign
 from mdp_trt.latency.tables.adaptive import describe as describe_adaptive
 from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.cells import Cell, CellKey
-from mdp_trt.latency.tables.drift import DriftLog, DriftPolicy, measure_guarded, workers_record
+from mdp_trt.latency.tables.drift import (DriftHistory, DriftLog, DriftPolicy, measure_guarded,
+                                          workers_record)
 from mdp_trt.latency.tables.interpolate import CoarsePlan, monotone_values
 from mdp_trt.latency.tables.staircase import StaircaseDesign
 from mdp_trt.latency.tables.surface import surface_values
@@ -284,8 +285,9 @@ class _Listed:
 
 class _Timer:
     """Times the cells each round asks for, here under the drift guard or through
-    ``measure_cells``, caching each as soon as it is timed. The backend is activated on the
-    first cell to time and released on exit; one progress bar runs across rounds."""
+    ``measure_cells``, caching each as soon as it is timed. The backend, and ``measure_cells``
+    where it is a context (Ray's cluster), are entered on the first cell to time and left on
+    exit: they serve every round. One progress bar runs across rounds."""
 
     def __init__(self, backend: LatencyBackend, cache: LatencyCache, drift: DriftPolicy | None,
                  measure_cells: MeasureCells | None, progress: bool) -> None:
@@ -294,6 +296,7 @@ class _Timer:
         self.fp = backend.fingerprint()
         self.rounds = self.measured = 0
         self._local: list[DriftLog] = []
+        self._history = DriftHistory()  # every local round is guarded against the same quiet speed
         self._workers: dict[str, list[DriftLog]] = {}
         self._stack = ExitStack()
         self._bar = _progress(progress)
@@ -311,6 +314,8 @@ class _Timer:
         """Time ``cells`` (none of them in ``known``) and add each to ``known``."""
         if self.rounds == 0:
             self._stack.enter_context(self.backend)
+            if isinstance(self.measure_cells, AbstractContextManager):  # e.g. a Ray cluster,
+                self._stack.enter_context(self.measure_cells)  # kept across the rounds
         self.rounds += 1
         self.measured += len(cells)
         if self._bar is not None:
@@ -332,7 +337,7 @@ class _Timer:
         if self.measure_cells is None:
             self._local.append(measure_guarded(
                 self.backend, [(c.signature, c.out_channels, c.in_channels) for c in cells],
-                store, policy=self.drift))
+                store, policy=self.drift, history=self._history))
             return
         index = {cell.key(): k for k, cell in enumerate(cells)}
         for chunk in self.measure_cells(cells, self.drift):

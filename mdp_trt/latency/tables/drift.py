@@ -6,7 +6,9 @@ one cell cannot see. So ``REFERENCE`` is timed before the first cell and after e
 batches (the fastest while fewer than ``QUIET_MIN_REFS`` exist, then their 20th percentile; never
 the opening one); a batch whose references are slower than that by more than ``tolerance`` (or
 the reference's own spread, when larger) is measured again, keeping each cell's fastest timing,
-up to ``max_attempts`` times in all. A profile of at most ``every_cells`` cells is not guarded.
+up to ``max_attempts`` times in all. A profile of at most ``every_cells`` cells is not guarded,
+unless it is a later round of one that was (``DriftHistory``: adaptive cells time a profile in
+rounds, and the rounds after the first are mostly short).
 Details and the observations behind them: docs/latency-model-notes.md.
 """
 
@@ -15,14 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from mdp_trt.latency.protocol import LatencyBackend, Measurement
 from mdp_trt.signature import LayerSignature
 
-__all__ = ["DriftPolicy", "DriftLog", "REFERENCE", "QUIET_MIN_REFS", "measure_guarded",
+__all__ = ["DriftPolicy", "DriftLog", "DriftHistory", "REFERENCE", "QUIET_MIN_REFS", "measure_guarded",
            "workers_record"]
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,16 @@ class DriftLog:
                    sum(log.unresolved_batches for log in logs))
 
 
+@dataclass
+class DriftHistory:
+    """The reference timings of a profile's earlier rounds on this device (``measure_guarded``
+    appends to it): a later round, however short, is guarded and judged by the same quiet
+    speed."""
+
+    reference_ms: list[float] = field(default_factory=list)
+    spreads: list[float] = field(default_factory=list)
+
+
 def workers_record(logs: Mapping[str, Sequence[DriftLog]]) -> dict:
     """The drift record of cells timed on several workers (worker name -> its runs' logs).
 
@@ -103,15 +115,18 @@ OnMeasured = Callable[[int, Measurement, float | None], None]
 def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured: OnMeasured, *,
                     policy: DriftPolicy | None = DriftPolicy(),
                     reference: LayerSignature = REFERENCE,
-                    clock: Callable[[], float] = time.monotonic) -> DriftLog:
+                    clock: Callable[[], float] = time.monotonic,
+                    history: DriftHistory | None = None) -> DriftLog:
     """Measure ``cells`` on the active ``backend`` under the reference-cell guard.
 
     ``on_measured(index, measurement, drift)`` is called as soon as cell ``index`` is timed
     (so an interrupted run keeps it), and again whenever a re-measurement is faster. ``drift``
     is the relative excess of the latest reference timing over the quiet one (None when the
-    profile is too short to be guarded, or ``policy`` is None: no guard).
+    profile is too short to be guarded, or ``policy`` is None: no guard). ``history``: the
+    earlier rounds' references, extended by this call's; the log has this call's only.
     """
-    if policy is None or len(cells) <= policy.every_cells:
+    history = history if history is not None else DriftHistory()
+    if policy is None or (len(cells) <= policy.every_cells and not history.reference_ms):
         for index, (sig, out_ch, in_ch) in enumerate(cells):
             on_measured(index, backend.measure_layer(sig, out_ch, in_ch), None)
         return DriftLog()
@@ -134,8 +149,8 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
             index = first + pool.index(float(np.quantile(pool, 0.2, method="inverted_cdf")))
         return refs[index], spreads[index]
 
-    refs: list[float] = []
-    spreads: list[float] = []
+    refs, spreads = history.reference_ms, history.spreads
+    earlier = len(refs)
     best: dict[int, Measurement] = {}
 
     def measure(index: int, drift: float) -> None:
@@ -182,4 +197,4 @@ def measure_guarded(backend: LatencyBackend, cells: Sequence[Cell], on_measured:
                             "cell's fastest timing (re-profile on a quiet machine for exact "
                             "tables)", 100 * worst, quiet_ms, attempt, start + 1, stop)
         start, opening = stop, closing
-    return DriftLog(tuple(refs), remeasured, unresolved)
+    return DriftLog(tuple(refs[earlier:]), remeasured, unresolved)

@@ -33,7 +33,7 @@ from mdp_trt.latency.tables.bilayer import MeasureCells, MeasuredChunk
 from mdp_trt.latency.tables.cells import Cell
 from mdp_trt.latency.tables.drift import DriftPolicy, measure_guarded
 
-__all__ = ["ray_measure_cells", "cells_option", "check_ray_flags", "chunk_cells", "measure_chunk", "CHUNK_BATCHES"]
+__all__ = ["ray_measure_cells", "RayCells", "cells_option", "check_ray_flags", "chunk_cells", "measure_chunk", "CHUNK_BATCHES"]
 
 # Drift batches per chunk: enough references for the guard to compare, few enough that an
 # interrupted profile loses little (one chunk per worker).
@@ -107,7 +107,7 @@ def _import_ray():
 def ray_measure_cells(backend_name: str, backend_options: dict | None = None, *,
                       address: str | None = None, workers: int | None = None,
                       expected: DeviceFingerprint | None = None,
-                      chunk_batches: int = CHUNK_BATCHES) -> MeasureCells:
+                      chunk_batches: int = CHUNK_BATCHES) -> "RayCells":
     """A ``measure_cells`` callable that farms cells out to Ray actors running ``backend_name``
     built with ``backend_options`` (``threads`` included).
 
@@ -118,7 +118,6 @@ def ray_measure_cells(backend_name: str, backend_options: dict | None = None, *,
     ``chunk_batches``: drift batches per chunk of cells a worker measures at once (``chunk_cells``).
     """
     ray = _import_ray()
-    from ray.util import ActorPool
     options = dict(backend_options or {})
     if workers is not None and workers < 1:
         raise InputError(f"`workers` must be at least 1, got {workers}", parameters=("workers",))
@@ -126,51 +125,84 @@ def ray_measure_cells(backend_name: str, backend_options: dict | None = None, *,
         raise InputError(f"chunk_batches must be at least 1, got {chunk_batches}")
     if expected is None:
         expected = get_backend(backend_name, **options).fingerprint()
-    gpu = backend_name in GPU_BACKENDS
-    threads = int(options.get("threads", 1))
+    return RayCells(ray, backend_name, options, address, workers, expected, chunk_batches)
 
-    def measure_cells(cells: Sequence[Cell],
-                      policy: DriftPolicy | None) -> Iterator[MeasuredChunk]:
+
+class RayCells:
+    """``ray_measure_cells``' callable. Adaptive cells call it once per round, so the cluster
+    and the actors (each with its activated backend) start on the first call and stay until
+    ``close`` (``profile_tables`` closes it when the profile ends; ``with`` works too): a local
+    cluster's start costs seconds, more than a late round's few cells."""
+
+    def __init__(self, ray, backend_name: str, options: dict, address: str | None,
+                 workers: int | None, expected: DeviceFingerprint, chunk_batches: int) -> None:
+        self._ray, self.backend_name, self.options = ray, backend_name, options
+        self.address, self.workers, self.expected = address, workers, expected
+        self.chunk_batches = chunk_batches
+        self._gpu = backend_name in GPU_BACKENDS
+        self._actors: list = []
+        self._started = False
+
+    def __enter__(self) -> "RayCells":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __call__(self, cells: Sequence[Cell], policy: DriftPolicy | None
+                 ) -> Iterator[MeasuredChunk]:
         if not cells:
             return
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        actors = []
+        from ray.util import ActorPool
+
         try:
-            resources = ray.cluster_resources()
-            if gpu:
-                capacity = int(resources.get("GPU", 0))
-                if capacity == 0:
-                    raise BackendUnavailable(f"the Ray cluster has no GPU for the GPU backend "
-                                             f"{backend_name!r} (resources: {resources})")
-            else:
-                capacity = max(1, int(resources.get("CPU", 1)) // threads)
-            chunks = chunk_cells(cells, policy, workers or capacity, chunk_batches)
-            count = min(workers or capacity, len(chunks))
-            actor_class = ray.remote(num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)(
-                _Worker)
-            actors = [actor_class.remote(backend_name, options, str(k)) for k in range(count)]
-            for fingerprint, reason in ray.get([a.fingerprint.remote() for a in actors]):
-                if reason is not None:
-                    raise BackendUnavailable(f"a Ray worker cannot run {backend_name!r}: {reason}")
-                if fingerprint != expected.to_json():
-                    raise BackendUnavailable(
-                        f"a Ray worker's {backend_name!r} fingerprint {fingerprint} differs from "
-                        f"the local {expected.to_json()}; its cells would be cached under the "
-                        "wrong device. Use workers identical to this machine, or profile locally")
+            actors = self._actors or self._start()
+            chunks = chunk_cells(cells, policy, len(actors), self.chunk_batches)
             log.info("measuring %d cells in %d chunks on %d Ray workers (%s)", len(cells),
-                     len(chunks), count, backend_name)
-            pool = ActorPool(actors)
+                     len(chunks), min(len(actors), len(chunks)), self.backend_name)
+            pool = ActorPool(actors[:len(chunks)])
             yield from pool.map_unordered(
                 lambda actor, chunk: actor.measure.remote(chunk, policy), chunks)
-        finally:
-            for actor in actors:
-                ray.kill(actor)
-            if started:
-                ray.shutdown()
+        except BaseException:  # an interrupted round: nothing of this cluster is reused
+            self.close()
+            raise
 
-    return measure_cells
+    def _start(self) -> list:
+        ray = self._ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        resources = ray.cluster_resources()
+        threads = int(self.options.get("threads", 1))
+        if self._gpu:
+            capacity = int(resources.get("GPU", 0))
+            if capacity == 0:
+                raise BackendUnavailable(f"the Ray cluster has no GPU for the GPU backend "
+                                         f"{self.backend_name!r} (resources: {resources})")
+        else:
+            capacity = max(1, int(resources.get("CPU", 1)) // threads)
+        actor_class = ray.remote(num_cpus=0 if self._gpu else threads,
+                                 num_gpus=1 if self._gpu else 0)(_Worker)
+        self._actors = [actor_class.remote(self.backend_name, self.options, str(k))
+                        for k in range(self.workers or capacity)]
+        for fingerprint, reason in ray.get([a.fingerprint.remote() for a in self._actors]):
+            if reason is not None:
+                raise BackendUnavailable(f"a Ray worker cannot run {self.backend_name!r}: {reason}")
+            if fingerprint != self.expected.to_json():
+                raise BackendUnavailable(
+                    f"a Ray worker's {self.backend_name!r} fingerprint {fingerprint} differs from "
+                    f"the local {self.expected.to_json()}; its cells would be cached under the "
+                    "wrong device. Use workers identical to this machine, or profile locally")
+        return self._actors
+
+    def close(self) -> None:
+        """Stop the actors, and the cluster if this object started it."""
+        for actor in self._actors:
+            self._ray.kill(actor)
+        self._actors = []
+        if self._started:
+            self._ray.shutdown()
+            self._started = False
 
 
 def check_ray_flags(ray: str | None, workers: int | None) -> None:

@@ -336,3 +336,37 @@ def test_tables_json_keeps_the_adaptive_report_and_reads_files_without_it(tmp_pa
     old = LatencyTables.from_json({k: v for k, v in data.items()
                                    if k not in ("cells_needed", "adaptive")})
     assert old.cells_needed == 0 and old.adaptive is None and old.tables == tables.tables
+
+
+class _Pool:
+    """A measure_cells with a costly start (as Ray's cluster): it counts starts and stops."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.rounds, self.entered, self.exited = backend, 0, 0, 0
+
+    def __enter__(self):
+        self.entered += 1
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.exited += 1
+
+    def __call__(self, cells, policy):
+        from mdp_trt.latency.tables.bilayer import MeasuredChunk
+        from mdp_trt.latency.tables.drift import DriftLog
+
+        assert self.entered == 1 and self.exited == 0, "timed outside its context"
+        self.rounds += 1
+        with self.backend:
+            yield MeasuredChunk("0", tuple(
+                (c, self.backend.measure_layer(c.signature, c.out_channels, c.in_channels), None)
+                for c in cells), DriftLog())
+
+
+def test_a_measure_cells_context_serves_every_adaptive_round_and_is_left_at_the_end(tmp_path):
+    pool = _Pool(SmoothBackend(noise=0.03, spread=0.06))
+    with LatencyCache(tmp_path / "c.sqlite") as cache:
+        tables = profile_tables(small_analysis(), group_size=2, backend=pool.backend, cache=cache,
+                                progress=False, measure_cells=pool)
+    assert tables.adaptive["rounds"] == pool.rounds > 1
+    assert (pool.entered, pool.exited) == (1, 1)

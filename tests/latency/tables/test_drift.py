@@ -2,7 +2,8 @@ import logging
 
 import pytest
 
-from mdp_trt.latency.tables.drift import (QUIET_MIN_REFS, DriftLog, DriftPolicy, measure_guarded,
+from mdp_trt.latency.tables.drift import (QUIET_MIN_REFS, DriftHistory, DriftLog, DriftPolicy,
+                                          measure_guarded,
                                    workers_record)
 from mdp_trt.latency.protocol import Measurement
 
@@ -166,3 +167,25 @@ def test_workers_record_compares_references_within_each_worker():
     assert list(record["workers"]) == ["0", "1"]
     assert workers_record({}) == {"max_drift": 0.0, "remeasured_cells": 0,
                                   "unresolved_batches": 0, "workers": {}}
+
+
+def test_a_short_later_round_is_guarded_by_the_quiet_speed_of_the_earlier_ones():
+    # Round 1 (8 cells, guarded) sees a quiet 1.0 ms reference; round 2 has 2 cells, fewer than
+    # a batch, and runs under a 50% slowdown that ends after its closing reference.
+    slow = set(range(12, 16))  # round 2's opening reference, its 2 cells, its closing reference
+    backend = LoadedBackend(lambda n: 1.5 if n in slow else 1.0)
+    history, stored = DriftHistory(), {}
+    policy = DriftPolicy(every_cells=4, tolerance=0.1)
+    first = measure_guarded(backend, cells(8), lambda i, m, d: None, policy=policy,
+                            clock=lambda: 0.0, history=history)
+    assert first.reference_ms == (1.0, 1.0, 1.0)
+    second = measure_guarded(backend, cells(2), lambda i, m, d: stored.__setitem__(i, m),
+                             policy=policy, clock=lambda: 0.0, history=history)
+    assert second.reference_ms == (1.5, 1.5, 1.0, 1.0)  # this round's only
+    assert second.remeasured_cells == 2
+    assert history.reference_ms == [*first.reference_ms, *second.reference_ms]
+    assert {i: m.median_ms for i, m in stored.items()} == pytest.approx({0: 0.1, 1: 0.2})
+    # without the history the same short round is not guarded: its cells stay inflated
+    alone = measure_guarded(LoadedBackend(lambda n: 1.5), cells(2), lambda i, m, d: None,
+                            policy=policy)
+    assert alone == DriftLog()

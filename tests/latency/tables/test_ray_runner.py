@@ -211,3 +211,20 @@ def test_cells_measured_elsewhere_are_cached_as_they_arrive(tmp_path):
         with pytest.raises(RuntimeError, match="returned 1 of"):
             profile_tables(small_analysis(), group_size=16, backend=backend, cache=cache,
                            progress=False, measure_cells=short)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_actors_serve_every_round_until_closed(ray_cluster, monkeypatch):
+    from mdp_trt.latency.tables.ray_runner import RayCells
+
+    starts = []
+    start = RayCells._start
+    monkeypatch.setattr(RayCells, "_start", lambda self: starts.append(1) or start(self))
+    cells = _cell_list(3)
+    with ray_measure_cells("ort-cpu", OPTIONS, workers=1) as measure:
+        first = [c for chunk in measure(cells[:2], None) for c in chunk.cells]
+        second = [c for chunk in measure(cells[2:], None) for c in chunk.cells]
+        assert len(measure._actors) == 1
+    assert [c for c, _, _ in first + second] == cells and len(starts) == 1
+    assert measure._actors == [] and ray_cluster.is_initialized()  # not the caller's cluster
