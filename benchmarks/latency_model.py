@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -51,6 +53,7 @@ import onnx
 
 from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.graph import initializer_bytes, load_model, save_model
+from mdp_trt.latency.backends.host import cpu_description
 from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.drift import DriftPolicy
 from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
@@ -437,11 +440,15 @@ def _reliable(plans: list[dict]) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    """One row per (model, threads): error of each latency model, calibration and noise."""
+    """One row per (model, threads): error of each latency model, calibration and noise; under
+    a line naming the command, the date and the machine."""
+    stamp = (f"`.venv/bin/python benchmarks/latency_model.py {' '.join(sys.argv[1:])}`: "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
+             f"{cpu_description()}.")
     head = ("| arch | backend | threads/batch | plans | " + " | ".join(
         f"{m} mean / max" for m in MODELS) + " | scale | pass-to-pass spread | reliable plans | cells "
         "| profile s |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [stamp, "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         where = (f"{r['threads']} thread(s)" if r["backend"].endswith("cpu")
                  else f"batch {r['batch']} {r['precision']}")
