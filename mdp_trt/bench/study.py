@@ -210,6 +210,14 @@ def _baseline(config: StudyConfig, splits: Splits, log) -> dict:
                                for k, v in ours.items() if record["settings"].get(k) != v)
             raise InputError(f"{config.folder} holds a study with other settings: {differ}; "
                              "give another folder or the same settings")
+        here = get_backend("ort-cpu", threads=config.threads).fingerprint().to_json()
+        if record["fingerprint"] != here:
+            # its budgets are milliseconds of that machine, and re-timings must not mix two
+            raise InputError(f"{config.folder} holds a study timed on {record['fingerprint']['device']} "
+                             f"({record['fingerprint']['runtime']} "
+                             f"{record['fingerprint']['runtime_version']}); this machine is "
+                             f"{here['device']} ({here['runtime']} {here['runtime_version']}): "
+                             "finish it there, or give another folder")
         return record
     with get_backend("ort-cpu", threads=config.threads) as backend:
         measured = benchmark_model(config.model, backend)

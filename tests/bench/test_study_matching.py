@@ -143,3 +143,15 @@ def test_the_common_re_timing_runs_under_the_study_s_own_time_limit(tmp_path, mo
         study._retimed(config, {"mdp-0.5": {"model": "../a.onnx"}})
     assert seen["policy"].compare_s == 123.0
     assert seen["policy"].ratio_halfwidth == study.MODEL_POLICY.ratio_halfwidth
+
+
+def test_a_study_folder_timed_on_another_machine_is_not_resumed_here(tmp_path):
+    config = _config(tmp_path)
+    config.folder.mkdir()
+    config.model.write_bytes(b"model")
+    (config.folder / "baseline.json").write_text(json.dumps({
+        "settings": config.settings(),
+        "fingerprint": {"device": "another CPU, 2 cores", "runtime": "onnxruntime",
+                        "runtime_version": "1.0"}}))
+    with pytest.raises(study.InputError, match="timed on another CPU, 2 cores.*this machine is"):
+        study._baseline(config, None, print)
