@@ -202,7 +202,8 @@ def run_one(arch, threads, args, root, rng) -> list[dict]:
     """One result per ``--cells`` variant, on the same plans and timings."""
     onnx_path = export(arch, args, root)
     arch = onnx_path.stem
-    model = load_model(onnx_path)
+    # timm's exporter leaves the batch dynamic: fixed here as the torchvision export fixes it
+    model = load_model(onnx_path, input_shape=(args.batch, 3, args.resolution, args.resolution))
     analysis = analyze(model, str(onnx_path))
     importance = score_channels(model, analysis, progress=False)
     original = save_model(model, root / f"{arch}-original.onnx")
