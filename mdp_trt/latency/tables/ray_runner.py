@@ -156,35 +156,43 @@ class RayCells:
         from ray.util import ActorPool
 
         try:
-            actors = self._actors or self._start()
-            chunks = chunk_cells(cells, policy, len(actors), self.chunk_batches)
+            # the first round (the largest) sets the worker count: no more actors than chunks
+            capacity = len(self._actors) or self._connect()
+            width = len(self._actors) or self.workers or capacity
+            chunks = chunk_cells(cells, policy, width, self.chunk_batches)
+            if not self._actors:
+                self._spawn(min(width, len(chunks)))
             log.info("measuring %d cells in %d chunks on %d Ray workers (%s)", len(cells),
-                     len(chunks), min(len(actors), len(chunks)), self.backend_name)
-            pool = ActorPool(actors[:len(chunks)])
+                     len(chunks), min(len(self._actors), len(chunks)), self.backend_name)
+            pool = ActorPool(self._actors[:len(chunks)])
             yield from pool.map_unordered(
                 lambda actor, chunk: actor.measure.remote(chunk, policy), chunks)
         except BaseException:  # an interrupted round: nothing of this cluster is reused
             self.close()
             raise
 
-    def _start(self) -> list:
+    def _connect(self) -> int:
+        """Join (or start) the cluster; its capacity in workers."""
         ray = self._ray
-        self._started = not ray.is_initialized()
-        if self._started:
+        if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            self._started = True
         resources = ray.cluster_resources()
-        threads = int(self.options.get("threads", 1))
         if self._gpu:
             capacity = int(resources.get("GPU", 0))
             if capacity == 0:
                 raise BackendUnavailable(f"the Ray cluster has no GPU for the GPU backend "
                                          f"{self.backend_name!r} (resources: {resources})")
-        else:
-            capacity = max(1, int(resources.get("CPU", 1)) // threads)
+            return capacity
+        return max(1, int(resources.get("CPU", 1)) // int(self.options.get("threads", 1)))
+
+    def _spawn(self, count: int) -> None:
+        ray = self._ray
+        threads = int(self.options.get("threads", 1))
         actor_class = ray.remote(num_cpus=0 if self._gpu else threads,
                                  num_gpus=1 if self._gpu else 0)(_Worker)
         self._actors = [actor_class.remote(self.backend_name, self.options, str(k))
-                        for k in range(self.workers or capacity)]
+                        for k in range(count)]
         for fingerprint, reason in ray.get([a.fingerprint.remote() for a in self._actors]):
             if reason is not None:
                 raise BackendUnavailable(f"a Ray worker cannot run {self.backend_name!r}: {reason}")
@@ -193,7 +201,6 @@ class RayCells:
                     f"a Ray worker's {self.backend_name!r} fingerprint {fingerprint} differs from "
                     f"the local {self.expected.to_json()}; its cells would be cached under the "
                     "wrong device. Use workers identical to this machine, or profile locally")
-        return self._actors
 
     def close(self) -> None:
         """Stop the actors, and the cluster if this object started it."""

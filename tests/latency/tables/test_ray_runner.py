@@ -219,12 +219,25 @@ def test_the_actors_serve_every_round_until_closed(ray_cluster, monkeypatch):
     from mdp_trt.latency.tables.ray_runner import RayCells
 
     starts = []
-    start = RayCells._start
-    monkeypatch.setattr(RayCells, "_start", lambda self: starts.append(1) or start(self))
+    spawn = RayCells._spawn
+    monkeypatch.setattr(RayCells, "_spawn", lambda self, count: starts.append(count) or spawn(self, count))
     cells = _cell_list(3)
     with ray_measure_cells("ort-cpu", OPTIONS, workers=1) as measure:
         first = [c for chunk in measure(cells[:2], None) for c in chunk.cells]
         second = [c for chunk in measure(cells[2:], None) for c in chunk.cells]
         assert len(measure._actors) == 1
-    assert [c for c, _, _ in first + second] == cells and len(starts) == 1
+    assert [c for c, _, _ in first + second] == cells and starts == [1]
     assert measure._actors == [] and ray_cluster.is_initialized()  # not the caller's cluster
+
+
+@needs_ray
+@pytest.mark.slow
+def test_no_more_actors_start_than_the_first_round_has_chunks(ray_cluster, monkeypatch):
+    from mdp_trt.latency.tables.ray_runner import RayCells
+
+    starts = []
+    spawn = RayCells._spawn
+    monkeypatch.setattr(RayCells, "_spawn", lambda self, count: starts.append(count) or spawn(self, count))
+    with ray_measure_cells("ort-cpu", OPTIONS) as measure:  # the cluster has room for 2
+        assert len([c for chunk in measure(_cell_list(1), None) for c in chunk.cells]) == 1
+    assert starts == [1]
