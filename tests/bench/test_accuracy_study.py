@@ -5,6 +5,7 @@ redo nothing and print the same table."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,11 @@ def test_the_quick_study_runs_resumes_and_reports_every_method(tmp_path):
     assert [row.split(" | ")[1] for row in rows] == ["mdp", "uniform", "torch-pruning"]
     for row in rows:  # re-timed ratio, own ratio and two seeds' mean +- sd on every row
         assert "not run" not in row and "(2)" in row, row
-    assert "vs " in rows[0]  # MDP's paired difference to the best baseline
+    # MDP's comparison: the paired difference to the best baseline at its latency, or, where
+    # this run's timing left no baseline at MDP's latency (a noisy CI host), the table says so
+    versus = rows[0].split(" | ")[-1]
+    assert re.match(r"(vs [a-z-]+: [+-]\d|no baseline at this latency|MDP's row is not at)",
+                    versus), rows[0]
     folder = tmp_path / "runs" / "accuracy-digits"
     records = sorted(folder.rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in records}
