@@ -116,6 +116,18 @@ def test_ray_cells_carry_no_drift_without_a_guard(ray_cluster, tmp_path):
     assert all(w["reference_ms"] == [] for w in tables.drift["workers"].values())
 
 
+@pytest.fixture
+def spawns(monkeypatch) -> list[int]:
+    """The actor count of every ``RayCells._spawn`` (a cluster's costly start)."""
+    from mdp_trt.latency.tables.ray_runner import RayCells
+
+    counts: list[int] = []
+    spawn = RayCells._spawn
+    monkeypatch.setattr(RayCells, "_spawn",
+                        lambda self, count: counts.append(count) or spawn(self, count))
+    return counts
+
+
 def _cell_list(n):
     return [Cell(conv_sig(32, 32, 8), k + 1, 8) for k in range(n)]
 
@@ -215,29 +227,19 @@ def test_cells_measured_elsewhere_are_cached_as_they_arrive(tmp_path):
 
 @needs_ray
 @pytest.mark.slow
-def test_the_actors_serve_every_round_until_closed(ray_cluster, monkeypatch):
-    from mdp_trt.latency.tables.ray_runner import RayCells
-
-    starts = []
-    spawn = RayCells._spawn
-    monkeypatch.setattr(RayCells, "_spawn", lambda self, count: starts.append(count) or spawn(self, count))
+def test_the_actors_serve_every_round_until_closed(ray_cluster, spawns):
     cells = _cell_list(3)
     with ray_measure_cells("ort-cpu", OPTIONS, workers=1) as measure:
         first = [c for chunk in measure(cells[:2], None) for c in chunk.cells]
         second = [c for chunk in measure(cells[2:], None) for c in chunk.cells]
         assert len(measure._actors) == 1
-    assert [c for c, _, _ in first + second] == cells and starts == [1]
+    assert [c for c, _, _ in first + second] == cells and spawns == [1]
     assert measure._actors == [] and ray_cluster.is_initialized()  # not the caller's cluster
 
 
 @needs_ray
 @pytest.mark.slow
-def test_no_more_actors_start_than_the_first_round_has_chunks(ray_cluster, monkeypatch):
-    from mdp_trt.latency.tables.ray_runner import RayCells
-
-    starts = []
-    spawn = RayCells._spawn
-    monkeypatch.setattr(RayCells, "_spawn", lambda self, count: starts.append(count) or spawn(self, count))
+def test_no_more_actors_start_than_the_first_round_has_chunks(ray_cluster, spawns):
     with ray_measure_cells("ort-cpu", OPTIONS) as measure:  # the cluster has room for 2
         assert len([c for chunk in measure(_cell_list(1), None) for c in chunk.cells]) == 1
-    assert starts == [1]
+    assert spawns == [1]
