@@ -59,7 +59,7 @@ def _arguments() -> argparse.Namespace:
         args.datasets, args.budgets, args.seeds, args.epochs = ["digits"], [0.5], [0, 1], 2
         args.methods = [MDP, "uniform", "torch-pruning"]
         args.importance = "magnitude"
-        args.retime_seconds = args.retime_seconds or 30.0
+        args.retime_seconds = 30.0 if args.retime_seconds is None else args.retime_seconds
     return args
 
 
@@ -84,7 +84,8 @@ def _study(args: argparse.Namespace) -> int:
             folder=out / "runs" / f"accuracy-{dataset}", epochs=args.epochs or STUDY_EPOCHS[dataset],
             importance=args.importance, group_size=args.group_size, threads=args.threads,
             cache=args.cache, confirm_windows=1 if args.quick else 3,
-            **({"retime_seconds": args.retime_seconds} if args.retime_seconds else {}))
+            retime_seconds=(StudyConfig.retime_seconds if args.retime_seconds is None
+                            else args.retime_seconds))
         print(f"== {dataset}: {model.name}, {len(args.budgets)} budgets x {len(args.methods)} "
               f"methods x {len(args.seeds)} seeds ==", flush=True)
         runs = run_study(config, progress=sys.stderr.isatty())

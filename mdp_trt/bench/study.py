@@ -89,6 +89,9 @@ class StudyConfig:
                              "(models/train_digits.py writes it beside the ONNX model)")
         if not self.model.is_file():
             raise InputError(f"{self.model}: no such model file (models/train_digits.py trains it)")
+        if self.retime_seconds <= 0:
+            raise InputError(f"the re-timing's time limit must be positive, got "
+                             f"{self.retime_seconds:g} s (--retime-seconds)")
         if any(not 0 < b < 1 for b in self.budgets):
             raise InputError(f"budgets are fractions of the original latency in (0, 1), got {self.budgets}")
 

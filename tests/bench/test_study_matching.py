@@ -155,3 +155,10 @@ def test_a_study_folder_timed_on_another_machine_is_not_resumed_here(tmp_path):
                         "runtime_version": "1.0"}}))
     with pytest.raises(study.InputError, match="timed on another CPU, 2 cores.*this machine is"):
         study._baseline(config, None, print)
+
+
+def test_a_re_timing_limit_that_is_not_positive_is_refused_before_anything_runs(tmp_path):
+    config = study.replace(_config(tmp_path), retime_seconds=0.0)
+    config.model.write_bytes(b"model")
+    with pytest.raises(study.InputError, match="time limit must be positive, got 0 s"):
+        config.check()
