@@ -26,22 +26,37 @@ import time
 from pathlib import Path
 
 from mdp_trt.bench.statistics import paired_difference, spread
-from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, StudyRuns, off_reference,
-                                 references, run_key, run_study)
+from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, StudyRuns, is_study_method,
+                                 off_reference, references, run_key, run_study)
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.errors import MdpTrtError
 from mdp_trt.outputs import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MDP = "mdp"
-ABLATIONS = {"mdp-channels"}  # MDP itself without blocks: not a baseline to compare MDP with
+# MDP itself without blocks, or scored by another importance (METHOD@IMPORTANCE): not baselines
+# to compare MDP with; MDP's difference to each is given beside the verdict.
+ABLATIONS = {"mdp-channels"}
+
+
+def _ablation(method: str) -> bool:
+    return method in ABLATIONS or "@" in method
+
+
+def _study_method(name: str) -> str:
+    if not is_study_method(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: choose from {', '.join(STUDY_METHODS)} or METHOD@IMPORTANCE (mdp@magnitude)")
+    return name
 
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=sorted(STUDY_MODELS), default=["mnist", "digits"])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.2, 0.4, 0.6, 0.8])
-    parser.add_argument("--methods", nargs="+", choices=STUDY_METHODS, default=list(STUDY_METHODS))
+    parser.add_argument("--methods", nargs="+", type=_study_method, default=list(STUDY_METHODS),
+                        help=f"{', '.join(STUDY_METHODS)}, or an mdp-trt method scored by another "
+                             "importance than --importance: METHOD@IMPORTANCE (mdp@magnitude)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"fine-tuning epochs per run (default per data set: {STUDY_EPOCHS})")
@@ -168,7 +183,7 @@ def _versus_best(rows: list[dict]) -> str:
     """MDP minus the best baseline (by mean) among the rows at the budget's reference latency,
     paired by seed; and any marked baseline that is faster than MDP and more accurate too."""
     mdp = next((r for r in rows if r["method"] == MDP and "by_seed" in r), None)
-    others = [r for r in rows if r["method"] not in ABLATIONS | {MDP} and "by_seed" in r]
+    others = [r for r in rows if r["method"] != MDP and not _ablation(r["method"]) and "by_seed" in r]
     if mdp is None:
         return "-"
     if mdp["marked"]:
@@ -178,16 +193,22 @@ def _versus_best(rows: list[dict]) -> str:
                   and r["accuracy_mean"] > mdp["accuracy_mean"]]
     also = "".join(f"; {r['method']} is faster ({r['ratio']:.3f}) and more accurate "
                    f"({100 * r['accuracy_mean']:.2f})" for r in dominating)
+    also += "".join(f"; vs {r['method']}: {_difference(mdp, r)}" for r in rows
+                    if "@" in r["method"] and "by_seed" in r and not r["marked"])
     if not matched:
         return ("no baseline reaches this budget" if not others
                 else "no baseline at this latency") + also
     best = max(matched, key=lambda r: r["accuracy_mean"])
-    seeds = sorted(set(mdp["by_seed"]) & set(best["by_seed"]))
+    return f"vs {best['method']}: {_difference(mdp, best)}" + also
+
+
+def _difference(row: dict, other: dict) -> str:
+    """``row`` minus ``other`` in test accuracy points, paired by seed, with its 95% interval."""
+    seeds = sorted(set(row["by_seed"]) & set(other["by_seed"]))
     if len(seeds) < 2:
-        return f"vs {best['method']}: too few seeds" + also
-    d = paired_difference([mdp["by_seed"][s] for s in seeds], [best["by_seed"][s] for s in seeds])
-    return (f"vs {best['method']}: {100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] "
-            f"points, {d.verdict}" + also)
+        return "too few seeds"
+    d = paired_difference([row["by_seed"][s] for s in seeds], [other["by_seed"][s] for s in seeds])
+    return f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}] points, {d.verdict}"
 
 
 def _agreement(rows: list[dict]) -> str:
@@ -235,7 +256,30 @@ def markdown(studies: dict, command: str) -> str:
                   "within (max / min - 1): " + ", ".join(
                       f"{b:g}: {_agreement([r for r in rows if r['budget'] == b])}"
                       for b in config.budgets) + "."]
+        lines += _structure(config, runs)
     return "\n".join(lines) + "\n"
+
+
+def _structure(config: StudyConfig, runs) -> list[str]:
+    """For a transformer: the heads, MLP channels and blocks each row's model kept."""
+    from vit import kept_structure
+
+    from mdp_trt.graph import load_model
+    from mdp_trt.passes import analyze
+
+    analysis = analyze(load_model(config.model), str(config.model))
+    if not any(g.bundle > 1 for g in analysis.groups):
+        return []
+    lines = ["", "What each model kept (attention heads, MLP channels) and removed (blocks):", "",
+             "| budget | method | heads kept | MLP channels kept | blocks removed |", "|---|---|---|---|---|"]
+    for budget in config.budgets:
+        for method in config.methods:
+            pruned = runs.pruned[run_key(method, budget)]
+            if "kept_channels" in pruned:
+                kept = kept_structure(analysis, pruned["kept_channels"])
+                lines.append(f"| {budget:g} | {method} | {kept['heads kept']} | {kept['MLP kept']} | "
+                             f"{len(pruned['removed_blocks'])} |")
+    return lines
 
 
 def _row(row: dict, versus: str) -> str:

@@ -53,23 +53,28 @@ def export(name: str, exporter: str, path: Path) -> Path:
 
 def row_of(report: dict, analysis) -> dict:
     """The figures of a prune report of the model ``analysis`` describes."""
-    kept = report["kept_channels"]
-    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
-    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
-    stream = [kept[g.name] for g in analysis.groups if g.norms]
     return {
         "base ms": round(report["baseline_latency_ms"], 2),
         "measured/budget": round(report["measured_latency_ms"] / report["budget_ms"], 3),
         "prediction error": f"{report['predicted_latency_ms'] / report['measured_latency_ms'] - 1:+.1%}",
-        "heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
-                      f"{sum(kept[n][1] // w for n, w in heads.items())}",
-        "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
-        "embedding kept": "/".join(map(str, stream[0])) if stream else "",
+        **kept_structure(analysis, report["kept_channels"]),
         "blocks removed": len(report["removed_blocks"]),
         "verification": float(f"{report['verification']['max_rel_diff']:.1e}"),
         "cells": f"{report['profile']['cells_measured']} measured, {report['profile']['cells_cached']} cached",
         "profile s": round(report["profile"]["seconds"], 1),
     }
+
+
+def kept_structure(analysis, kept: dict) -> dict:
+    """Heads, MLP channels and embedding channels a plan keeps, "kept/total" (``kept``: a
+    report's kept_channels, group name -> (kept, total))."""
+    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
+    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
+    stream = [kept[g.name] for g in analysis.groups if g.norms]
+    return {"heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
+                          f"{sum(kept[n][1] // w for n, w in heads.items())}",
+            "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
+            "embedding kept": "/".join(map(str, stream[0])) if stream else ""}
 
 
 def prunable_shares(model, analysis, folder: Path) -> dict:

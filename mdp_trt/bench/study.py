@@ -36,13 +36,15 @@ from mdp_trt.bench.measure import benchmark_model, benchmark_models
 from mdp_trt.bench.study_sets import SPLIT_SEED, STUDY_SETS
 from mdp_trt.data.splits import Splits
 from mdp_trt.errors import InfeasibleBudget, InputError
+from mdp_trt.importance.methods import IMPORTANCE_METHODS
 from mdp_trt.latency.backends.registry import get_backend
 from mdp_trt.latency.backends.timing import MODEL_POLICY
 from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
-__all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "off_reference", "references",
-           "run_key", "run_study", "unmatched"]
+__all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "is_study_method", "off_reference",
+           "references",
+           "run_key", "run_study", "scored_by", "unmatched"]
 
 TORCH_PRUNING = "torch-pruning"
 STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
@@ -81,9 +83,12 @@ class StudyConfig:
     def check(self) -> None:
         if self.dataset not in STUDY_SETS:
             raise InputError(f"unknown data set {self.dataset!r}; choose one of: {', '.join(STUDY_SETS)}")
-        unknown = [m for m in self.methods if m not in STUDY_METHODS]
+        unknown = [m for m in self.methods if not is_study_method(m)]
         if unknown:
-            raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(STUDY_METHODS)}")
+            raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: "
+                             f"{', '.join(STUDY_METHODS)}, or an mdp-trt method scored by another "
+                             f"importance than the study's: METHOD@IMPORTANCE (e.g. mdp@magnitude; "
+                             f"importances: {', '.join(IMPORTANCE_METHODS)})")
         if TORCH_PRUNING in self.methods and (self.module is None or not self.module.is_file()):
             raise InputError(f"Torch-Pruning prunes the PyTorch module: {self.module} is missing "
                              "(models/train_digits.py writes it beside the ONNX model)")
@@ -112,6 +117,21 @@ class StudyRuns:
 
 def run_key(method: str, budget: float) -> str:
     return f"{method}-{budget:g}"
+
+
+def scored_by(method: str, config: "StudyConfig") -> tuple[str, str]:
+    """(mdp-trt method, importance) of a study method: ``mdp@magnitude`` is ``mdp`` scored by
+    magnitude whatever the study's importance; a plain name uses the study's."""
+    name, _, importance = method.partition("@")
+    return name, importance or config.importance
+
+
+def is_study_method(method: str) -> bool:
+    """A name of STUDY_METHODS, or METHOD@IMPORTANCE of an mdp-trt method."""
+    name, at, importance = method.partition("@")
+    if not at:
+        return name in STUDY_METHODS
+    return name in METHODS and importance in IMPORTANCE_METHODS
 
 
 def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str], None] = print
@@ -300,14 +320,15 @@ def _mdp_trt(config: StudyConfig, method: str, budget_ms: float, folder: Path, s
              tolerance: float) -> dict:
     from mdp_trt.prune import PruneOptions, prune
 
+    method, importance = scored_by(method, config)
     calib = {}
-    if config.importance == "taylor":
+    if importance == "taylor":
         calib_path = config.folder / "train.npz"
         if not calib_path.is_file():
             splits.train.save(calib_path)  # never the test part
         calib = {"calib_data": calib_path}
     report = prune(config.model, folder / "prune", PruneOptions(
-        budget_ms=budget_ms, method=method, importance=config.importance, **calib,
+        budget_ms=budget_ms, method=method, importance=importance, **calib,
         group_size=config.group_size, threads=config.threads, cache=config.cache, force=True,
         tolerance=tolerance, max_rounds=6, confirm_windows=config.confirm_windows,
         progress=False))

@@ -18,8 +18,10 @@ The module always computes the graph's inference function: BatchNormalization us
 statistics and Dropout is the identity in ``train()`` mode too (fine-tuning keeps BN frozen).
 
 A pruned model has a fixed batch dimension; a Reshape whose constant target starts with that
-batch, applied to a tensor that carries it, keeps the running batch instead, so batches of any
-size run through a model exported at batch 1.
+batch takes the running batch from its input's size instead (the input may carry it leading or
+folded into another axis, as attention's batched matmuls do), and a Concat
+(not over the batch) expands its batch-1 operands (constants such as a class token) to the
+running batch, so batches of any size run through a model exported at batch 1.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class _Step:
     outputs: tuple[str, ...]  # "": an omitted optional output
     static: dict[int, Any]  # input index -> Python value known at build time
     dynamic_static: frozenset[int]  # input indices converted to Python values at run time
-    batch_leading: bool = False  # Reshape: target's first entry is the exported batch
+    exported_shape: tuple[int, ...] | None = None  # Reshape: its input's static shape
 
     def fail(self, message: str) -> UnsupportedGraph:
         return UnsupportedGraph(f"{message}; TorchGraph (taylor importance, finetune, torch "
@@ -331,11 +333,54 @@ def _flatten(step: _Step, x):
 @_op("Reshape", static=(1,))
 def _reshape(step: _Step, x, shape):
     shape = [int(d) for d in shape]
-    if step.batch_leading:
-        shape[0] = x.shape[0]
     if not step.attrs.get("allowzero", 0):
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-    return x.reshape(shape)
+    return x.reshape(_running_target(shape, step.exported_shape, tuple(x.shape)))
+
+
+class _AmbiguousBatch(Exception):
+    """A Reshape cannot tell where the running batch goes (see ``_batch_axis``)."""
+
+
+def _running_target(target: list[int], exported: tuple[int, ...] | None,
+                    running: tuple[int, ...]) -> list[int]:
+    """A constant Reshape target written for the exported batch, for the running one. The
+    input axis that carries the batch (the one axis whose size differs from the export:
+    leading, folded into the heads of attention's batched matmuls, or second in
+    sequence-first attention) is k times larger, so the target axis holding it is too (a -1
+    there takes it by itself)."""
+    if exported is None or len(exported) != len(running):
+        return target
+    changed = [a for a, (e, r) in enumerate(zip(exported, running)) if e != r]
+    if len(changed) != 1 or not exported[changed[0]] or running[changed[0]] % exported[changed[0]]:
+        return target
+    axis = changed[0]
+    known = math.prod(d for d in target if d >= 0)
+    if target.count(-1) > 1 or not known:
+        return target
+    resolved = [d if d >= 0 else math.prod(exported) // known for d in target]
+    t = _batch_axis(resolved, math.prod(exported[:axis]), exported[axis])
+    if t is None or target[t] < 0:
+        return target
+    return [*target[:t], target[t] * (running[axis] // exported[axis]), *target[t + 1:]]
+
+
+def _batch_axis(target: list[int], offset: int, size: int) -> int | None:
+    """The axis of ``target`` that holds an input axis of ``size`` starting after ``offset``
+    outer elements: a size-1 axis within its span (the batch kept as an axis), else the
+    outermost axis within it (a batch folded with heads is outermost), else the one axis that
+    merges it with its neighbours. A size-1 input axis at a boundary between two target axes
+    could have merged into either (sequence-first attention does both): ambiguous."""
+    starts = [math.prod(target[:t]) for t in range(len(target))]
+    ends = [start * d for start, d in zip(starts, target)]
+    inside = [t for t in range(len(target)) if starts[t] >= offset and ends[t] <= offset * size]
+    if inside:
+        return next((t for t in inside if target[t] == 1), inside[0])
+    covering = [t for t in range(len(target)) if starts[t] <= offset and ends[t] >= offset * size
+                and ends[t] > offset]
+    if size == 1 and any(end == offset for end in ends):
+        raise _AmbiguousBatch
+    return covering[0] if covering else None
 
 
 @_op("Transpose")
@@ -345,7 +390,14 @@ def _transpose(step: _Step, x):
 
 @_op("Concat")
 def _concat(step: _Step, *xs):
-    return torch.cat(xs, dim=step.attrs["axis"])
+    axis = step.attrs["axis"] % xs[0].dim()
+    batches = {x.shape[0] for x in xs}
+    if axis and len(batches) > 1 and 1 in batches:
+        # A tensor exported at batch 1 without the input's batch (a ViT's class token joined to
+        # the patch tokens) meets tensors at the running batch: it is the same for every image.
+        batch = max(batches)
+        xs = tuple(x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 else x for x in xs)
+    return torch.cat(xs, dim=axis)
 
 
 @_op("Split", static=(1,))
@@ -678,6 +730,9 @@ class TorchGraph(nn.Module):
         self._host: dict[str, torch.Tensor] = {}  # integer/bool constants (shape arithmetic)
         self._steps: list[_Step] = []
         self._release: list[tuple[str, ...]] = []  # values no later step reads, per step
+        self._export_batch: int | None = None  # the inputs' exported batch
+        # Set when a batch would make a Reshape ambiguous: the graph then runs sample by sample.
+        self._per_sample = False
 
     @classmethod
     def from_model(cls, model: ir.Model) -> "TorchGraph":
@@ -688,6 +743,8 @@ class TorchGraph(nn.Module):
         inputs = [v for v in graph.inputs if v.name not in graph.initializers]
         self.input_names = [v.name for v in inputs]
         self.output_names = [v.name for v in graph.outputs]
+        leading = inputs[0].shape[0] if inputs and inputs[0].shape is not None and len(inputs[0].shape) else None
+        self._export_batch = leading if isinstance(leading, int) and leading > 0 else None
         nodes = _topological(graph)
         for node in nodes:
             if node.op_type not in SUPPORTED_OPS or node.domain not in ("", "ai.onnx"):
@@ -720,15 +777,14 @@ class TorchGraph(nn.Module):
                 self._buffer_names[name] = names.make(name)
                 self.register_buffer(self._buffer_names[name], tensor)
 
-        export_batch = _leading_dim(inputs[0]) if inputs else None
         for node in nodes:
             if node.op_type != "Constant":
-                self._steps.append(self._step(node, export_batch))
+                self._steps.append(self._step(node))
         self._release = _releases(self._steps, set(self.output_names))
         return self
 
     @staticmethod
-    def _step(node: ir.Node, export_batch: int | None) -> _Step:
+    def _step(node: ir.Node) -> _Step:
         op = _OPS[node.op_type]
         static, dynamic = {}, set()
         for i, value in enumerate(node.inputs):
@@ -739,22 +795,38 @@ class TorchGraph(nn.Module):
                 dynamic.add(i)
             else:
                 static[i] = array.tolist()
-        batch_leading = (
-            node.op_type == "Reshape" and 1 in static and export_batch is not None
-            and len(static[1]) > 0 and static[1][0] == export_batch
-            and _leading_dim(node.inputs[0]) == export_batch
-        )
+        shape = node.inputs[0].shape if node.op_type == "Reshape" and 1 in static else None
+        exported = (tuple(shape) if shape is not None and all(isinstance(d, int) for d in shape)
+                    else None)
         return _Step(
             name=node.name or node.outputs[0].name, op_type=node.op_type, fn=op.fn,
             attrs={k: _attr_value(a) for k, a in node.attributes.items()},
             inputs=tuple(None if v is None or v.name == "" else v.name for v in node.inputs),
             outputs=tuple(v.name for v in node.outputs), static=static,
-            dynamic_static=frozenset(dynamic), batch_leading=batch_leading)
+            dynamic_static=frozenset(dynamic), exported_shape=exported)
 
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self.input_names):
             raise InputError(f"the graph takes {len(self.input_names)} inputs "
                              f"({', '.join(self.input_names)}), got {len(inputs)}")
+        if not self._per_sample:
+            try:
+                return self._run(inputs)
+            except _AmbiguousBatch:
+                self._per_sample = True  # the graph's shapes do not change: decided once
+        return self._run_per_sample(inputs)
+
+    def _run_per_sample(self, inputs: tuple[torch.Tensor, ...]):
+        """The inputs in slices of the exported batch, run one by one, outputs joined."""
+        size = self._export_batch or 1
+        if inputs[0].shape[0] == size:
+            return self._run(inputs)
+        parts = [self._run(chunk) for chunk in zip(*(x.split(size) for x in inputs))]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(outs) for outs in zip(*parts))
+        return torch.cat(parts)
+
+    def _run(self, inputs: tuple[torch.Tensor, ...]):
         env: dict[str, Any] = dict(self._host)
         env.update({name: getattr(self, attr) for name, attr in self.parameter_names.items()})
         env.update({name: getattr(self, attr) for name, attr in self._buffer_names.items()})
@@ -797,13 +869,6 @@ class TorchGraph(nn.Module):
             array = param.detach().to("cpu", torch.float64).numpy().astype(dtype)
             value.const_value = ir.Tensor(np.ascontiguousarray(array), name=name)
         return copy
-
-
-def _leading_dim(value: ir.Value) -> int | None:
-    shape = value.shape
-    if shape is None or len(shape) == 0 or not isinstance(shape[0], int):
-        return None
-    return shape[0]
 
 
 def _releases(steps: list[_Step], keep: set[str]) -> list[tuple[str, ...]]:

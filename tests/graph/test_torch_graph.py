@@ -405,3 +405,29 @@ def test_torchvision_exports_match_ort_and_pass_gradients(arch, exporter, tmp_pa
     for node in convs:
         grad = module.get_parameter(module.parameter_names[node.inputs[1].name]).grad
         assert grad is not None and torch.count_nonzero(grad) > 0, node.name
+
+
+# --- transformers exported at batch 1 ------------------------------------------------------------
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("sdpa, torchvision", [(False, False), (True, False), (False, True)],
+                         ids=["softmax", "sdpa", "multihead_attention"])
+def test_a_transformer_exported_at_batch_1_runs_any_batch(tmp_path, dynamo, sdpa, torchvision):
+    """The class token joins the patch tokens at batch 1 and attention folds the batch into the
+    heads (Reshape to (1, heads, ...) after a (batch x heads, ...) matmul): each row of a batch
+    of 3 is what the row alone gives, and so is its gradient."""
+    from tests.transformers import Shape, tiny_vit, torchvision_vit
+
+    shape = Shape(heads=2, head_dim=4, sdpa=sdpa)
+    module = torchvision_vit(heads=2, head_dim=4) if torchvision else tiny_vit(shape)
+    path = G.export_module(module, tmp_path / "vit.onnx", input_shape=(1, 3, 16, 16), dynamo=dynamo)
+    graph = TorchGraph.from_model(load_model(path))
+    rng = np.random.default_rng(0)
+    batch = torch.from_numpy(rng.standard_normal((3, 3, 16, 16)).astype(np.float32))
+    rows = graph(batch)
+    for i in range(3):
+        alone = graph(batch[i:i + 1])
+        assert torch.allclose(rows[i], alone[0], atol=1e-5), i
+    rows[1].square().sum().backward()
+    grads = [p.grad for p in graph.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
