@@ -166,7 +166,7 @@ def rows_of(config: StudyConfig, runs) -> list[dict]:
             if ratio and seeds:
                 accuracy = spread([r["accuracy_test"] for r in seeds])
                 row.update(ratio=ratio["value"], ratio_low=ratio["low"], ratio_high=ratio["high"],
-                           own_ratio=pruned["measured_ms"] / runs.baseline["baseline_ms"],
+                           own_ratio=pruned["own_ratio"],
                            accuracy_mean=accuracy.mean, accuracy_sd=accuracy.sd, seeds=accuracy.n,
                            pruned_mean=spread([r["accuracy_pruned_test"] for r in seeds]).mean,
                            by_seed={r["seed"]: r["accuracy_test"] for r in seeds},
@@ -262,8 +262,7 @@ def markdown(studies: dict, command: str) -> str:
 
 def _structure(config: StudyConfig, runs) -> list[str]:
     """For a transformer: the heads, MLP channels and blocks each row's model kept."""
-    from vit import kept_structure
-
+    from mdp_trt.analysis import kept_structure
     from mdp_trt.graph import load_model
     from mdp_trt.passes import analyze
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from third_party import markdown_table, run_prune
 
+from mdp_trt.analysis import kept_structure
 from mdp_trt.graph import load_model, save_model
 from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend
 from mdp_trt.models.export import ExportOptions, export_architecture
@@ -63,18 +64,6 @@ def row_of(report: dict, analysis) -> dict:
         "cells": f"{report['profile']['cells_measured']} measured, {report['profile']['cells_cached']} cached",
         "profile s": round(report["profile"]["seconds"], 1),
     }
-
-
-def kept_structure(analysis, kept: dict) -> dict:
-    """Heads, MLP channels and embedding channels a plan keeps, "kept/total" (``kept``: a
-    report's kept_channels, group name -> (kept, total))."""
-    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
-    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
-    stream = [kept[g.name] for g in analysis.groups if g.norms]
-    return {"heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
-                          f"{sum(kept[n][1] // w for n, w in heads.items())}",
-            "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
-            "embedding kept": "/".join(map(str, stream[0])) if stream else ""}
 
 
 def prunable_shares(model, analysis, folder: Path) -> dict:

@@ -36,7 +36,7 @@ from mdp_trt.errors import InputError
 from mdp_trt.signature import LayerSignature
 
 __all__ = ["Layer", "ChannelGroup", "Block", "Analysis", "option_channels", "layer_out_widths",
-           "check_layer", "limit_options",
+           "check_layer", "limit_options", "kept_structure",
            "check_max_options", "nothing_to_prune", "require_prunable"]
 
 FORMAT = "mdp-analysis/1"
@@ -300,6 +300,18 @@ SUPPORTED = ("mdp-trt prunes the channels of Conv, Gemm and MatMul layers with c
 
 # Reasons quoted in a message before "(and N more)".
 _MAX_QUOTED = 3
+
+
+def kept_structure(analysis: Analysis, kept: dict[str, list[int]]) -> dict[str, str]:
+    """A transformer plan's heads, MLP channels and embedding channels, "kept/total" each
+    (``kept``: a report's kept_channels, group name -> (kept, total); "" where it has none)."""
+    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
+    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
+    stream = [kept[g.name] for g in analysis.groups if g.norms]
+    return {"heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
+                          f"{sum(kept[n][1] // w for n, w in heads.items())}" if heads else "",
+            "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
+            "embedding kept": "/".join(map(str, stream[0])) if stream else ""}
 
 
 def _quoted(reasons: list[str]) -> str:

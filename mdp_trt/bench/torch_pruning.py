@@ -25,16 +25,16 @@ __all__ = ["TorchPruningMatch", "deepest_ratio", "match_budget", "torch_pruned"]
 @dataclass(frozen=True)
 class TorchPruningMatch:
     ratio: float  # the pruning ratio whose model was kept
-    measured_ms: float
-    budget_ms: float
-    steps: tuple[tuple[float, float], ...]  # (ratio, measured ms) of every bisection step
+    measured: float  # its latency, in ``measure``'s unit (ms, or x the original)
+    budget: float  # in the same unit
+    steps: tuple[tuple[float, float], ...]  # (ratio, measured) of every bisection step
 
     def matched(self, tolerance: float = 0.03) -> bool:
-        return abs(self.measured_ms / self.budget_ms - 1) <= tolerance
+        return abs(self.measured / self.budget - 1) <= tolerance
 
     def to_json(self) -> dict:
-        return {"ratio": self.ratio, "measured_ms": self.measured_ms,
-                "budget_ms": self.budget_ms, "steps": [list(s) for s in self.steps]}
+        return {"ratio": self.ratio, "measured": self.measured, "budget": self.budget,
+                "steps": [list(s) for s in self.steps]}
 
 
 def torch_pruned(module, input_shape: tuple[int, ...], ratio: float, round_to: int):
@@ -77,11 +77,13 @@ def deepest_ratio(module, input_shape: tuple[int, ...], round_to: int, *, step: 
     return grid[min(range(len(grid)), key=lambda k: (macs[k], grid[k]))]
 
 
-def match_budget(module, input_shape: tuple[int, ...], budget_ms: float, round_to: int,
+def match_budget(module, input_shape: tuple[int, ...], budget: float, round_to: int,
                  measure: Callable[[Path], float], workdir: Path, *, tolerance: float = 0.03,
-                 max_steps: int = 12, export=None) -> tuple[TorchPruningMatch, Path]:
+                 max_steps: int = 12, export=None, unit: str = "ms"
+                 ) -> tuple[TorchPruningMatch, Path]:
     """Bisect the pruning ratio until ``measure(exported model)`` is within ``tolerance`` of
-    ``budget_ms``; returns the match and the kept model's ONNX path (in ``workdir``).
+    ``budget`` (both in ``unit``: milliseconds, or a ratio to the original timed beside it);
+    returns the match and the kept model's ONNX path (in ``workdir``).
 
     The ratio ranges up to ``deepest_ratio``; latency falls as it grows (up to noise, ``round_to``
     steps and a group left whole here and there), so the search keeps [fast enough, too slow]
@@ -101,25 +103,25 @@ def match_budget(module, input_shape: tuple[int, ...], budget_ms: float, round_t
         measured = measure(path)
         steps.append((ratio, measured))
         paths[ratio] = path
-        if abs(measured / budget_ms - 1) <= tolerance:
+        if abs(measured / budget - 1) <= tolerance:
             break
-        if step == 0 and measured > budget_ms:
+        if step == 0 and measured > budget:
             path.unlink(missing_ok=True)
             raise InfeasibleBudget(
                 f"Torch-Pruning's smallest model (ratio {top}, the fewest multiply-accumulates) "
-                f"runs {measured:.3f} ms, over the budget of {budget_ms:.3f} ms",
-                min_latency=measured)
-        low, high = (ratio, high) if measured > budget_ms else (low, ratio)
-    ratio, measured = _closest(steps, budget_ms, tolerance)
+                f"runs {measured:.3f} {unit}, over the budget of {budget:.3f} {unit}",
+                min_latency=measured, unit=unit)
+        low, high = (ratio, high) if measured > budget else (low, ratio)
+    ratio, measured = _closest(steps, budget, tolerance)
     for other, path in paths.items():
         if other != ratio:
             path.unlink(missing_ok=True)
-    return TorchPruningMatch(ratio, measured, budget_ms, tuple(steps)), paths[ratio]
+    return TorchPruningMatch(ratio, measured, budget, tuple(steps)), paths[ratio]
 
 
-def _closest(steps: list[tuple[float, float]], budget_ms: float, tolerance: float
+def _closest(steps: list[tuple[float, float]], budget: float, tolerance: float
              ) -> tuple[float, float]:
-    allowed = [s for s in steps if s[1] <= budget_ms * (1 + tolerance)]
+    allowed = [s for s in steps if s[1] <= budget * (1 + tolerance)]
     if not allowed:
         return min(steps, key=lambda s: s[1])
-    return min(allowed, key=lambda s: abs(s[1] - budget_ms))
+    return min(allowed, key=lambda s: abs(s[1] - budget))

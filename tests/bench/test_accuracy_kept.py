@@ -45,3 +45,35 @@ def test_a_data_set_run_now_or_of_another_model_is_not_kept(tmp_path, capsys):
     assert accuracy.kept_studies(tmp_path / "accuracy.json", run={"mnist": {}}) == {}
     assert "digits study has other settings" in capsys.readouterr().err
     assert accuracy.kept_studies(tmp_path / "nothing.json", run={}) == {}
+
+
+def test_mdp_is_compared_with_its_importance_ablation_beside_the_best_baseline():
+    accuracy = _script()
+
+    def row(method, seeds, ratio=0.5, marked=False):
+        return {"method": method, "by_seed": dict(enumerate(seeds)), "ratio": ratio,
+                "marked": marked, "accuracy_mean": sum(seeds) / len(seeds)}
+
+    rows = [row("mdp", [0.95, 0.96, 0.97]), row("uniform", [0.90, 0.91, 0.92]),
+            row("mdp@magnitude", [0.93, 0.95, 0.95])]
+    verdict = accuracy._versus_best(rows)
+    # the ablation is no baseline: MDP is compared with uniform, and with the ablation beside it
+    assert verdict.startswith("vs uniform: +5.00 [")
+    assert "; vs mdp@magnitude: +1.67 [" in verdict
+
+
+def test_a_transformer_study_says_which_heads_and_mlp_channels_each_model_kept(tmp_path):
+    from mdp_trt.bench.study import StudyConfig, StudyRuns
+    from mdp_trt.bench.study_sets import STUDY_MODELS
+
+    accuracy = _script()
+    config = StudyConfig(dataset="mnist-vit", model=STUDY_MODELS["mnist-vit"], module=None,
+                         budgets=(0.5,), methods=("mdp", "uniform"), seeds=(0,), folder=tmp_path)
+    kept = {f"blocks.{i}.attn.qkv": [48 if i else 16, 64] for i in range(4)}
+    kept |= {f"blocks.{i}.mlp.fc1": [128, 256] for i in range(4)} | {"patch_embed.proj": [64, 64], "head": [10, 10]}
+    runs = StudyRuns(baseline={}, pruned={"mdp-0.5": {"kept_channels": kept, "removed_blocks": ["b"]},
+                                          "uniform-0.5": {"infeasible": "no plan"}})
+    lines = accuracy._structure(config, runs)
+    # heads of 16 channels: 1 + 3 x 3 of 16 kept; the infeasible row has no model to describe
+    assert lines[-1] == "| 0.5 | mdp | 10/16 | 512/1024 | 1 |"
+    assert not any("uniform" in line for line in lines)

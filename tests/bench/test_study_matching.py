@@ -78,14 +78,14 @@ def test_a_row_is_pruned_again_for_the_reference_with_its_bias_corrected(tmp_pat
     run = config.folder / "runs" / run_key("halp", 0.5)
     run.mkdir(parents=True)
     (run / "pruned.onnx").write_bytes(b"first")
-    record = {"method": "halp", "budget": 0.5, "budget_ms": 1.0, "measured_ms": 0.99,
+    record = {"method": "halp", "budget": 0.5, "target": 0.5, "own_ratio": 0.495,
               "model": "runs/halp-0.5/pruned.onnx"}
     calls = []
 
-    def prune_again(config_, method, budget, budget_ms, splits, tolerance, model=b"second"):
-        calls.append((method, budget, budget_ms, tolerance))
+    def prune_again(config_, method, budget, target, splits, tolerance, model=b"second"):
+        calls.append((method, budget, target, tolerance))
         (run / "pruned.onnx").write_bytes(model)
-        return {"method": method, "budget": budget, "budget_ms": budget_ms, "measured_ms": 0.5,
+        return {"method": method, "budget": budget, "target": target, "own_ratio": 0.25,
                 "model": "runs/halp-0.5/pruned.onnx"}
 
     monkeypatch.setattr(study, "_prune_run", prune_again)
@@ -93,13 +93,13 @@ def test_a_row_is_pruned_again_for_the_reference_with_its_bias_corrected(tmp_pat
                            retime={"ratios": _ratios({"mdp-0.5": 0.49, "uniform-0.5": 0.49,
                                                       "halp-0.5": 0.52})})
     again = study._rematched(config, "halp-0.5", runs, 0.49, splits=None)
-    # aimed from its own measurement (0.99 ms), not from its budget (1 ms), with prune's
-    # window [1 - 2 t, 1 + t] x budget centred on the reference
+    # aimed from its own measurement (0.495 of the original), not from its budget (0.5), with
+    # prune's window [1 - 2 t, 1 + t] x budget centred on the reference
     t = config.tolerance / 2
-    assert calls == [("halp", 0.5, pytest.approx(0.99 * 0.49 / 0.52 / (1 - t / 2)),
+    assert calls == [("halp", 0.5, pytest.approx(0.495 * 0.49 / 0.52 / (1 - t / 2)),
                       pytest.approx(t))]
-    aim, budget_ms = 0.99 * 0.49 / 0.52, calls[0][2]
-    low, high = budget_ms * (1 - 2 * t) / aim - 1, budget_ms * (1 + t) / aim - 1
+    aim, target = 0.495 * 0.49 / 0.52, calls[0][2]
+    low, high = target * (1 - 2 * t) / aim - 1, target * (1 + t) / aim - 1
     assert low == pytest.approx(-high, abs=1e-4) and high < MATCH / 2
     assert again["matching"][0]["retimed_ratio"] == 0.52 and not again["matching"][0]["same_model"]
     assert json.loads((run / "prune.json").read_text()) == again  # on disk: resumable
@@ -162,3 +162,27 @@ def test_a_re_timing_limit_that_is_not_positive_is_refused_before_anything_runs(
     config.model.write_bytes(b"model")
     with pytest.raises(study.InputError, match="time limit must be positive, got 0 s"):
         config.check()
+
+
+def test_a_method_scored_by_another_importance_is_a_study_method_of_its_own(tmp_path, monkeypatch):
+    config = _config(tmp_path, methods=("mdp", "mdp@magnitude"))
+    config.model.write_bytes(b"model")
+    config.check()
+    assert study.scored_by("mdp@magnitude", config) == ("mdp", "magnitude")
+    assert study.scored_by("mdp", config) == ("mdp", config.importance) == ("mdp", "taylor")
+    for wrong in ("torch-pruning@magnitude", "mdp@weights", "nope"):
+        with pytest.raises(study.InputError, match=rf"unknown method\(s\) {wrong}.*METHOD@IMPORTANCE"):
+            study.replace(config, methods=(wrong,)).check()
+
+    seen = {}
+
+    def prune(model, folder, options):  # what the study hands mdp-trt's prune
+        seen.update(method=options.method, importance=options.importance,
+                    calib=options.calib_data, budget=(options.budget, options.budget_ms))
+        raise study.InfeasibleBudget("stop here", min_latency=0.7)
+
+    monkeypatch.setattr("mdp_trt.prune.prune", prune)
+    record = study._prune_run(config, "mdp@magnitude", 0.5, 0.48, splits=None, tolerance=0.01)
+    # a ratio to the original timed beside each plan, never milliseconds of another minute
+    assert seen == {"method": "mdp", "importance": "magnitude", "calib": None, "budget": (0.48, None)}
+    assert record["method"] == "mdp@magnitude" and record["infeasible"] == "stop here"

@@ -61,7 +61,7 @@ def test_the_bisection_lands_within_tolerance_and_keeps_one_model(model, tmp_pat
                                tolerance=0.05)
     assert abs(_onnx_size(path) / (0.5 * full) - 1) <= 0.05 and match.matched(0.05)
     assert [p.name for p in (tmp_path / "tp").iterdir()] == [path.name]
-    assert match.steps[-1] == (match.ratio, match.measured_ms)
+    assert match.steps[-1] == (match.ratio, match.measured)
 
 
 def test_a_budget_below_the_most_pruned_model_is_infeasible(model, tmp_path):
