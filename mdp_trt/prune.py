@@ -42,6 +42,7 @@ from mdp_trt.latency.tables.cache import LatencyCache
 from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
 from mdp_trt.outputs import output_folder
 from mdp_trt.passes import analyze, apply_plan, mask_model, verify
+from mdp_trt.passes.reachability import keep_outputs_reachable
 from mdp_trt.prediction import CALIBRATIONS, PairedTiming, calibrate, paired_measure, table_sum
 from mdp_trt.report import Candidate, ProfileSummary, Report, Round, SolveOutcome
 from mdp_trt.solve import load_problem
@@ -242,6 +243,7 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                                          prune_normalised=options.prune_embedding),
                                  options.group_size, options.max_options)
         require_prunable(analysis)  # before anything is measured
+        analysis = keep_outputs_reachable(model, analysis)
         analysis.save(work / "analysis.json")
         # The original, with its shape fixed, saved the same way as the pruned model will be,
         # so that both are timed under identical conditions.

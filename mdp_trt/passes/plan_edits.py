@@ -168,19 +168,28 @@ def read_constant(node: ir.Node, index: int) -> np.ndarray:
 
 
 def bypass_blocks(graph: ir.Graph, blocks: list[BlockTrace], removed: set[int]) -> None:
-    """Replace each removed block's Add output by its skip input; the branch becomes dead."""
+    """Replace each removed block's Add output by its skip input; the branch becomes dead.
+
+    A block's skip input may be the Add output of a removed block before it (two removed blocks
+    in a row): it is followed back to the first skip input that stays, else the later block
+    would bring the earlier one back to life."""
+    bypassed: dict[int, ir.Value] = {}  # id of a removed block's Add output -> what replaces it
     for block in blocks:
         if block.id not in removed:
             continue
+        skip = block.skip_input
+        while id(skip) in bypassed:
+            skip = bypassed[id(skip)]
         out = block.add.outputs[0]
         if out.is_graph_output():
             # Keep the output's name: forward the skip through an Identity.
-            identity = ir.node("Identity", [block.skip_input], name=f"{block.add.name}.bypass")
+            identity = ir.node("Identity", [skip], name=f"{block.add.name}.bypass")
             graph.insert_after(block.add, identity)
             ir.convenience.replace_all_uses_with(out, identity.outputs[0], replace_graph_outputs=True)
             identity.outputs[0].name, out.name = out.name, f"{out.name}.removed"
         else:
-            ir.convenience.replace_all_uses_with(out, block.skip_input)
+            ir.convenience.replace_all_uses_with(out, skip)
+        bypassed[id(out)] = skip
         log.debug("bypassed block %s (%s)", block.id, block.name)
 
 

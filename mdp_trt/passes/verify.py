@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from mdp_trt.errors import InputError, VerificationFailed
 
-__all__ = ["Verification", "verify", "run_model"]
+__all__ = ["Verification", "input_sensitivity", "verify", "run_model"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,19 @@ def run_model(model: ir.Model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]
     return _session(model).run(None, feeds)
 
 
+def input_sensitivity(model: ir.Model, *, inputs: int = 3, seed: int = 0) -> float:
+    """How far ``model``'s outputs move between ``inputs`` seeded random inputs, relative to
+    their size (the largest over outputs): 0 for a model whose outputs ignore the input."""
+    session = _session(model)
+    rng = np.random.default_rng(seed)
+    runs = [session.run(None, _feeds(session, rng)) for _ in range(inputs)]
+    return _spread(runs)
+
+
+def _spread(runs: list[list[np.ndarray]]) -> float:
+    return max((_difference(a, b)[1] for run in runs[1:] for a, b in zip(runs[0], run)), default=0.0)
+
+
 def _difference(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """max|ref - other| and that over max|ref| (0, 0 for empty outputs)."""
     if not ref.size:
@@ -122,14 +135,12 @@ def verify(
     ref_session, pruned_session = _session(reference), _session(pruned)
     rng = np.random.default_rng(seed)
     max_abs = max_rel = 0.0
-    first: list[np.ndarray] | None = None
-    sensitivity = 0.0
+    references = []
     for _ in range(inputs):
         feeds = _feeds(ref_session, rng)
         expected = ref_session.run(None, feeds)
         actual = pruned_session.run(None, feeds)
-        first = first or expected
-        sensitivity = max(sensitivity, *(_difference(a, b)[1] for a, b in zip(first, expected)), 0.0)
+        references.append(expected)
         if len(expected) != len(actual):
             raise VerificationFailed(
                 f"the pruned model has {len(actual)} outputs, the reference {len(expected)}"
@@ -140,7 +151,7 @@ def verify(
             diff, relative = _difference(ref, got)
             max_abs, max_rel = max(max_abs, diff), max(max_rel, relative)
     result = Verification(max_abs_diff=max_abs, max_rel_diff=max_rel, inputs=inputs,
-                          passed=max_rel <= rtol, input_sensitivity=sensitivity)
+                          passed=max_rel <= rtol, input_sensitivity=_spread(references))
     if result.note:
         log.warning("%s", result.note)
     log.info("verification: max abs diff %.3g, max rel diff %.3g over %d inputs", max_abs, max_rel, inputs)

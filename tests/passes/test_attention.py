@@ -230,3 +230,25 @@ def test_only_attention_cells_change_the_cache_key():
     timed = LayerSignature("MatMul", 36, 12, batch=17, attention=(17, 4, 3))
     assert timed.key() != plain.key() and LayerSignature.from_json(timed.to_json()) == timed
     assert LayerSignature.from_json(plain.to_json()) == plain
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_blocks_removed_in_a_row_are_all_gone_as_in_the_module_without_them(tmp_path, exporter):
+    """Pre-norm blocks join the stream with no op between them, so one block's skip input is
+    the Add output of the block before; removing both must remove both (the later one once
+    brought the earlier back: masked original and pruned model agreed, both wrong)."""
+    import torch
+    from torch import nn
+
+    shape = Shape(heads=2, head_dim=4, depth=3)
+    module = tiny_vit(shape)
+    model, analysis = _exported(shape, tmp_path, exporter, module=module)
+    first = [b.id for b in analysis.blocks if b.removable][:2]  # block 0's attention and MLP
+    pruned = apply_plan(model, analysis, {}, first)
+    module.blocks[0] = nn.Identity()
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    got = G.run(pruned, x)[0]
+    assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert len([n for n in pruned.graph if n.op_type == "Softmax"]) == 2
