@@ -269,13 +269,14 @@ def _structure(config: StudyConfig, runs) -> list[str]:
     analysis = analyze(load_model(config.model), str(config.model))
     if not any(g.bundle > 1 for g in analysis.groups):
         return []
-    lines = ["", "What each model kept (attention heads, MLP channels) and removed (blocks):", "",
+    lines = ["", "What each model kept (attention heads, MLP channels; none of a removed block) and "
+             "removed (blocks: a transformer block's attention and its MLP count one each):", "",
              "| budget | method | heads kept | MLP channels kept | blocks removed |", "|---|---|---|---|---|"]
     for budget in config.budgets:
         for method in config.methods:
             pruned = runs.pruned[run_key(method, budget)]
             if "kept_channels" in pruned:
-                kept = kept_structure(analysis, pruned["kept_channels"])
+                kept = kept_structure(analysis, pruned["kept_channels"], pruned["removed_blocks"])
                 lines.append(f"| {budget:g} | {method} | {kept['heads kept']} | {kept['MLP kept']} | "
                              f"{len(pruned['removed_blocks'])} |")
     return lines

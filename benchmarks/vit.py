@@ -58,7 +58,7 @@ def row_of(report: dict, analysis) -> dict:
         "base ms": round(report["baseline_latency_ms"], 2),
         "measured/budget": round(report["measured_latency_ms"] / report["budget_ms"], 3),
         "prediction error": f"{report['predicted_latency_ms'] / report['measured_latency_ms'] - 1:+.1%}",
-        **kept_structure(analysis, report["kept_channels"]),
+        **kept_structure(analysis, report["kept_channels"], report["removed_blocks"]),
         "blocks removed": len(report["removed_blocks"]),
         "verification": float(f"{report['verification']['max_rel_diff']:.1e}"),
         "cells": f"{report['profile']['cells_measured']} measured, {report['profile']['cells_cached']} cached",

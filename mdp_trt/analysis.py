@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -302,15 +303,22 @@ SUPPORTED = ("mdp-trt prunes the channels of Conv, Gemm and MatMul layers with c
 _MAX_QUOTED = 3
 
 
-def kept_structure(analysis: Analysis, kept: dict[str, list[int]]) -> dict[str, str]:
+def kept_structure(analysis: Analysis, kept: dict[str, list[int]],
+                   removed_blocks: Iterable[str] = ()) -> dict[str, str]:
     """A transformer plan's heads, MLP channels and embedding channels, "kept/total" each
-    (``kept``: a report's kept_channels, group name -> (kept, total); "" where it has none)."""
-    heads = {g.name: g.bundle for g in analysis.groups if g.bundle > 1}
-    mlp = [kept[g.name] for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
+    (``kept``: a report's kept_channels, group name -> (kept, total); "" where it has none);
+    a group produced only inside ``removed_blocks`` (names) keeps none."""
+    removed = {layer for b in analysis.blocks if b.name in set(removed_blocks) for layer in b.layers}
+
+    def count(group: ChannelGroup) -> int:
+        return 0 if set(group.producers) <= removed else kept[group.name][0]
+
+    heads = [g for g in analysis.groups if g.bundle > 1]
+    mlp = [g for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms]
     stream = [kept[g.name] for g in analysis.groups if g.norms]
-    return {"heads kept": f"{sum(kept[n][0] // w for n, w in heads.items())}/"
-                          f"{sum(kept[n][1] // w for n, w in heads.items())}" if heads else "",
-            "MLP kept": f"{sum(k for k, _ in mlp)}/{sum(t for _, t in mlp)}" if mlp else "",
+    return {"heads kept": f"{sum(count(g) // g.bundle for g in heads)}/"
+                          f"{sum(g.channels // g.bundle for g in heads)}" if heads else "",
+            "MLP kept": f"{sum(count(g) for g in mlp)}/{sum(g.channels for g in mlp)}" if mlp else "",
             "embedding kept": "/".join(map(str, stream[0])) if stream else ""}
 
 

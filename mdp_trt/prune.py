@@ -47,7 +47,7 @@ from mdp_trt.prediction import CALIBRATIONS, PairedTiming, calibrate, paired_mea
 from mdp_trt.report import Candidate, ProfileSummary, Report, Round, SolveOutcome
 from mdp_trt.solve import load_problem
 from mdp_trt.solve.formulate import decode_plan, formulate, removable_blocks
-from mdp_trt.solve.methods import METHODS, Method, method_problem, solve_method
+from mdp_trt.solve.methods import METHODS, Method, method_problem, removes_blocks, solve_method
 from mdp_trt.solve.registry import check_solver
 
 __all__ = ["PruneOptions", "prune"]
@@ -243,7 +243,8 @@ def _run(model_path: Path, work: Path, options: PruneOptions, previous: _Previou
                                          prune_normalised=options.prune_embedding),
                                  options.group_size, options.max_options)
         require_prunable(analysis)  # before anything is measured
-        analysis = keep_outputs_reachable(model, analysis)
+        if removes_blocks(options.method):
+            analysis = keep_outputs_reachable(model, analysis)
         analysis.save(work / "analysis.json")
         # The original, with its shape fixed, saved the same way as the pruned model will be,
         # so that both are timed under identical conditions.

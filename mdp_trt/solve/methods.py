@@ -23,17 +23,22 @@ from mdp_trt.solve.problem import Problem
 from mdp_trt.solve.registry import solve
 from mdp_trt.solve.uniform import solve_uniform
 
-__all__ = ["Method", "METHODS", "method_problem", "solve_method"]
+__all__ = ["Method", "METHODS", "method_problem", "removes_blocks", "solve_method"]
 
 Method = Literal["mdp", "mdp-channels", "halp", "uniform"]
 METHODS: tuple[str, ...] = get_args(Method)
+
+
+def removes_blocks(method: str) -> bool:
+    """Whether ``method``'s plans may remove residual blocks (the baselines keep them all)."""
+    return method == "mdp"
 
 
 def method_problem(problem: Problem, method: str) -> Problem:
     """``problem`` as ``method`` sees it (the baselines' views name the method in metadata)."""
     if method not in METHODS:
         raise InputError(f"unknown pruning method {method!r}; choose one of: {', '.join(METHODS)}")
-    if method == "mdp":
+    if removes_blocks(method):
         return problem
     view = problem.with_blocks_kept()
     if method == "halp":

@@ -42,7 +42,8 @@ def test_a_data_set_run_now_or_of_another_model_is_not_kept(tmp_path, capsys):
     stored = json.loads((RESULTS / "accuracy.json").read_text())
     stored["digits"]["settings"]["model_sha256"] = "0" * 16  # the model file was retrained since
     (tmp_path / "accuracy.json").write_text(json.dumps(stored))
-    assert accuracy.kept_studies(tmp_path / "accuracy.json", run={"mnist": {}}) == {}
+    others = {dataset: {} for dataset in stored if dataset != "digits"}  # run by this command
+    assert accuracy.kept_studies(tmp_path / "accuracy.json", run=others) == {}
     assert "digits study has other settings" in capsys.readouterr().err
     assert accuracy.kept_studies(tmp_path / "nothing.json", run={}) == {}
 
@@ -71,9 +72,11 @@ def test_a_transformer_study_says_which_heads_and_mlp_channels_each_model_kept(t
                          budgets=(0.5,), methods=("mdp", "uniform"), seeds=(0,), folder=tmp_path)
     kept = {f"blocks.{i}.attn.qkv": [48 if i else 16, 64] for i in range(4)}
     kept |= {f"blocks.{i}.mlp.fc1": [128, 256] for i in range(4)} | {"patch_embed.proj": [64, 64], "head": [10, 10]}
-    runs = StudyRuns(baseline={}, pruned={"mdp-0.5": {"kept_channels": kept, "removed_blocks": ["b"]},
-                                          "uniform-0.5": {"infeasible": "no plan"}})
+    runs = StudyRuns(baseline={}, pruned={
+        "mdp-0.5": {"kept_channels": kept, "removed_blocks": ["blocks.0.attn", "blocks.3.mlp"]},
+        "uniform-0.5": {"infeasible": "no plan"}})
     lines = accuracy._structure(config, runs)
-    # heads of 16 channels: 1 + 3 x 3 of 16 kept; the infeasible row has no model to describe
-    assert lines[-1] == "| 0.5 | mdp | 10/16 | 512/1024 | 1 |"
+    # heads of 16 channels: block 0's attention is gone, 3 x 3 heads kept in the others; block
+    # 3's MLP is gone; the infeasible row has no model to describe
+    assert lines[-1] == "| 0.5 | mdp | 9/16 | 384/1024 | 2 |"
     assert not any("uniform" in line for line in lines)

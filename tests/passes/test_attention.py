@@ -184,6 +184,13 @@ def test_prune_cuts_a_vision_transformer_with_head_groups_and_verifies_it(tmp_pa
     assert report.verification.max_rel_diff <= 1e-4
     heads = {name: kept for name, kept in report.kept_channels.items() if name.endswith("attn.qkv")}
     assert heads and all(kept % 8 == 0 for kept, _ in heads.values())  # whole heads
+    # its class token sees the image only through attention: the last attention block stays
+    from mdp_trt.analysis import Analysis
+    from mdp_trt.passes.reachability import KEPT_FOR_THE_INPUT
+
+    blocks = Analysis.load(tmp_path / "out" / "analysis.json").blocks
+    assert [b.name for b in blocks if b.reason == KEPT_FOR_THE_INPUT] == ["blocks.1.attn"]
+    assert "blocks.1.attn" not in report.removed_blocks
 
 
 def test_heads_merged_with_the_batch_and_split_back_are_followed(tmp_path):
