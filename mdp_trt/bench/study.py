@@ -47,8 +47,7 @@ from mdp_trt.outputs import write_text
 from mdp_trt.solve.methods import METHODS
 
 __all__ = ["MATCH", "STUDY_METHODS", "StudyConfig", "StudyRuns", "is_study_method", "off_reference",
-           "references",
-           "run_key", "run_study", "scored_by", "unmatched"]
+           "references", "run_key", "run_study", "scored_by", "unmatched"]
 
 TORCH_PRUNING = "torch-pruning"
 STUDY_METHODS: tuple[str, ...] = (*METHODS, TORCH_PRUNING)
@@ -154,7 +153,7 @@ def run_study(config: StudyConfig, *, progress: bool = True, log: Callable[[str]
             key = run_key(method, budget)
             runs.pruned[key] = bar.step(
                 "prune", key, not _record(config, key).is_file(),
-                lambda: _pruned(config, method, budget, runs.baseline["baseline_ms"], splits))
+                lambda: _pruned(config, method, budget, splits))
         def retime() -> dict:
             record = bar.step("re-time", "every pruned model with the original", True,
                               lambda: _retimed(config, runs.pruned))
@@ -272,9 +271,14 @@ def _cached(path: Path, make: Callable[[], dict]) -> dict:
     return record
 
 
-def _pruned(config: StudyConfig, method: str, budget: float, baseline_ms: float, splits: Splits) -> dict:
-    return _cached(_record(config, run_key(method, budget)),
-                   lambda: _prune_run(config, method, budget, budget, splits, config.tolerance))
+def _pruned(config: StudyConfig, method: str, budget: float, splits: Splits) -> dict:
+    path = _record(config, run_key(method, budget))
+    record = _cached(path, lambda: _prune_run(config, method, budget, budget, splits, config.tolerance))
+    if "model" in record and "own_ratio" not in record:
+        raise InputError(f"{path} was pruned for a budget in milliseconds (a study folder from "
+                         "before budgets were ratios to the original); start the study in a new "
+                         "folder (--out)")
+    return record
 
 
 def _prune_run(config: StudyConfig, method: str, budget: float, target: float, splits: Splits,

@@ -186,3 +186,13 @@ def test_a_method_scored_by_another_importance_is_a_study_method_of_its_own(tmp_
     # a ratio to the original timed beside each plan, never milliseconds of another minute
     assert seen == {"method": "mdp", "importance": "magnitude", "calib": None, "budget": (0.48, None)}
     assert record["method"] == "mdp@magnitude" and record["infeasible"] == "stop here"
+
+
+def test_a_study_folder_pruned_for_millisecond_budgets_is_not_resumed(tmp_path):
+    config = _config(tmp_path)
+    path = config.folder / "runs" / run_key("mdp", 0.5) / "prune.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"method": "mdp", "budget": 0.5, "budget_ms": 0.1,
+                                "measured_ms": 0.1, "model": "runs/mdp-0.5/prune/pruned.onnx"}))
+    with pytest.raises(study.InputError, match="budget in milliseconds.*new folder"):
+        study._pruned(config, "mdp", 0.5, splits=None)
