@@ -30,12 +30,13 @@ from mdp_trt.bench.study import (MATCH, STUDY_METHODS, StudyConfig, StudyRuns, i
                                  off_reference, references, run_key, run_study)
 from mdp_trt.bench.study_sets import STUDY_EPOCHS, STUDY_MODELS
 from mdp_trt.errors import MdpTrtError
+from mdp_trt.importance.methods import IMPORTANCE_METHODS
 from mdp_trt.outputs import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MDP = "mdp"
 # MDP itself without blocks, or scored by another importance (METHOD@IMPORTANCE): not baselines
-# to compare MDP with; MDP's difference to each is given beside the verdict.
+# to compare MDP with; MDP's paired difference to the latter is given beside the verdict.
 ABLATIONS = {"mdp-channels"}
 
 
@@ -46,7 +47,8 @@ def _ablation(method: str) -> bool:
 def _study_method(name: str) -> str:
     if not is_study_method(name):
         raise argparse.ArgumentTypeError(
-            f"{name!r}: choose from {', '.join(STUDY_METHODS)} or METHOD@IMPORTANCE (mdp@magnitude)")
+            f"{name!r}: choose from {', '.join(STUDY_METHODS)} or METHOD@IMPORTANCE (mdp@magnitude; "
+            f"importances: {', '.join(IMPORTANCE_METHODS)})")
     return name
 
 

@@ -308,7 +308,8 @@ def kept_structure(analysis: Analysis, kept: dict[str, list[int]],
     """A transformer plan's heads, MLP channels and embedding channels, "kept/total" each
     (``kept``: a report's kept_channels, group name -> (kept, total); "" where it has none);
     a group produced only inside ``removed_blocks`` (names) keeps none."""
-    removed = {layer for b in analysis.blocks if b.name in set(removed_blocks) for layer in b.layers}
+    names = set(removed_blocks)
+    removed = {layer for b in analysis.blocks if b.name in names for layer in b.layers}
 
     def count(group: ChannelGroup) -> int:
         return 0 if set(group.producers) <= removed else kept[group.name][0]
