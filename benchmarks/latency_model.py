@@ -167,27 +167,34 @@ def out_only_sum(analysis, tables, options, removed) -> float:
     return total
 
 
-def profile_variants(analysis, backend, cache, args) -> dict[str | None, tuple]:
-    """The tables of each ``--cells`` choice with the seconds they took: adaptive first, so that
-    its cells are chosen before the rest of the grid is in the cache; the full grid's seconds
-    include the adaptive run's (together they time every cell)."""
-    variants: dict[str | None, tuple] = {}
+def profile_variants(analysis, backend, cache, args) -> list[tuple[str | None, bool, tuple]]:
+    """(cells, call overhead kept, (tables, seconds)) of each ``--cells`` choice: adaptive
+    first, so that its cells are chosen before the rest of the grid is in the cache; the full
+    grid's seconds include the adaptive run's (together they time every cell). Under
+    ``--call-overhead both`` each again with the overhead kept in its cells (nothing more to
+    time: the same cells)."""
+    variants = []
     spent = 0.0
+    kept = {"taken-out": (False,), "kept": (True,), "both": (False, True)}[args.call_overhead]
     for cells in (("adaptive", "all") if args.cells == "both" else (args.cells,)):
-        start = time.perf_counter()
-        tables = profile_tables(analysis, group_size=args.group_size, backend=backend,
-                                cache=cache, progress=False, cells=cells,
-                                interpolate=args.interpolate,
-                                drift=None if args.no_drift else DriftPolicy(),
-                                surface=False if args.measured_cells else None)
-        spent += time.perf_counter() - start
-        variants[cells] = (tables, spent)
+        for keep in kept:
+            start = time.perf_counter()
+            tables = profile_tables(analysis, group_size=args.group_size, backend=backend,
+                                    cache=cache, progress=False, cells=cells,
+                                    interpolate=args.interpolate,
+                                    drift=None if args.no_drift else DriftPolicy(),
+                                    surface=False if args.measured_cells else None,
+                                    call_overhead=False if keep else None)
+            spent += time.perf_counter() - start
+            variants.append((cells, keep, (tables, spent)))
     return variants
 
 
 def export(arch: str, args, root: Path) -> Path:
-    """A torchvision architecture, or ``timm:NAME`` built and exported as timm does it
-    (``models/third_party.py``; batch 1)."""
+    """A torchvision architecture, ``timm:NAME`` built and exported as timm does it
+    (``models/third_party.py``; batch 1), or an ONNX file as it is (``models/*.onnx``)."""
+    if arch.endswith(".onnx"):
+        return Path(arch)
     library, _, name = arch.rpartition(":")
     if library == "timm":
         return export_third_party(ThirdPartyModel("timm", name, args.resolution),
@@ -201,9 +208,10 @@ def export(arch: str, args, root: Path) -> Path:
 def run_one(arch, threads, args, root, rng) -> list[dict]:
     """One result per ``--cells`` variant, on the same plans and timings."""
     onnx_path = export(arch, args, root)
-    arch = onnx_path.stem
     # timm's exporter leaves the batch dynamic: fixed here as the torchvision export fixes it
-    model = load_model(onnx_path, input_shape=(args.batch, 3, args.resolution, args.resolution))
+    shape = None if arch.endswith(".onnx") else (args.batch, 3, args.resolution, args.resolution)
+    arch = onnx_path.stem
+    model = load_model(onnx_path, input_shape=shape)
     analysis = analyze(model, str(onnx_path))
     importance = score_channels(model, analysis, progress=False)
     original = save_model(model, root / f"{arch}-original.onnx")
@@ -215,7 +223,7 @@ def run_one(arch, threads, args, root, rng) -> list[dict]:
                           model_policy=replace(MODEL_POLICY, budget_s=args.model_seconds))
     with backend, LatencyCache(args.cache or root / "cache.sqlite") as cache:
         variants = profile_variants(analysis, backend, cache, args)
-        tables = next(iter(variants.values()))[0]  # the plans' (adaptive under --cells both)
+        tables = variants[0][2][0]  # the plans' (adaptive under --cells both)
         full = [len(g.options(args.group_size)) - 1 for g in analysis.groups]
         probe, probe_widths = probe_model(model, analysis, importance, args.group_size)
         widths = {"original": full, "probe": probe_widths}
@@ -245,11 +253,13 @@ def run_one(arch, threads, args, root, rng) -> list[dict]:
               # this.
               "repeatability": float(np.median([max(v) / min(v) - 1 for v in timings.values()]))}
     results = []
-    for cells, (tables, seconds) in variants.items():
+    for cells, kept, (tables, seconds) in variants:
         if len(variants) > 1:
-            print(f"  predicted from the tables of {cells} cells:")
+            print(f"  predicted from the tables of {cells or 'default'} cells, call overhead "
+                  f"{'kept' if kept else 'taken out'}:")
         results.append({
-            **common, "cells": cells,
+            **common, "cells": cells, "call_overhead_kept": kept,
+            "call_overhead_ms": tables.call_overhead_ms,
             **predictions(analysis, tables, widths, plans, measured_of, timings, ratios, shares,
                           flops),
             "profile_s": seconds, "cells_measured": tables.cells_measured,
@@ -351,6 +361,10 @@ def main() -> None:
                         help="table cells timed: adaptive, all, or both (adaptive first, then the "
                         "rest of the grid; both tables' errors on the same plans); default: "
                         "profile_tables' (adaptive on CPU backends)")
+    parser.add_argument("--call-overhead", choices=["taken-out", "kept", "both"],
+                        default="taken-out", help="a cell's per-call overhead taken out of the "
+                        "tables (profile_tables' default), kept in them (as before 2026-12-08), or "
+                        "both, each predicting the same plans")
     parser.add_argument("--measured-cells", action="store_true",
                         help="tables are the measured cells (made monotone on CPU backends), "
                              "not the fitted surface they use by default (results rows 2, 5-23; "
@@ -403,7 +417,7 @@ def main() -> None:
             variants = run_one(arch, threads, args, root, rng)
             results += variants
             for res in variants:
-                print(f"  {res['cells'] or 'default'} cells: baseline {res['baseline_ms']:.2f} "
+                print(f"  {_variant(res)}: baseline {res['baseline_ms']:.2f} "
                       f"ms, offset {res['offset_ms']:.2f} ms, {res['cells_measured']} cells "
                       f"measured in {res['profile_s']:.0f} s ({res['cells_cached']} cached, "
                       f"{res['cells_needed']} in the full grid); "
@@ -412,7 +426,7 @@ def main() -> None:
                       f"{res['drift'] and round(res['drift']['max_drift'], 3)}; calibration scale "
                       f"{res['calibration']['scale']:.3f}; the same model's timings differ by "
                       f"{100 * res['repeatability']:.1f}% between passes (median)")
-            print("  model (mean / max APE)" + "".join(f"{res['cells'] or 'default':>18s}"
+            print("  model (mean / max APE)" + "".join(f"{_variant(res):>18s}"
                                                      for res in variants))
             for name in MODELS:
                 print(f"  {name:22s}" + "".join(
@@ -429,7 +443,14 @@ def main() -> None:
 def _label(result: dict) -> str:
     """The model, and which cells its tables were timed on where ``--cells`` chose them."""
     cells = f", {result['cells']} cells" if result.get("cells") else ""
-    return f"{result['arch']} {result['resolution']}px{cells}"
+    kept = ", call overhead kept" if result.get("call_overhead_kept") else ""
+    return f"{result['arch']} {result['resolution']}px{cells}{kept}"
+
+
+def _variant(result: dict) -> str:
+    """Which tables predicted: the cells timed, and whether a call's overhead stayed in them."""
+    return f"{result['cells'] or 'default'} cells" + (", call kept" if result.get("call_overhead_kept")
+                                                      else "")
 
 
 def _reliable(plans: list[dict]) -> str:

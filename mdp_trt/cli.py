@@ -194,6 +194,7 @@ def profile(
     from mdp_trt.latency.tables.ray_runner import cells_option, check_ray_flags
     from mdp_trt.latency.backends.registry import backend_options, cell_weights, get_backend
     from mdp_trt.latency.tables.adaptive import describe as describe_adaptive
+    from mdp_trt.latency.tables.overhead import describe_overhead
     from mdp_trt.latency.tables.surface import describe as describe_surface
     from mdp_trt.latency.tables import check_cells, profile_tables
     from mdp_trt.passes.analyze import analyze as run_analysis
@@ -226,6 +227,8 @@ def profile(
         out.print(design)
     if fit := describe_surface(tables.surface):
         out.print(fit)
+    if tables.call_overhead_ms:
+        out.print(describe_overhead(tables.call_overhead_ms))
     report = tables.interpolation
     if report and report["held_back"]:
         out.print(f"interpolated {report['cells_interpolated']} cells from {report['cells_grid']}; "

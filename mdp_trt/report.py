@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mdp_trt.latency.protocol import Ratio
 from mdp_trt.latency.tables import LatencyTables
+from mdp_trt.latency.tables.overhead import describe_overhead
 from mdp_trt.latency.tables.surface import describe as describe_surface
 from mdp_trt.passes import Verification
 from mdp_trt.prediction import Calibration
@@ -41,7 +42,8 @@ class ProfileSummary:
     ``cells_needed`` of the full grid, wall seconds, and the fitted surface's ``SurfaceReport``
     (JSON; None for measured cells). ``cells``: how they were chosen ("all", "adaptive
     surface", "adaptive staircase", "interpolate K"); ``held_back_mean``/``held_back_max``: the
-    tables' relative error on held-back cells (None for full tables)."""
+    tables' relative error on held-back cells (None for full tables); ``call_overhead_ms``: the
+    per-call overhead taken out of every cell (0: none)."""
 
     cells_measured: int
     cells_cached: int
@@ -51,6 +53,7 @@ class ProfileSummary:
     cells: str = "all"
     held_back_mean: float | None = None
     held_back_max: float | None = None
+    call_overhead_ms: float = 0.0
 
     @classmethod
     def of(cls, tables: LatencyTables) -> ProfileSummary:
@@ -58,7 +61,7 @@ class ProfileSummary:
                  f"interpolate {tables.interpolation['step']}" if tables.interpolation else "all")
         error = tables.held_back_error or (None, None)
         return cls(tables.cells_measured, tables.cells_cached, tables.seconds, tables.surface,
-                   tables.cells_needed, cells, *error)
+                   tables.cells_needed, cells, *error, tables.call_overhead_ms)
 
     def describe(self) -> str:
         """The summary's line on it (after "profile")."""
@@ -72,6 +75,8 @@ class ProfileSummary:
                      f"{100 * self.held_back_max:.1f}%")
         if fit := describe_surface(self.surface):
             line += f"; {fit}"
+        if self.call_overhead_ms:
+            line += f"; {describe_overhead(self.call_overhead_ms)}"
         return line
 
     def to_json(self) -> dict:

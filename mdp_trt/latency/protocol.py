@@ -134,14 +134,16 @@ class LatencyBackend(Protocol):
     """A runtime that times one-layer models and whole ONNX models the same way.
 
     Besides timing, a backend states how its timings behave, for the stages that read them:
-    ``weights`` (the cell weights mode, part of every cached cell's key), ``monotone_latency``
-    and ``smooth_latency`` (how ``tables.bilayer.profile_tables`` cleans a table by default);
+    ``weights`` (the cell weights mode, part of every cached cell's key), ``monotone_latency``,
+    ``smooth_latency`` (how ``tables.bilayer.profile_tables`` cleans a table by default) and
+    ``call_overhead`` (whether it takes a call's overhead out of the tables);
     ``BackendBase`` documents each and gives the defaults."""
 
     name: str
     weights: Weights
     monotone_latency: bool
     smooth_latency: bool
+    call_overhead: bool
 
     def available(self) -> str | None:
         """None when the backend can run here; otherwise why not and what to install."""
@@ -199,6 +201,10 @@ class BackendBase:
     # profile_tables' tables are a surface fitted to the measured cells (tables/surface.py),
     # not the cells. False: GPU latency is a staircase in the widths.
     smooth_latency: bool = False
+    # Whether each timed cell includes a per-call overhead (binding, executor start, dispatch)
+    # that a model pays once, not per layer: every runtime does; then profile_tables takes the
+    # time of an almost empty cell out of every entry (tables/overhead.py).
+    call_overhead: bool = False
 
     def __init__(self, threads: int = 1) -> None:
         if threads < 1:

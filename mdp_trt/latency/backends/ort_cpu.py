@@ -114,6 +114,7 @@ class OrtCpuBackend(BackendBase):
     name = "ort-cpu"
     monotone_latency = True  # on a CPU a wider layer is never faster (tables.profile_tables)
     smooth_latency = True  # and its latency is smooth in the widths (tables/surface.py)
+    call_overhead = True  # each cell is one run_with_iobinding call (tables/overhead.py)
 
     def __init__(self, *, threads: int = 1, precision: Precision = "fp32",
                  cell_policy: TimingPolicy = CELL_POLICY,

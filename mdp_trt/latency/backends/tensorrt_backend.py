@@ -95,6 +95,7 @@ class TensorRTBackend(BackendBase):
     """Times one-layer models and whole ONNX models as TensorRT engines on one GPU."""
 
     name = "tensorrt"
+    call_overhead = True  # each cell is one engine enqueue (tables/overhead.py)
 
     def __init__(self, *, threads: int = 1, precision: Precision = "fp32",
                  workspace_mib: int = 4096, optimization_level: int = 3, device_id: int = 0,

@@ -213,6 +213,7 @@ class TorchBackend(BackendBase):
         check_accepted(self.name, precision=precision, channels_last=channels_last)
         # On a CPU a wider layer is never faster; GPU kernels tile channels (tables.profile_tables)
         self.monotone_latency = self.smooth_latency = device == "cpu"
+        self.call_overhead = True  # a module call, or a CUDA graph's launch (tables/overhead.py)
         self.device = device
         self.precision = precision
         self.dtype = torch.float16 if precision == "fp16" else torch.float32

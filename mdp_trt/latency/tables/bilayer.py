@@ -43,6 +43,7 @@ from mdp_trt.latency.tables.cells import Cell, CellKey
 from mdp_trt.latency.tables.drift import (DriftHistory, DriftLog, DriftPolicy, measure_guarded,
                                           workers_record)
 from mdp_trt.latency.tables.interpolate import CoarsePlan, monotone_values
+from mdp_trt.latency.tables.overhead import OVERHEAD_CELL, net_of_overhead
 from mdp_trt.latency.tables.staircase import StaircaseDesign
 from mdp_trt.latency.tables.surface import surface_values
 from mdp_trt.signature import LayerSignature
@@ -100,7 +101,8 @@ class LatencyTables:
     distinct cells of the full grid (0 in files written before it was recorded); ``seconds`` is
     the wall time of the run. ``adaptive`` is the ``AdaptiveReport`` (JSON) of adaptive cells,
     ``interpolation`` the ``InterpolationReport`` (JSON) of coarse tables, both None for full
-    ones; ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
+    ones; ``call_overhead_ms`` what was taken out of every entry as the per-call overhead of a
+    cell (``overhead.py``; 0: none); ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
     measured elsewhere ``drift.workers_record`` (the same ``max_drift``/``remeasured_cells``/
     ``unresolved_batches``, plus ``workers``: each worker's log).
     """
@@ -119,6 +121,7 @@ class LatencyTables:
     surface: dict | None = None  # SurfaceReport (JSON) when cells are a fitted surface
     cells_needed: int = 0
     adaptive: dict | None = None
+    call_overhead_ms: float = 0.0
 
     @property
     def held_back_error(self) -> tuple[float, float] | None:
@@ -163,6 +166,7 @@ class LatencyTables:
             "surface": self.surface,
             "cells_needed": self.cells_needed,
             "adaptive": self.adaptive,
+            "call_overhead_ms": self.call_overhead_ms,
         }
 
     @classmethod
@@ -185,6 +189,7 @@ class LatencyTables:
             surface=data.get("surface"),
             cells_needed=int(data.get("cells_needed", 0)),
             adaptive=data.get("adaptive"),
+            call_overhead_ms=float(data.get("call_overhead_ms", 0.0)),
         )
 
 
@@ -294,7 +299,7 @@ class _Timer:
         self.backend, self.cache, self.drift = backend, cache, drift
         self.measure_cells = measure_cells
         self.fp = backend.fingerprint()
-        self.rounds = self.measured = 0
+        self.rounds = self.measured = self.uncounted = 0
         self._local: list[DriftLog] = []
         self._history = DriftHistory()  # every local round is guarded against the same quiet speed
         self._workers: dict[str, list[DriftLog]] = {}
@@ -310,8 +315,12 @@ class _Timer:
             self._bar.stop()
         self._stack.close()
 
-    def time(self, cells: Sequence[Cell], known: dict[CellKey, Measurement]) -> None:
-        """Time ``cells`` (none of them in ``known``) and add each to ``known``."""
+    def time(self, cells: Sequence[Cell], known: dict[CellKey, Measurement], *,
+             counted: bool = True) -> None:
+        """Time ``cells`` (none of them in ``known``) and add each to ``known``; ``counted``
+        False keeps them out of the tables' cell counts (the overhead cell)."""
+        if not counted:
+            self.uncounted += len(cells)
         if self.rounds == 0:
             self._stack.enter_context(self.backend)
             if isinstance(self.measure_cells, AbstractContextManager):  # e.g. a Ray cluster,
@@ -361,7 +370,8 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                    interpolate: int | None = None, holdout: int = 2,
                    drift: DriftPolicy | None = DriftPolicy(),
                    measure_cells: MeasureCells | None = None,
-                   monotone: bool | None = None, surface: bool | None = None) -> LatencyTables:
+                   monotone: bool | None = None, surface: bool | None = None,
+                   call_overhead: bool | None = None) -> LatencyTables:
     """Fill every layer's table, measuring only the cells ``cache`` lacks.
 
     Each measured cell is stored in the cache as soon as it is measured, so an interrupted run
@@ -388,6 +398,9 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     ``surface``: each signature's cells become a surface fitted to its measured cells
     (``surface.py``; None: the backend's ``smooth_latency``); with ``interpolate`` the surface is
     fitted to the grid cells alone, so the held-back error is the surface's. Before ``monotone``.
+    ``call_overhead``: where cells carry a per-call overhead (None: the backend's
+    ``call_overhead``; never with cold weights), the time of ``overhead.OVERHEAD_CELL`` (cached
+    like the others, counted in no total) is taken out of every entry, before ``monotone``.
     """
     check_cells(cells, interpolate)
     start = time.perf_counter()
@@ -425,12 +438,16 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
             missing = [c for c in wanted if c.key() not in known]
             if missing:
                 timer.time(missing, known)
+        rounds = timer.rounds  # the design's rounds, not the overhead cell's
+        overhead = _call_overhead(backend, cached, timer, call_overhead)
     medians = {key: m.median_ms for key, m in known.items()}
     values = coarse.fill(medians) if coarse else stairs.fill(known) if stairs else medians
     fit = None
     if surface:
         values, fit = surface_values(
             needed, medians if coarse is None else coarse.grid_values(medians), values)
+    if overhead:
+        values = net_of_overhead(values, overhead.median_ms)
     if monotone:
         values = monotone_values(needed, values)
     tables = {
@@ -445,15 +462,32 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
                  "held-back cells: mean %.1f%%, max %.1f%%", interpolate, report.cells_grid,
                  report.cells_interpolated, report.held_back, 100 * report.mean_rel_error,
                  100 * report.max_rel_error)
-    design_report = None if adaptive is None else adaptive.report(known, timer.rounds).to_json()
+    design_report = None if adaptive is None else adaptive.report(known, rounds).to_json()
     if design_report:
         log.info("%s", describe_adaptive(design_report))
     used = len(coarse.to_measure()) if coarse else sum(c.key() in known for c in needed)
     return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
-                         tables=tables, cells_measured=timer.measured,
+                         tables=tables, cells_measured=timer.measured - timer.uncounted,
                          cells_cached=used - timer.measured,
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
                          drift=timer.drift_record(), monotone=bool(monotone),
                          surface=None if fit is None else fit.to_json(),
-                         cells_needed=len(needed), adaptive=design_report)
+                         cells_needed=len(needed), adaptive=design_report,
+                         call_overhead_ms=overhead.median_ms if overhead else 0.0)
+
+
+def _call_overhead(backend: LatencyBackend, cached: Callable[[Cell], Measurement | None],
+                   timer: "_Timer", wanted: bool | None) -> Measurement | None:
+    """The overhead cell's timing (from the cache, else timed now) where the cells carry a
+    call's overhead (``wanted``; None: the backend's ``call_overhead``); None where they do not,
+    or with cold weights (a replicated layer spreads the call over its copies)."""
+    wanted = backend.call_overhead if wanted is None else wanted
+    if not wanted or backend.weights != "hot":
+        return None
+    hit = cached(OVERHEAD_CELL)
+    if hit is None:
+        timed: dict[CellKey, Measurement] = {}
+        timer.time([OVERHEAD_CELL], timed, counted=False)
+        hit = timed[OVERHEAD_CELL.key()]
+    return hit
