@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks for a lent machine, in one call: tests marked gpu, the staircase of one conv
-# and the latency-model benchmark on torch-cuda. Results go to $OUT (default ./gpu-results).
+# and the latency-model benchmark on torch-cuda (tables with a call's overhead taken out and
+# kept, on the same plans). Results go to $OUT (default ./gpu-results).
 # Every step has its own time limit so that a slow one leaves the others' results.
 #   bash benchmarks/gpu_session.sh            # on the GPU machine, from the repo root
 #   BACKEND=torch-cpu SMALL=1 bash benchmarks/gpu_session.sh   # a quick rehearsal on a CPU
@@ -28,7 +29,7 @@ log() { echo "== $* ($(date +%T))"; }
     log latency model $arch gs $gs; timeout "$limit" $PY benchmarks/latency_model.py \
       --backend "$BACKEND" --archs "$arch" --threads 1 --precision fp16 --channels-last \
       --batch $BATCH --resolution $RES --group-size "$gs" --plans $PLANS --passes 2 \
-      --model-seconds 1 --cell-seconds 0.02 --out "/tmp/lm_$arch" --png "$OUT/lm_$arch.png" \
+      --model-seconds 1 --cell-seconds 0.02 --call-overhead both --out "/tmp/lm_$arch" --png "$OUT/lm_$arch.png" \
       && cp "/tmp/lm_$arch/latency_model.json" "$OUT/lm_$arch.json"
   done
   log done

@@ -245,7 +245,7 @@ def run_one(arch, threads, args, root, rng) -> list[dict]:
         device = backend.fingerprint().device
     measured_of, timings = measured_figures(timings, paired=not args.unpaired)
     flops = {k: count_flops(path) for k, path in paths.items() if k != "probe"}
-    common = {"arch": arch, "threads": threads, "resolution": args.resolution,
+    common = {"arch": arch, "threads": threads, "resolution": analysis.input_shape[-1],
               "backend": backend.name, "device": device, "batch": args.batch,
               "precision": args.precision, "group_size": args.group_size, "weights": weights,
               "calibration_timings_ms": {k: timings[k] for k in ("original", "probe")},
@@ -412,7 +412,8 @@ def main() -> None:
     results = []
     for arch in args.archs:
         for threads in args.threads:
-            print(f"{arch} {args.resolution}px batch {args.batch} on {args.backend}, {threads} "
+            size = "" if arch.endswith(".onnx") else f" {args.resolution}px batch {args.batch}"
+            print(f"{arch}{size} on {args.backend}, {threads} "
                   "thread(s):", flush=True)
             variants = run_one(arch, threads, args, root, rng)
             results += variants

@@ -468,7 +468,7 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
     used = len(coarse.to_measure()) if coarse else sum(c.key() in known for c in needed)
     return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
                          tables=tables, cells_measured=timer.measured - timer.uncounted,
-                         cells_cached=used - timer.measured,
+                         cells_cached=used - (timer.measured - timer.uncounted),
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
                          drift=timer.drift_record(), monotone=bool(monotone),
