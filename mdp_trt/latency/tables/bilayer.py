@@ -102,9 +102,10 @@ class LatencyTables:
     the wall time of the run. ``adaptive`` is the ``AdaptiveReport`` (JSON) of adaptive cells,
     ``interpolation`` the ``InterpolationReport`` (JSON) of coarse tables, both None for full
     ones; ``call_overhead_ms`` what was taken out of every entry as the per-call overhead of a
-    cell (``overhead.py``; 0: none); ``drift`` the ``DriftLog`` (JSON) of the cells measured by this run, or for cells
-    measured elsewhere ``drift.workers_record`` (the same ``max_drift``/``remeasured_cells``/
-    ``unresolved_batches``, plus ``workers``: each worker's log).
+    cell (``overhead.py``; 0: none); ``drift`` the ``DriftLog`` (JSON) of the cells measured by
+    this run, or for cells measured elsewhere ``drift.workers_record`` (the same
+    ``max_drift``/``remeasured_cells``/``unresolved_batches``, plus ``workers``: each worker's
+    log).
     """
 
     backend: str
@@ -358,6 +359,11 @@ class _Timer:
             raise RuntimeError(f"measure_cells returned {len(cells) - len(absent)} of "
                                f"{len(cells)} cells; first missing: {absent[0]}")
 
+    @property
+    def counted(self) -> int:
+        """Cells timed for the tables (not the overhead cell)."""
+        return self.measured - self.uncounted
+
     def drift_record(self) -> dict | None:
         """The drift guard's record of every round (None: nothing timed)."""
         if self._workers:
@@ -467,8 +473,8 @@ def profile_tables(analysis: Analysis, *, group_size: int, backend: LatencyBacke
         log.info("%s", describe_adaptive(design_report))
     used = len(coarse.to_measure()) if coarse else sum(c.key() in known for c in needed)
     return LatencyTables(backend=backend.name, fingerprint=fp.to_json(), group_size=group_size,
-                         tables=tables, cells_measured=timer.measured - timer.uncounted,
-                         cells_cached=used - (timer.measured - timer.uncounted),
+                         tables=tables, cells_measured=timer.counted,
+                         cells_cached=used - timer.counted,
                          seconds=time.perf_counter() - start, channels=channels,
                          interpolation=None if report is None else report.to_json(),
                          drift=timer.drift_record(), monotone=bool(monotone),
