@@ -41,6 +41,17 @@ Precision = Literal["fp32"]
 
 MAX_COLD_COPIES = 8
 
+# ORT's profiler adds its own time to every node. Where that slows the whole run by more than
+# this, its node times are not the model's and layer_shares gives none (one scale for all
+# layers then). Profiled / plain run, 1 thread, Zen 3 VM, 2026-12-08: ResNet-18 224 px 0.98,
+# 64 px 1.17, the MNIST ResNet (0.8 ms) 1.29; the 8x8-digits ResNet (0.3-0.5 ms) 2.0-3.0 and
+# the MNIST ViT (0.9 ms, 132 nodes) 2.5, whose per-layer ratios came out at 0.3-0.5 and rising
+# with the width, while a chain of convs costs its cell per layer.
+MAX_PROFILE_SLOWDOWN = 1.5
+# Plain runs timed beside a profile, to compare the profiled run with.
+_PLAIN_POLICY = TimingPolicy(warmup_runs=3, warmup_s=0.05, budget_s=0.5, min_repeats=10,
+                             max_repeats=2000)
+
 
 def cold_copies(weight_bytes: int, llc: int) -> int:
     """Replicas of a layer whose weights together overflow the LLC twice (1: not worth it)."""
@@ -227,9 +238,17 @@ class OrtCpuBackend(BackendBase):
                            m.p90_ms / copies)
 
     def layer_shares(self, path: str | Path, layers: Sequence[Layer]) -> dict[str, float] | None:
+        """Each layer's share of the run in ORT's node profile; None where profiling slows the
+        run by more than ``MAX_PROFILE_SLOWDOWN`` (small nodes: the profiler's own time is then
+        a large, uneven part of every node's)."""
         self._require_active()
         nodes, run_ms = node_profile.profile_nodes(path, session_options(self.threads),
                                                    self._providers())
+        plain_ms = self._time_session(*self._model_session(path, None), _PLAIN_POLICY).median_ms
+        if run_ms > MAX_PROFILE_SLOWDOWN * plain_ms:
+            log.info("ORT's profiler slows %s from %.3f to %.3f ms a run: its node times are not "
+                     "the model's; no per-layer shares", Path(path).name, plain_ms, run_ms)
+            return None
         return {name: ms / run_ms
                 for name, ms in node_profile.layer_times(path, layers, nodes).items()}
 

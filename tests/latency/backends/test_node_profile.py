@@ -3,7 +3,9 @@ import pytest
 from mdp_trt.graph import load_model
 from mdp_trt.latency.backends.node_profile import (_fits, graph_node, layer_times, match_layers,
                                                    profile_nodes)
+from mdp_trt.latency.backends import ort_cpu
 from mdp_trt.latency.backends.ort_cpu import OrtCpuBackend, session_options
+from mdp_trt.latency.protocol import Measurement
 from mdp_trt.passes import analyze
 from tests.onnx_graphs import export_module, load, projection_skip
 
@@ -24,7 +26,10 @@ def test_every_layer_gets_its_in_model_time_even_where_ort_renamed_the_fused_nod
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
-def test_the_ort_cpu_backend_profiles_layers_and_its_session_options_stay_unprofiled(tmp_path):
+def test_the_ort_cpu_backend_profiles_layers_and_its_session_options_stay_unprofiled(
+        tmp_path, monkeypatch):
+    # a model this small runs much slower profiled; how much is the machine's, not tested here
+    monkeypatch.setattr(ort_cpu, "MAX_PROFILE_SLOWDOWN", float("inf"))
     model, path = load(projection_skip(), tmp_path)
     analysis = analyze(model, str(path))
     options = session_options(1)
@@ -34,6 +39,27 @@ def test_the_ort_cpu_backend_profiles_layers_and_its_session_options_stay_unprof
         shares = backend.layer_shares(path, analysis.layers)
     assert set(shares) == {layer.name for layer in analysis.layers}
     assert all(s > 0 for s in shares.values()) and sum(shares.values()) <= 1
+
+
+@pytest.mark.parametrize("slowdown, shared", [(1.2, True), (3.0, False)])
+def test_no_shares_where_the_profiler_slows_the_run_too_much(tmp_path, monkeypatch, slowdown,
+                                                              shared):
+    model, path = load(projection_skip(), tmp_path)
+    analysis = analyze(model, str(path))
+    with OrtCpuBackend() as backend:
+        plain_ms = backend.measure_model(path).median_ms
+        real = ort_cpu.node_profile.profile_nodes
+
+        def profiled(*args, **kw):  # the real nodes, the run as slowed as the case says
+            nodes, _ = real(*args, **kw)
+            return nodes, slowdown * plain_ms
+
+        monkeypatch.setattr(ort_cpu.node_profile, "profile_nodes", profiled)
+        monkeypatch.setattr(OrtCpuBackend, "_time_session",
+                            lambda self, session, feeds, policy: Measurement(plain_ms, 0.0, 10,
+                                                                             plain_ms, plain_ms))
+        shares = backend.layer_shares(path, analysis.layers)
+    assert (shares is not None) == shared
 
 
 def test_a_layer_without_a_node_is_left_out(tmp_path):
