@@ -23,7 +23,6 @@ from mdp_trt.latency.backends import node_profile
 from mdp_trt.latency.backends.host import cpu_description, llc_bytes
 from mdp_trt.latency.backends.inputs import ModelInput, model_inputs, random_feeds
 from mdp_trt.latency.backends.layer_model import build_layer_model, layer_input_shape
-from mdp_trt.latency.backends.registry import check_accepted
 from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy,
                                              time_interleaved, time_runs)
 from mdp_trt.latency.protocol import (BackendBase, Comparison, DeviceFingerprint, Measurement,
@@ -132,10 +131,14 @@ class OrtCpuBackend(BackendBase):
                  model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0,
                  weights: Weights = "hot") -> None:
         super().__init__(threads)
-        check_accepted(self.name, precision=precision, weights=weights)
+        if precision != "fp32":
+            raise InputError(f"{self.name} runs models in their own precision; only 'fp32' is "
+                             f"supported as `precision`, got {precision!r}", parameters=("precision",))
         self.precision = precision
         self.cell_policy = cell_policy
         self.model_policy = model_policy
+        if weights not in ("hot", "cold"):
+            raise InputError(f"weights must be 'hot' or 'cold', got {weights!r}")
         self.seed = seed
         self.weights = weights
         self._llc = llc_bytes()

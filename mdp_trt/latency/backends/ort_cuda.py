@@ -37,7 +37,10 @@ class OrtCudaBackend(OrtCpuBackend):
     smooth_latency = False  # and their latency is a staircase in the widths
 
     def __init__(self, *, device_id: int = 0, **options) -> None:
-        super().__init__(**options)  # checks the options against ort-cuda's spec
+        if options.get("weights", "hot") != "hot":
+            raise InputError("ort-cuda times cells with hot weights only (the cold protocol is "
+                             "sized for a CPU cache); drop weights='cold'")
+        super().__init__(**options)
         if device_id < 0:
             raise InputError(f"CUDA device id must be >= 0, got {device_id}")
         self.device_id = device_id

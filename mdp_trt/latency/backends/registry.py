@@ -21,7 +21,7 @@ from mdp_trt.latency.backends import host
 from mdp_trt.latency.protocol import WEIGHTS, LatencyBackend
 
 __all__ = ["BACKENDS", "BackendSpec", "DEFAULT_BACKEND", "GPU_BACKENDS", "get_backend",
-           "backend_names", "backend_options", "cell_weights", "check_accepted"]
+           "backend_names", "backend_options", "cell_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +122,6 @@ def _spec(name: str) -> BackendSpec:
         ) from None
 
 
-def check_accepted(name: str, *, precision: str | None = None, channels_last: bool = False,
-                   weights: str | None = None) -> None:
-    """Refuse the options backend ``name``'s spec does not accept (those left out are its
-    defaults): each backend's constructor calls this, so a backend built directly refuses
-    exactly what the CLI's flags would."""
-    spec = _spec(name)
-    _check_options(name, spec, precision=precision or spec.precisions[0],
-                   channels_last=channels_last, weights=weights or spec.weights[0])
-
-
 def _check_options(name: str, spec: BackendSpec, *, precision: str, channels_last: bool,
                    weights: str) -> None:
     """Refuse the options ``spec`` does not accept, naming the flag and the backends that do."""
@@ -198,9 +188,11 @@ def get_backend(name: str, *, threads: int = 1, **options) -> LatencyBackend:
     the backend cannot run on this machine (the message says why and what to install), and
     InputError for a precision, layout or weights mode its ``BackendSpec`` does not accept.
     """
-    check_accepted(name, precision=options.get("precision"),
-                   channels_last=options.get("channels_last", False), weights=options.get("weights"))
-    backend = _spec(name).factory(threads=threads, **options)
+    spec = _spec(name)
+    _check_options(name, spec, precision=options.get("precision", spec.precisions[0]),
+                   channels_last=options.get("channels_last", False),
+                   weights=options.get("weights", spec.weights[0]))
+    backend = spec.factory(threads=threads, **options)
     reason = backend.available()
     if reason is not None:
         raise BackendUnavailable(f"latency backend {name!r} cannot run here: {reason}")

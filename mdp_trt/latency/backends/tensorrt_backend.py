@@ -32,7 +32,6 @@ from mdp_trt.errors import InputError
 from mdp_trt.latency.backends.gpu import DeviceClock, gpu_description, time_device_runs
 from mdp_trt.latency.backends.inputs import model_inputs, random_feeds
 from mdp_trt.latency.backends.layer_model import build_layer_model, layer_input_shape
-from mdp_trt.latency.backends.registry import check_accepted
 from mdp_trt.latency.backends.timing import CELL_POLICY, MODEL_POLICY, TimingPolicy
 from mdp_trt.latency.protocol import BackendBase, DeviceFingerprint, Measurement
 from mdp_trt.signature import LayerSignature
@@ -102,7 +101,9 @@ class TensorRTBackend(BackendBase):
                  cell_policy: TimingPolicy = CELL_POLICY,
                  model_policy: TimingPolicy = MODEL_POLICY, seed: int = 0) -> None:
         super().__init__(threads)
-        check_accepted(self.name, precision=precision)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise InputError(f"`precision` must be fp32, fp16 or int8 for tensorrt, got "
+                             f"{precision!r}", parameters=("precision",))
         if workspace_mib < 1 or not 0 <= optimization_level <= 5:
             raise InputError(f"tensorrt needs workspace_mib >= 1 and optimization_level 0-5, got "
                              f"{workspace_mib} and {optimization_level}")

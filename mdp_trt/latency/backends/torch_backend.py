@@ -26,7 +26,6 @@ from mdp_trt.latency.backends.gpu import DeviceClock, gpu_description, time_devi
 from mdp_trt.latency.backends.host import cpu_description
 from mdp_trt.latency.backends.inputs import model_inputs, random_feeds
 from mdp_trt.latency.backends.layer_model import ACTIVATIONS, layer_input_shape
-from mdp_trt.latency.backends.registry import check_accepted
 from mdp_trt.latency.backends.timing import (CELL_POLICY, MODEL_POLICY, TimingPolicy,
                                              time_interleaved, time_runs)
 from mdp_trt.latency.protocol import BackendBase, Comparison, DeviceFingerprint, Measurement
@@ -209,8 +208,10 @@ class TorchBackend(BackendBase):
         super().__init__(threads)
         if device not in ("cpu", "cuda"):
             raise InputError(f"torch backend device must be 'cpu' or 'cuda', got {device!r}")
+        if precision not in ("fp32", "fp16"):
+            raise InputError(f"`precision` must be fp32 or fp16 for torch, got {precision!r}",
+                             parameters=("precision",))
         self.name = f"torch-{device}"
-        check_accepted(self.name, precision=precision, channels_last=channels_last)
         # On a CPU a wider layer is never faster; GPU kernels tile channels (tables.profile_tables)
         self.monotone_latency = self.smooth_latency = device == "cpu"
         self.call_overhead = True  # a module call, or a CUDA graph's launch (tables/overhead.py)

@@ -67,8 +67,7 @@ def test_auto_weights_are_cold_only_for_ort_cpu_models_larger_than_the_llc(monke
 
 def test_each_spec_declares_what_its_backend_accepts():
     # The registry checks flags against the specs without building a backend; each backend's
-    # constructor checks its options against the same spec (registry.check_accepted), so a
-    # backend built directly accepts exactly what its flags offer.
+    # constructor must accept exactly what its spec declares, or the two would disagree.
     for name, spec in registry.BACKENDS.items():
         for precision in spec.precisions:
             assert spec.factory(threads=1, precision=precision).precision == precision
