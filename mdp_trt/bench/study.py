@@ -82,6 +82,9 @@ class StudyConfig:
     # MODEL_POLICY's 30 s held ~10 rounds, too few for +-2% on the 0.2 ms 8x8-digits network
     # even on a quiet host (2026-12-07). It stops as soon as every ratio is reliable.
     retime_seconds: float = 180.0
+    # Longest paired timing of one pruned model with the original while pruning (prune's
+    # --compare-seconds, Torch-Pruning's bisection); it stops earlier once the ratio is +-2%.
+    compare_seconds: float = MODEL_POLICY.compare_s
 
     def check(self) -> None:
         if self.dataset not in STUDY_SETS:
@@ -100,6 +103,9 @@ class StudyConfig:
         if self.retime_seconds <= 0:
             raise InputError(f"the re-timing's time limit must be positive, got "
                              f"{self.retime_seconds:g} s (--retime-seconds)")
+        if self.compare_seconds <= 0:
+            raise InputError(f"the paired timing's time limit must be positive, got "
+                             f"{self.compare_seconds:g} s")
         if any(not 0 < b < 1 for b in self.budgets):
             raise InputError(f"budgets are fractions of the original latency in (0, 1), got {self.budgets}")
 
@@ -340,7 +346,7 @@ def _mdp_trt(config: StudyConfig, method: str, target: float, folder: Path, spli
         budget=target, method=method, importance=importance, **calib,
         group_size=config.group_size, threads=config.threads, cache=config.cache, force=True,
         tolerance=tolerance, max_rounds=6, confirm_windows=config.confirm_windows,
-        progress=False))
+        compare_seconds=config.compare_seconds, progress=False))
     return {"model": str((folder / "prune" / "pruned.onnx").relative_to(config.folder)),
             "measured_ms": report.measured_latency_ms,
             "own_ratio": report.measured_latency_ms / report.baseline_latency_ms,
@@ -355,7 +361,8 @@ def _torch_pruning(config: StudyConfig, target: float, folder: Path, tolerance: 
     from mdp_trt.bench.digit_resnet import load_checkpoint
 
     module = load_checkpoint(config.module)
-    with get_backend("ort-cpu", threads=config.threads) as backend:
+    policy = replace(MODEL_POLICY, compare_s=config.compare_seconds)
+    with get_backend("ort-cpu", threads=config.threads, model_policy=policy) as backend:
         def ratio(path: Path) -> float:  # timed paired with the original, as prune times plans
             return benchmark_models([config.model, path], backend)[1].ratio.value
 
