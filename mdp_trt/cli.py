@@ -562,7 +562,20 @@ def _raise_interrupted(signum: int, frame) -> None:
     # Later signals are ignored so that the clean-up the first one starts can finish.
     for other in _SIGNALS:
         signal.signal(other, signal.SIG_IGN)
+    if _dropping(frame):
+        # Python drops an exception raised in an import lock's callback or a finaliser ("Exception
+        # ignored in ...") and the run would go on to its end (seen in CI: a SIGTERM during a
+        # lazy import): raised again just after, once the frame is one that propagates it.
+        signal.signal(signal.SIGALRM, lambda _, later: _raise_interrupted(signum, later))
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        return
     raise Interrupted(signum, _SIGNALS[signum])
+
+
+def _dropping(frame) -> bool:
+    """Whether an exception raised in ``frame`` would be dropped by the interpreter."""
+    return frame is not None and (frame.f_code.co_filename.startswith("<frozen importlib")
+                                  or frame.f_code.co_name == "__del__")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -341,6 +341,25 @@ def test_sigterm_to_a_real_prune_process_leaves_no_staging(user, tmp_path):
         ["work"]
 
 
+def test_a_signal_landing_where_python_drops_exceptions_is_raised_again_just_after():
+    """An exception raised in an import lock's callback is dropped ("Exception ignored in"):
+    a SIGTERM landing there must not be lost (CI saw a prune run on after one)."""
+    import types
+
+    saved = {s: signal.getsignal(s) for s in (*cli._SIGNALS, signal.SIGALRM)}
+    in_import = types.SimpleNamespace(f_code=types.SimpleNamespace(
+        co_filename="<frozen importlib._bootstrap>", co_name="cb"))
+    try:
+        cli._raise_interrupted(signal.SIGTERM, in_import)  # deferred, not raised here
+        with pytest.raises(cli.Interrupted) as caught:
+            time.sleep(1.0)  # the alarm raises it in this frame, which propagates it
+        assert caught.value.name == "SIGTERM"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 # -- messages printed as they are -------------------------------------------------------------
 
 def test_a_path_with_markup_is_printed_literally(tmp_path, capsys):
