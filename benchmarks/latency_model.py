@@ -194,6 +194,8 @@ def export(arch: str, args, root: Path) -> Path:
     """A torchvision architecture, ``timm:NAME`` built and exported as timm does it
     (``models/third_party.py``; batch 1), or an ONNX file as it is (``models/*.onnx``)."""
     if arch.endswith(".onnx"):
+        if not Path(arch).is_file():
+            raise SystemExit(f"--archs {arch}: no such ONNX file")
         return Path(arch)
     library, _, name = arch.rpartition(":")
     if library == "timm":

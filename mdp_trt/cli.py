@@ -581,6 +581,7 @@ def _dropping(frame) -> bool:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in _SIGNALS}
+    previous[signal.SIGALRM] = signal.getsignal(signal.SIGALRM)  # a deferred signal arms it
     try:
         # typer handles usage errors itself (exit 2)
         app(args=argv)
@@ -592,5 +593,7 @@ def main(argv: list[str] | None = None) -> None:
                                 "half-written was left; measured latency cells are kept"))
         sys.exit(exc.exit_code)
     finally:
+        if signal.getsignal(signal.SIGALRM) is not previous[signal.SIGALRM]:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
